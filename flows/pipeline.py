@@ -1,0 +1,72 @@
+"""The pipeline flow: DVC's DAG run from Prefect, with DVC still the judge of what is stale.
+
+For each stage in the order `dvc repro` would use: skip it if DVC finds it up to date,
+restore it from DVC's run-cache if that has it, else run its command line in this process
+(a Prefect subflow, so the UI shows it as its own run) and `dvc commit` it, which writes the
+same dvc.lock entry and run-cache entry that `dvc repro` writes.
+"""
+
+from __future__ import annotations
+
+import shlex
+from prefect import flow
+
+from flows.common import log, report, tracked
+from flows.stages import STAGES, run_stage
+
+COMMAND_PREFIX = ["python", "-m", "flows"]
+
+
+def _command(stage) -> list[str]:
+    argv = shlex.split(stage.cmd)
+    if argv[:3] != COMMAND_PREFIX or argv[3] not in STAGES:
+        raise ValueError(f"pipeline: stage '{stage.addressing}' runs {stage.cmd!r}; expected 'python -m flows <stage> ...'")
+    return argv[3:]
+
+
+@flow(name="pipeline", persist_result=False)
+def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
+    """Bring every stage of ``workloads`` (default: all in params.yaml) up to date.
+
+    Runs in the repository root (the working directory). Returns {stage address:
+    'skipped' | 'restored' | 'ran'}.
+    """
+    from dvc.repo import Repo, lock_repo
+    from dvc.repo.reproduce import get_active_graph, plan_repro
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    logger = log()
+    outcome: dict[str, str] = {}
+    with Repo(".") as repo, lock_repo(repo):
+        graph = get_active_graph(repo.index.graph)
+        targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
+        if workloads and not targets:
+            raise ValueError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
+        for stage in plan_repro(graph, targets):
+            name = stage.addressing
+            if not stage.changed():
+                logger.info("%s: up to date, skipped", name)
+                outcome[name] = "skipped"
+                continue
+            try:
+                repo.stage_cache.restore(stage)
+                logger.info("%s: restored from DVC's run-cache", name)
+                outcome[name] = "restored"
+            except RunCacheNotFoundError:
+                stage.remove_outs(ignore_remove=False, force=False)
+                run_stage(_command(stage))
+                outcome[name] = "ran"
+            repo.commit(name, force=True)
+    counts = {k: list(outcome.values()).count(k) for k in ("ran", "restored", "skipped")}
+    report("pipeline", "pipeline", counts | {"stages": outcome})
+    if not counts["ran"] and not counts["restored"]:
+        logger.info("pipeline: nothing changed in data, code or params; every stage skipped")
+    return outcome
+
+
+def run_pipeline(workloads: list[str] | None = None) -> dict[str, str]:
+    """The pipeline flow, tracked when a Prefect API is configured, else as a plain function."""
+    if tracked():
+        return pipeline(workloads)
+    log().info("pipeline: no Prefect API configured, running untracked")
+    return pipeline.fn(workloads)

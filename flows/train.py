@@ -1,0 +1,71 @@
+"""train flow: train/val sets -> model weights (safetensors), spec (JSON), loss history (CSV)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import torch
+from prefect import flow
+from tqdm import tqdm
+
+from flows.common import load_params, log, read_table, report, run_record, write_atomic
+from steps import models
+from steps import train as steps
+
+CHECKPOINTS = Path(".cairn") / "checkpoints"
+
+
+@flow(name="train", flow_run_name="train@{workload}", persist_result=False)
+def train(workload: str, split: Path, out: Path) -> dict:
+    """Write ``out``/model.safetensors, model.json and history.csv; checkpoint every epoch."""
+    params = load_params(workload)
+    # Same inputs, same bytes: deterministic kernels (CUDA needs the workspace setting too).
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    device = steps.pick_device(params["train"]["device"])
+    logger = log()
+    logger.info("train@%s on %s (%d CPU threads)", workload, device, torch.get_num_threads())
+
+    checkpoint = CHECKPOINTS / workload / "last.safetensors"
+    bar = tqdm(total=params["train"]["epochs"], desc=f"train@{workload}", unit="epoch", disable=None)
+    seconds: list[float] = []
+    started = [time.perf_counter()]
+
+    def on_epoch(epoch: steps.Epoch, model: models.Classifier, optimizer) -> None:
+        seconds.append(time.perf_counter() - started[0])
+        write_atomic(checkpoint, models.to_bytes(model, {"epoch": str(epoch.epoch)}))
+        bar.update()
+        bar.set_postfix(val_loss=f"{epoch.val_loss:.4f}", val_acc=f"{epoch.val_accuracy:.4f}")
+        every = max(1, params["train"]["epochs"] // 20)  # about 20 log lines per run
+        (logger.info if epoch.epoch % every == 0 or epoch.epoch == 1 else logger.debug)(
+            "epoch %d: train_loss %.4f val_loss %.4f val_accuracy %.4f (%.2fs)",
+            epoch.epoch, epoch.train_loss, epoch.val_loss, epoch.val_accuracy, seconds[-1],
+        )
+        started[0] = time.perf_counter()
+
+    try:
+        result = steps.train(
+            read_table(split / "train.parquet"),
+            read_table(split / "val.parquet"),
+            params["schema"],
+            params["model"],
+            params["train"],
+            on_epoch,
+        )
+    finally:
+        bar.close()
+    write_atomic(out / "model.safetensors", models.to_bytes(result.model))
+    write_atomic(out / "model.json", models.spec_json(result.spec))
+    write_atomic(out / "history.csv", steps.history_csv(result.history))
+    best = result.history[result.best_epoch - 1]
+    summary = {
+        "epochs": len(result.history),
+        "best_epoch": result.best_epoch,
+        "val_loss": round(best.val_loss, 6),
+        "val_accuracy": round(best.val_accuracy, 6),
+    }
+    run_record(workload, "train", summary | {"device": str(device), "epoch_seconds": seconds})
+    report("train", f"train@{workload}", summary)
+    return summary
