@@ -25,7 +25,7 @@ init: setup
 
 run: init
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/dvc metrics show data/*/evaluate/metrics.json data/*/clean/report.json
 
 pipeline: init
 	$(BIN)/python -m flows pipeline

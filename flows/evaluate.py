@@ -21,7 +21,7 @@ def load_model(train: Path) -> tuple[dict, models.Classifier]:
 
 @flow(name="evaluate", flow_run_name="evaluate@{workload}", persist_result=False)
 def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
-    """Write ``out``/metrics.json, predictions.csv, confusion.png and loss.png."""
+    """Write ``out``/metrics.json, per_class.json, predictions.csv, confusion.png and loss.png."""
     schema = load_params(workload)["schema"]
     spec, model = load_model(train)
     test = read_table(split / "test.parquet")
@@ -31,10 +31,12 @@ def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
     with open(require(train / "history.csv", "loss history"), newline="") as f:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
+    # Scalars apart from the per-class table, so `dvc metrics show` stays readable.
+    per_class = {k: result.pop(k) for k in ("per_class", "confusion_matrix")}
     write_json(out / "metrics.json", result)
+    write_json(out / "per_class.json", per_class)
     write_atomic(out / "predictions.csv", steps.predictions_csv(y, proba, spec["classes"]))
-    write_atomic(out / "confusion.png", steps.confusion_png(result["confusion_matrix"], spec["classes"], f"{workload}: test holdout"))
+    write_atomic(out / "confusion.png", steps.confusion_png(per_class["confusion_matrix"], spec["classes"], f"{workload}: test holdout"))
     write_atomic(out / "loss.png", steps.loss_png(history, f"{workload}: loss per epoch"))
-    summary = {k: result[k] for k in ("n_test", "accuracy", "loss", "macro_f1")}
-    report("metrics", f"evaluate@{workload}", summary)
-    return summary
+    report("metrics", f"evaluate@{workload}", result)
+    return result

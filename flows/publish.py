@@ -36,6 +36,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
     lineage = steps.lineage(lock, workload, params, git_revision())
     metrics = json.loads(require(evaluate / "metrics.json", "metrics").read_text())
+    metrics |= json.loads(require(evaluate / "per_class.json", "per-class metrics").read_text())
     split_report = json.loads(require(split / "report.json", "split report").read_text())
     with replace_dir(out) as tmp:
         (tmp / "model.onnx").write_bytes(onnx_bytes)

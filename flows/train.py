@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -30,20 +29,16 @@ def train(workload: str, split: Path, out: Path) -> dict:
 
     checkpoint = CHECKPOINTS / workload / "last.safetensors"
     bar = tqdm(total=params["train"]["epochs"], desc=f"train@{workload}", unit="epoch", disable=None)
-    seconds: list[float] = []
-    started = [time.perf_counter()]
 
     def on_epoch(epoch: steps.Epoch, model: models.Classifier, optimizer) -> None:
-        seconds.append(time.perf_counter() - started[0])
         write_atomic(checkpoint, models.to_bytes(model, {"epoch": str(epoch.epoch)}))
         bar.update()
         bar.set_postfix(val_loss=f"{epoch.val_loss:.4f}", val_acc=f"{epoch.val_accuracy:.4f}")
         every = max(1, params["train"]["epochs"] // 20)  # about 20 log lines per run
         (logger.info if epoch.epoch % every == 0 or epoch.epoch == 1 else logger.debug)(
             "epoch %d: train_loss %.4f val_loss %.4f val_accuracy %.4f (%.2fs)",
-            epoch.epoch, epoch.train_loss, epoch.val_loss, epoch.val_accuracy, seconds[-1],
+            epoch.epoch, epoch.train_loss, epoch.val_loss, epoch.val_accuracy, epoch.seconds,
         )
-        started[0] = time.perf_counter()
 
     try:
         result = steps.train(
@@ -66,6 +61,6 @@ def train(workload: str, split: Path, out: Path) -> dict:
         "val_loss": round(best.val_loss, 6),
         "val_accuracy": round(best.val_accuracy, 6),
     }
-    run_record(workload, "train", summary | {"device": str(device), "epoch_seconds": seconds})
+    run_record(workload, "train", summary | {"device": str(device), "epoch_seconds": [e.seconds for e in result.history]})
     report("train", f"train@{workload}", summary)
     return summary

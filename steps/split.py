@@ -60,9 +60,9 @@ def split(table: pa.Table, label: str, params: dict[str, Any]) -> dict[str, pa.T
     for name, part in tables.items():
         if part.num_rows == 0:
             raise SplitError(f"split: the {name} set is empty; {table.num_rows} rows are too few for these shares")
-        missing = classes - set(part.column(label).to_pylist())
-        if name == "train" and missing:
-            raise SplitError(f"split: train has no rows of class {sorted(missing)[0]!r}; the model could not learn it")
+    missing = classes - set(tables["train"].column(label).to_pylist())
+    if missing:
+        raise SplitError(f"split: train has no rows of class {sorted(missing)[0]!r}; the model could not learn it")
     return tables
 
 

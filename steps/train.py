@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +18,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from steps import models
+from steps import StepError, models
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class Epoch:
     val_loss: float
     val_accuracy: float
     lr: float
+    seconds: float  # wall time of the epoch: for run records, never for DVC outputs
 
 
 @dataclass
@@ -45,14 +47,14 @@ def pick_device(wanted: str) -> torch.device:
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train: device is 'cuda' in params.yaml but no CUDA device is visible")
+        raise StepError("train: device is 'cuda' in params.yaml but no CUDA device is visible")
     return torch.device(wanted)
 
 
 def _optimizer(params: dict[str, Any], weights) -> torch.optim.Optimizer:
     kinds = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
     if params["optimizer"] not in kinds:
-        raise ValueError(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)}")
+        raise StepError(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)}")
     return kinds[params["optimizer"]](weights, lr=params["lr"], weight_decay=params["weight_decay"])
 
 
@@ -104,7 +106,7 @@ def train(
 
     better = {"val_loss": lambda new, old: new < old, "val_accuracy": lambda new, old: new > old}
     if params["monitor"] not in better:
-        raise ValueError(f"train: monitor is {params['monitor']!r}; expected one of {sorted(better)}")
+        raise StepError(f"train: monitor is {params['monitor']!r}; expected one of {sorted(better)}")
 
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
@@ -124,6 +126,7 @@ def train(
         result = Trained(model, spec)
         best_score, best_state, waited = None, None, 0
         for epoch in range(1, params["epochs"] + 1):
+            started = time.perf_counter()
             net.train()
             perm = torch.randperm(len(x_train), generator=order).to(device)
             total = torch.zeros((), device=device)
@@ -143,6 +146,7 @@ def train(
                 val_loss=val_loss,
                 val_accuracy=val_accuracy,
                 lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - started,
             )
             result.history.append(record)
             score = getattr(record, params["monitor"])

@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny tables for unit tests, and tiny cairn repositories for DVC and Prefect."""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+IRIS_SCHEMA = {
+    "key": None,
+    "label": "species",
+    "features": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+    "image": None,
+    "range": [0.0, 100.0],
+}
+
+
+def blobs_csv(rows: int, seed: int, bad: dict[int, str] | None = None) -> str:
+    """A CSV of three well-separated classes in 2 features; ``bad`` replaces row i's f1 text."""
+    rng = np.random.default_rng(seed)
+    lines = ["f1,f2,kind"]
+    for i in range(rows):
+        c = i % 3
+        f1, f2 = rng.normal([c * 5.0 + 10, 20 - c * 4.0], 0.6)
+        text = (bad or {}).get(i + 1, f"{f1:.3f}")
+        lines.append(f"{text},{f2:.3f},{'abc'[c]}")
+    return "\n".join(lines) + "\n"
+
+
+BLOBS_SCHEMA = {"key": None, "label": "kind", "features": ["f1", "f2"], "image": None, "range": [0.0, 100.0]}
+
+
+def tiny_params() -> dict:
+    """params.yaml for a tiny repo: the real iris entry with few epochs, and a CSV workload."""
+    real = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]["iris"]
+    iris = copy.deepcopy(real)
+    iris["train"] |= {"epochs": 30, "patience": 10}
+    blobs = copy.deepcopy(real)
+    blobs["raw"] = "data/blobs/raw"
+    blobs["schema"] = BLOBS_SCHEMA
+    blobs["clean"] = {"max_quarantined": 0.1}
+    blobs["split"] = {"seed": 3, "val": 0.2, "test": 0.25, "test_partition": None}
+    blobs["train"] |= {"epochs": 20, "patience": 10}
+    return {"workloads": {"iris": iris, "blobs": blobs}}
+
+
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=cwd, env=env or project_env(), capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def project_env(**extra: str) -> dict[str, str]:
+    """The environment for subprocesses: this venv's python first on PATH, no Prefect API."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["PREFECT_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / "cairn-test-prefect")
+    return env | extra
+
+
+def make_repo(path: Path) -> Path:
+    """A fresh git + DVC repository holding cairn's code, dvc.yaml and the tiny params."""
+    path.mkdir(parents=True, exist_ok=True)
+    for item in ("flows", "steps", "dvc.yaml"):
+        src = ROOT / item
+        if src.is_dir():
+            shutil.copytree(src, path / item, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, path / item)
+    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (path / "data/iris/raw").mkdir(parents=True)
+    shutil.copy(ROOT / "data/iris/raw/source.json", path / "data/iris/raw/source.json")
+    (path / "data/blobs/raw").mkdir(parents=True)
+    (path / "data/blobs/raw/part-1.csv").write_text(blobs_csv(90, seed=1, bad={4: "NaN"}))
+    (path / "data/blobs/raw/part-2.csv").write_text(blobs_csv(60, seed=2))
+    (path / ".gitignore").write_text(".cairn/\n__pycache__/\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    run(["git", "init", "-q"], path)
+    run(["dvc", "init", "-q"], path)
+    run(git + ["add", "-A"], path)
+    run(git + ["commit", "-qm", "tiny cairn"], path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def repro_repo(tmp_path_factory) -> Path:
+    """A tiny repo after a full `dvc repro` (stages as separate processes)."""
+    repo = make_repo(tmp_path_factory.mktemp("repro") / "repo")
+    run(["dvc", "repro"], repo)
+    return repo

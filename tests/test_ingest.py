@@ -1,0 +1,82 @@
+import gzip
+import io
+import pickle
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import BLOBS_SCHEMA, IRIS_SCHEMA, blobs_csv
+
+from steps import ingest
+
+
+def test_csv_gets_the_explicit_schema_and_stable_keys():
+    table = ingest.from_csv(blobs_csv(6, seed=0).encode(), "part-1.csv", BLOBS_SCHEMA)
+    assert table.schema.names == ["key", "partition", "kind", "f1", "f2"]
+    assert table.schema.field("f1").type == pa.float64()
+    assert table.column("key").to_pylist()[:2] == ["part-1.csv:1", "part-1.csv:2"]
+    assert table.num_rows == 6
+
+
+def test_csv_blanks_and_nan_become_nulls_for_clean_to_quarantine():
+    data = blobs_csv(4, seed=0, bad={2: "", 3: "NaN"}).encode()
+    table = ingest.from_csv(data, "p.csv", BLOBS_SCHEMA)
+    assert table.column("f1").null_count == 2
+    assert table.num_rows == 4
+
+
+def test_empty_csv_is_an_error_naming_the_file():
+    with pytest.raises(ingest.IngestError, match=r"ingest: p\.csv is empty"):
+        ingest.from_csv(b"\n", "p.csv", BLOBS_SCHEMA)
+
+
+def test_csv_without_label_column_names_the_column_and_what_it_has():
+    with pytest.raises(ingest.IngestError, match=r"p\.csv has no column 'kind'.*it has: f1, f2"):
+        ingest.from_csv(b"f1,f2\n1,2\n", "p.csv", BLOBS_SCHEMA)
+
+
+def test_non_numeric_feature_names_file_column_row_and_value():
+    data = blobs_csv(8, seed=0, bad={5: "abc"}).encode()
+    with pytest.raises(ingest.IngestError, match=r"p\.csv column 'f1' has 'abc' in data row 5; expected a number"):
+        ingest.from_csv(data, "p.csv", BLOBS_SCHEMA)
+
+
+def test_parquet_partition_is_projected_and_checked():
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"f1": [1.0], "f2": [2], "kind": ["a"], "extra": [0]}), sink)
+    table = ingest.from_parquet(sink.getvalue(), "x.parquet", BLOBS_SCHEMA)
+    assert table.schema.names == ["key", "partition", "kind", "f1", "f2"]
+    assert table.column("f2").type == pa.float64()
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"f1": [1.0], "kind": ["a"]}), sink)
+    with pytest.raises(ingest.IngestError, match="x.parquet has no column 'f2'"):
+        ingest.from_parquet(sink.getvalue(), "x.parquet", BLOBS_SCHEMA)
+
+
+def test_iris_builtin_has_150_rows_in_three_classes():
+    table = ingest.iris(IRIS_SCHEMA)["iris"]
+    assert table.num_rows == 150
+    assert sorted(set(table.column("species").to_pylist())) == ["setosa", "versicolor", "virginica"]
+
+
+def test_mnist_refuses_a_file_with_the_wrong_hash_before_unpickling():
+    fake = io.BytesIO()
+    with gzip.open(fake, "wb") as f:
+        pickle.dump(((np.zeros((1, 4)), np.zeros(1)),) * 3, f)
+    schema = {"label": "digit", "image": {"column": "pixels", "shape": [2, 2]}, "key": None}
+    with pytest.raises(ingest.IngestError, match="mnist.pkl.gz has sha256 .* expected f11bb9e4"):
+        ingest.mnist(fake.getvalue(), schema)
+
+
+def test_image_schema_is_a_fixed_size_list_not_784_columns():
+    schema = ingest.arrow_schema({"label": "digit", "image": {"column": "pixels", "shape": [28, 28]}}, pa.int64())
+    assert schema.field("pixels").type == pa.list_(pa.float32(), 784)
+    assert len(schema) == 4
+
+
+def test_profile_counts_missing_and_ranges():
+    table = ingest.from_csv(blobs_csv(6, seed=0, bad={1: ""}).encode(), "p.csv", BLOBS_SCHEMA)
+    prof = ingest.profile(table)
+    assert prof["f1"]["missing"] == 1
+    assert prof["f2"]["min"] <= prof["f2"]["mean"] <= prof["f2"]["max"]
