@@ -21,7 +21,9 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     if result.report["rows_quarantined"]:
         log().warning(
             "clean@%s: %d rows quarantined (%s); rows and reasons in %s",
-            workload, result.report["rows_quarantined"], result.report["quarantined_by_reason"],
+            workload,
+            result.report["rows_quarantined"],
+            result.report["quarantined_by_reason"],
             out / "quarantine.parquet",
         )
     report("clean", f"clean@{workload}", result.report)

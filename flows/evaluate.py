@@ -36,7 +36,10 @@ def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
     write_json(out / "metrics.json", result)
     write_json(out / "per_class.json", per_class)
     write_atomic(out / "predictions.csv", steps.predictions_csv(y, proba, spec["classes"]))
-    write_atomic(out / "confusion.png", steps.confusion_png(per_class["confusion_matrix"], spec["classes"], f"{workload}: test holdout"))
+    write_atomic(
+        out / "confusion.png",
+        steps.confusion_png(per_class["confusion_matrix"], spec["classes"], f"{workload}: test holdout"),
+    )
     write_atomic(out / "loss.png", steps.loss_png(history, f"{workload}: loss per epoch"))
     report("metrics", f"evaluate@{workload}", result)
     return result

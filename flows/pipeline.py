@@ -9,6 +9,7 @@ same dvc.lock entry and run-cache entry that `dvc repro` writes.
 from __future__ import annotations
 
 import shlex
+
 from prefect import flow
 
 from flows.common import log, report, tracked
@@ -20,7 +21,9 @@ COMMAND_PREFIX = ["python", "-m", "flows"]
 def _command(stage) -> list[str]:
     argv = shlex.split(stage.cmd)
     if argv[:3] != COMMAND_PREFIX or argv[3] not in STAGES:
-        raise ValueError(f"pipeline: stage '{stage.addressing}' runs {stage.cmd!r}; expected 'python -m flows <stage> ...'")
+        raise ValueError(
+            f"pipeline: stage '{stage.addressing}' runs {stage.cmd!r}; expected 'python -m flows <stage> ...'"
+        )
     return argv[3:]
 
 

@@ -31,7 +31,9 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     x = models.features(test, params["schema"])
     onnx_bytes = steps.to_onnx(model, spec["n_features"])
     check = steps.parity(predict(model, x), steps.onnx_predict(onnx_bytes, x))
-    steps.check_parity(check, params["publish"]["min_label_agreement"], params["publish"]["max_probability_diff"])
+    steps.check_parity(
+        check, params["publish"]["min_label_agreement"], params["publish"]["max_probability_diff"]
+    )
 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
     lineage = steps.lineage(lock, workload, params, git_revision())

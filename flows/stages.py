@@ -1,35 +1,44 @@
-"""The stage flows by name, and how one stage command line runs, tracked by Prefect or not."""
+"""The stage flows by name, and how one stage command line runs, tracked by Prefect or not.
+
+Each stage's module is imported only when that stage runs: a `dvc repro` stage process
+then pays for the libraries it uses (torch, scikit-learn) and no others.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import inspect
 from pathlib import Path
 from typing import Any
 
-from flows.clean import clean
 from flows.common import log, tracked
-from flows.evaluate import evaluate
-from flows.ingest import ingest
-from flows.publish import publish
-from flows.split import split
-from flows.train import train
 
-STAGES = {f.name: f for f in (ingest, clean, split, train, evaluate, publish)}
+STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
+USAGE = "python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH | python -m flows pipeline [WORKLOAD ...]"
 
 
-def parser() -> argparse.ArgumentParser:
-    """`<stage> <workload> --<input> PATH ... --out PATH`, the options read off each flow's signature."""
-    top = argparse.ArgumentParser(prog="python -m flows", description="Run one cairn stage, or the pipeline.")
-    sub = top.add_subparsers(dest="stage", required=True)
-    for name, stage in STAGES.items():
-        cmd = sub.add_parser(name, help=(stage.fn.__doc__ or "").strip().splitlines()[0])
-        cmd.add_argument("workload")
-        for param in list(inspect.signature(stage.fn).parameters)[1:]:
-            cmd.add_argument(f"--{param}", type=Path, required=True)
-    pipe = sub.add_parser("pipeline", help="Every stale stage in DVC's order (all workloads, or those named).")
-    pipe.add_argument("workloads", nargs="*")
-    return top
+class UsageError(ValueError):
+    """A command line that names no known stage or lacks an option."""
+
+
+def stage_flow(name: str):
+    """The Prefect flow of stage ``name`` (flows/<name>.py defines a flow called <name>)."""
+    if name not in STAGES:
+        raise UsageError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+    return getattr(importlib.import_module(f"flows.{name}"), name)
+
+
+def parse(argv: list[str]) -> tuple[Any, dict[str, Any]]:
+    """(flow, keyword arguments) of a stage command line; the options are the flow's parameters."""
+    if not argv:
+        raise UsageError(f"usage: {USAGE % ','.join(STAGES)}")
+    stage = stage_flow(argv[0])
+    cmd = argparse.ArgumentParser(prog=f"python -m flows {argv[0]}", description=stage.fn.__doc__)
+    cmd.add_argument("workload")
+    for param in list(inspect.signature(stage.fn).parameters)[1:]:
+        cmd.add_argument(f"--{param}", type=Path, required=True)
+    return stage, vars(cmd.parse_args(argv[1:]))
 
 
 def run_stage(argv: list[str]) -> Any:
@@ -39,8 +48,7 @@ def run_stage(argv: list[str]) -> Any:
     pipeline); without one it runs as a plain function, so a `dvc repro` stage process never
     pays for starting a temporary Prefect server.
     """
-    args = vars(parser().parse_args(argv))
-    stage = STAGES[args.pop("stage")]
+    stage, args = parse(argv)
     if tracked():
         return stage(**args)
     log().info("%s@%s: no Prefect API configured, running untracked", stage.name, args["workload"])

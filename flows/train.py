@@ -37,7 +37,11 @@ def train(workload: str, split: Path, out: Path) -> dict:
         every = max(1, params["train"]["epochs"] // 20)  # about 20 log lines per run
         (logger.info if epoch.epoch % every == 0 or epoch.epoch == 1 else logger.debug)(
             "epoch %d: train_loss %.4f val_loss %.4f val_accuracy %.4f (%.2fs)",
-            epoch.epoch, epoch.train_loss, epoch.val_loss, epoch.val_accuracy, epoch.seconds,
+            epoch.epoch,
+            epoch.train_loss,
+            epoch.val_loss,
+            epoch.val_accuracy,
+            epoch.seconds,
         )
 
     try:
@@ -61,6 +65,10 @@ def train(workload: str, split: Path, out: Path) -> dict:
         "val_loss": round(best.val_loss, 6),
         "val_accuracy": round(best.val_accuracy, 6),
     }
-    run_record(workload, "train", summary | {"device": str(device), "epoch_seconds": [e.seconds for e in result.history]})
+    run_record(
+        workload,
+        "train",
+        summary | {"device": str(device), "epoch_seconds": [e.seconds for e in result.history]},
+    )
     report("train", f"train@{workload}", summary)
     return summary

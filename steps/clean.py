@@ -64,7 +64,10 @@ def _image_reasons(column: pa.ChunkedArray, name: str, lo: float, hi: float) -> 
             pixel = int(np.argmax(bad[row]))
             value = pixels[row, pixel]
             kind = "out of range" if np.isfinite(value) else "missing value"
-            reasons[row] = (kind, f"pixel {pixel} of '{name}' is {value:g}; expected a number in [{lo:g}, {hi:g}]")
+            reasons[row] = (
+                kind,
+                f"pixel {pixel} of '{name}' is {value:g}; expected a number in [{lo:g}, {hi:g}]",
+            )
     return reasons
 
 
@@ -81,9 +84,13 @@ def clean(table: pa.Table, schema: dict[str, Any], max_quarantined: float) -> Cl
         reasons = _image_reasons(table.column(schema["image"]["column"]), schema["image"]["column"], lo, hi)
     else:
         names = list(schema["features"])
-        values = np.column_stack(
-            [table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names]
-        ) if table.num_rows else np.empty((0, len(names)))
+        values = (
+            np.column_stack(
+                [table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names]
+            )
+            if table.num_rows
+            else np.empty((0, len(names)))
+        )
         reasons = _feature_reasons(values, names, lo, hi)
     label_missing = table.column(label).is_null().to_numpy(zero_copy_only=False)
     seen: set[str] = set()

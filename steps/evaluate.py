@@ -13,9 +13,13 @@ from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_
 def predict(model: torch.nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndarray:
     """Class probabilities (rows, classes) of the native model."""
     with torch.no_grad():
-        return np.concatenate(
-            [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
-        ) if len(x) else np.empty((0, 0), np.float32)
+        return (
+            np.concatenate(
+                [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
+            )
+            if len(x)
+            else np.empty((0, 0), np.float32)
+        )
 
 
 def metrics(y: np.ndarray, proba: np.ndarray, classes: list) -> dict[str, Any]:
@@ -80,8 +84,15 @@ def confusion_png(matrix: list[list[int]], classes: list, title: str) -> bytes:
     ax.set_ylabel("actual")
     ax.set_title(title)
     for (i, j), n in np.ndenumerate(matrix_):
-        ax.text(j, i, str(n), ha="center", va="center", fontsize=8,
-                color="white" if n > matrix_.max() / 2 else "black")
+        ax.text(
+            j,
+            i,
+            str(n),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if n > matrix_.max() / 2 else "black",
+        )
     fig.tight_layout()
     return _png(fig)
 

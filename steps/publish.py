@@ -106,11 +106,11 @@ def model_card(
     raw = lineage_record["stages"]["ingest"]["deps"]
     return f"""# Model card: {workload}
 
-**Model**: `{spec['model']['name']}` {json.dumps(spec['model'])}, trained by cairn.
-**Input** `features`: float32 `[batch, {spec['n_features']}]`, raw values (the model normalises):
+**Model**: `{spec["model"]["name"]}` {json.dumps(spec["model"])}, trained by cairn.
+**Input** `features`: float32 `[batch, {spec["n_features"]}]`, raw values (the model normalises):
 {inputs}.
-**Output** `probabilities`: float32 `[batch, {len(spec['classes'])}]`, classes in this order:
-{', '.join(f'`{c}`' for c in spec['classes'])}.
+**Output** `probabilities`: float32 `[batch, {len(spec["classes"])}]`, classes in this order:
+{", ".join(f"`{c}`" for c in spec["classes"])}.
 
 ## Files
 
@@ -121,11 +121,11 @@ def model_card(
 
 ## Data
 
-Rows: {sets}. Label column `{schema['label']}`. Raw data: {', '.join(f'`{p}` ({h})' for p, h in raw.items() if p.startswith('data/'))}.
+Rows: {sets}. Label column `{schema["label"]}`. Raw data: {", ".join(f"`{p}` ({h})" for p, h in raw.items() if p.startswith("data/"))}.
 
-## Metrics (test holdout, {metrics['n_test']} rows)
+## Metrics (test holdout, {metrics["n_test"]} rows)
 
-accuracy **{metrics['accuracy']:.4f}**, log loss {metrics['loss']:.4f}, macro F1 {metrics['macro_f1']:.4f}
+accuracy **{metrics["accuracy"]:.4f}**, log loss {metrics["loss"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}
 
 | class | precision | recall | F1 | support |
 |---|---|---|---|---|
@@ -133,11 +133,11 @@ accuracy **{metrics['accuracy']:.4f}**, log loss {metrics['loss']:.4f}, macro F1
 
 ## Portability check
 
-ONNX (onnxruntime) vs native PyTorch on the {parity_result['rows']} test rows: labels agree on
-{parity_result['label_agreement']:.4%}, max probability difference {parity_result['max_probability_diff']:.2e}.
+ONNX (onnxruntime) vs native PyTorch on the {parity_result["rows"]} test rows: labels agree on
+{parity_result["label_agreement"]:.4%}, max probability difference {parity_result["max_probability_diff"]:.2e}.
 
 ## Lineage
 
-git revision `{lineage_record['git_revision']}`; stages ingest → clean → split → train → evaluate, their
+git revision `{lineage_record["git_revision"]}`; stages ingest → clean → split → train → evaluate, their
 DVC hashes in `lineage.json`.
 """

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -167,5 +168,7 @@ def train(
 def history_csv(history: list[Epoch]) -> str:
     """The loss curves as CSV (a DVC plot)."""
     lines = ["epoch,train_loss,val_loss,val_accuracy,lr"]
-    lines += [f"{e.epoch},{e.train_loss:.6f},{e.val_loss:.6f},{e.val_accuracy:.6f},{e.lr:.6g}" for e in history]
+    lines += [
+        f"{e.epoch},{e.train_loss:.6f},{e.val_loss:.6f},{e.val_accuracy:.6f},{e.lr:.6g}" for e in history
+    ]
     return "\n".join(lines) + "\n"

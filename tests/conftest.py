@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+# Tests run offline: no telemetry calls from Prefect's test server.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 IRIS_SCHEMA = {
     "key": None,
@@ -53,10 +55,14 @@ def tiny_params() -> dict:
     return {"workloads": {"iris": iris, "blobs": blobs}}
 
 
-def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True
+) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=env or project_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -88,7 +94,13 @@ def make_repo(path: Path) -> Path:
     run(["git", "init", "-q"], path)
     run(["dvc", "init", "-q"], path)
     run(git + ["add", "-A"], path)
-    run(git + ["commit", "-qm", "tiny cairn"], path)
+    # A fixed date: two repos made from the same files get the same commit, as two clones would.
+    date = "2026-01-01T00:00:00+00:00"
+    run(
+        git + ["commit", "-qm", "tiny cairn"],
+        path,
+        env=project_env(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date),
+    )
     return path
 
 

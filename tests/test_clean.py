@@ -15,7 +15,9 @@ def test_rows_are_conserved_and_each_quarantined_row_has_its_reason():
     r = result.report
     assert r["rows_in"] == 30 == r["rows_kept"] + r["rows_quarantined"]
     assert r["rows_quarantined"] == 3
-    reasons = dict(zip(result.quarantined.column("key").to_pylist(), result.quarantined.column("reason").to_pylist()))
+    reasons = dict(
+        zip(result.quarantined.column("key").to_pylist(), result.quarantined.column("reason").to_pylist())
+    )
     assert reasons == {
         "p.csv:2": "missing or NaN value in column 'f1'",
         "p.csv:5": "infinite value in column 'f1'",
@@ -40,17 +42,23 @@ def test_duplicate_keys_and_missing_labels_are_quarantined():
 
 
 def test_too_many_bad_rows_is_an_error_naming_the_first():
-    with pytest.raises(clean.CleanError, match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:2': missing or NaN"):
+    with pytest.raises(
+        clean.CleanError, match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:2': missing or NaN"
+    ):
         clean.clean(table({2: "", 3: "", 4: ""}), BLOBS_SCHEMA, max_quarantined=0.05)
 
 
 def test_image_rows_with_bad_pixels_are_quarantined():
     schema = {"label": "digit", "image": {"column": "px", "shape": [2, 2]}, "range": [0.0, 1.0], "key": None}
     pixels = np.array([[0, 0.5, 1, 0], [0, np.nan, 0, 0], [0, 0, 2.0, 0]], dtype=np.float32)
-    t = pa.table({
-        "key": ["a", "b", "c"], "partition": ["p"] * 3, "digit": [1, 2, 3],
-        "px": pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 4),
-    })
+    t = pa.table(
+        {
+            "key": ["a", "b", "c"],
+            "partition": ["p"] * 3,
+            "digit": [1, 2, 3],
+            "px": pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 4),
+        }
+    )
     result = clean.clean(t, schema, max_quarantined=1.0)
     assert result.kept.column("key").to_pylist() == ["a"]
     assert result.quarantined.column("reason").to_pylist() == [

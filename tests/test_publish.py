@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 from conftest import BLOBS_SCHEMA, blobs_csv
 
 from steps import clean, evaluate, ingest, models, publish, split, train
@@ -9,9 +8,23 @@ from steps import clean, evaluate, ingest, models, publish, split, train
 @pytest.fixture(scope="module")
 def trained():
     t = ingest.from_csv(blobs_csv(200, seed=0).encode(), "p.csv", BLOBS_SCHEMA)
-    sets = split.split(clean.clean(t, BLOBS_SCHEMA, 0.0).kept, "kind", {"seed": 1, "val": 0.2, "test": 0.2, "test_partition": None})
-    params = {"seed": 1, "device": "cpu", "epochs": 5, "batch_size": 16, "optimizer": "adam", "lr": 0.02,
-              "weight_decay": 0.0, "schedule": "cosine", "monitor": "val_loss", "patience": 5}
+    sets = split.split(
+        clean.clean(t, BLOBS_SCHEMA, 0.0).kept,
+        "kind",
+        {"seed": 1, "val": 0.2, "test": 0.2, "test_partition": None},
+    )
+    params = {
+        "seed": 1,
+        "device": "cpu",
+        "epochs": 5,
+        "batch_size": 16,
+        "optimizer": "adam",
+        "lr": 0.02,
+        "weight_decay": 0.0,
+        "schedule": "cosine",
+        "monitor": "val_loss",
+        "patience": 5,
+    }
     model = {"name": "mlp", "hidden": [8], "dropout": 0.0, "normalize": "feature"}
     return train.train(sets["train"], sets["val"], BLOBS_SCHEMA, model, params), sets["test"]
 
@@ -36,8 +49,12 @@ def test_parity_gate_refuses_a_model_that_disagrees():
 
 
 def test_lineage_needs_every_upstream_stage():
-    lock = {"stages": {f"{s}@w": {"deps": [{"path": "a", "md5": "1"}], "outs": [{"path": "b", "md5": "2"}]}
-                       for s in ("ingest", "clean", "split", "train")}}
+    lock = {
+        "stages": {
+            f"{s}@w": {"deps": [{"path": "a", "md5": "1"}], "outs": [{"path": "b", "md5": "2"}]}
+            for s in ("ingest", "clean", "split", "train")
+        }
+    }
     with pytest.raises(publish.PublishError, match="no stage 'evaluate@w'"):
         publish.lineage(lock, "w", {}, "rev")
     lock["stages"]["evaluate@w"] = lock["stages"]["train@w"]
@@ -51,7 +68,18 @@ def test_metrics_and_predictions_for_the_confusion_plot():
     m = evaluate.metrics(y, proba, ["a", "b", "c"])
     assert m["accuracy"] == 0.75
     assert m["confusion_matrix"] == [[1, 0, 0], [0, 1, 1], [0, 0, 1]]
-    assert m["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(0.666667), "support": 2}
-    assert evaluate.predictions_csv(y, proba, ["a", "b", "c"]).splitlines()[:3] == ["actual,predicted", "a,a", "b,b"]
+    assert m["per_class"]["b"] == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": pytest.approx(0.666667),
+        "support": 2,
+    }
+    assert evaluate.predictions_csv(y, proba, ["a", "b", "c"]).splitlines()[:3] == [
+        "actual,predicted",
+        "a,a",
+        "b,b",
+    ]
     png = evaluate.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")
-    assert png.startswith(b"\x89PNG") and png == evaluate.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")
+    assert png.startswith(b"\x89PNG") and png == evaluate.confusion_png(
+        m["confusion_matrix"], ["a", "b", "c"], "t"
+    )

@@ -8,8 +8,16 @@ from steps import StepError, clean, ingest, models, split, train
 
 MODEL = {"name": "mlp", "hidden": [8], "dropout": 0.0, "normalize": "feature"}
 PARAMS = {
-    "seed": 1, "device": "cpu", "epochs": 15, "batch_size": 16, "optimizer": "adam", "lr": 0.02,
-    "weight_decay": 0.0, "schedule": "cosine", "monitor": "val_loss", "patience": 5,
+    "seed": 1,
+    "device": "cpu",
+    "epochs": 15,
+    "batch_size": 16,
+    "optimizer": "adam",
+    "lr": 0.02,
+    "weight_decay": 0.0,
+    "schedule": "cosine",
+    "monitor": "val_loss",
+    "patience": 5,
 }
 
 

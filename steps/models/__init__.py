@@ -42,7 +42,9 @@ def labels(table: pa.Table, label: str, classes: list) -> np.ndarray:
     try:
         return np.array([index[v] for v in values], dtype=np.int64)
     except KeyError as err:
-        raise ModelError(f"label {err.args[0]!r} in column '{label}' is not a class seen in train: {classes}") from None
+        raise ModelError(
+            f"label {err.args[0]!r} in column '{label}' is not a class seen in train: {classes}"
+        ) from None
 
 
 def fit_normalizer(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,95 @@
+"""Bad input through the real command line: one clear line, a non-zero exit, no half output."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, blobs_csv, project_env, run, tiny_params
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")
+    shutil.copytree(ROOT / "steps", tmp_path / "steps")
+    return tmp_path
+
+
+def ingest(workdir: Path, raw: Path):
+    out = workdir / "data/blobs/ingest"
+    result = run(
+        [sys.executable, "-m", "flows", "ingest", "blobs", "--raw", str(raw), "--out", str(out)],
+        workdir,
+        env=project_env(),
+        check=False,
+    )
+    return result, out
+
+
+def error_line(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "ingest: raw data '{raw}' does not exist"),
+        ("", "ingest: {name} is empty; expected a header line"),
+        (
+            "f1,f2\n1,2\n",
+            "ingest: {name} has no column 'kind' named in the schema in params.yaml; it has: f1, f2",
+        ),
+        (blobs_csv(10, 0, bad={7: "12,5"}), "ingest: {name} is not a well-formed CSV file"),
+        (
+            blobs_csv(10, 0, bad={7: "twelve"}),
+            "ingest: {name} column 'f1' has 'twelve' in data row 7; expected a number",
+        ),
+    ],
+    ids=["missing file", "empty file", "no label column", "malformed line", "non-numeric feature"],
+)
+def test_bad_raw_file(workdir: Path, content, expected):
+    raw = workdir / "bad.csv"
+    if content is not None:
+        raw.write_text(content)
+    result, out = ingest(workdir, raw)
+    assert result.returncode == 1
+    assert expected.format(raw=raw, name="bad.csv") in error_line(result)
+    assert not out.exists()  # nothing half-written
+
+
+def test_nan_features_beyond_the_allowed_share_fail_clean_without_output(workdir: Path):
+    raw = workdir / "nan.csv"
+    raw.write_text(blobs_csv(20, 0, bad={i: "NaN" for i in (3, 4, 5)}))
+    result, ingested = ingest(workdir, raw)
+    assert result.returncode == 0, result.stderr
+    out = workdir / "data/blobs/clean"
+    result = run(
+        [sys.executable, "-m", "flows", "clean", "blobs", "--ingested", str(ingested), "--out", str(out)],
+        workdir,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert (
+        "clean: 3 of 20 rows (15.0%) are bad, more than max_quarantined 10.0%; first: row 'nan.csv:3': "
+        "missing or NaN value in column 'f1'" in error_line(result)
+    )
+    assert not out.exists()
+
+
+def test_an_old_output_survives_a_failed_run(workdir: Path):
+    raw = workdir / "good.csv"
+    raw.write_text(blobs_csv(10, 0))
+    result, out = ingest(workdir, raw)
+    assert result.returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    raw.write_text("f1,f2\n1,2\n")
+    result, out = ingest(workdir, raw)
+    assert result.returncode == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == ["ingest"]  # no temp folders left behind
