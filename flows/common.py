@@ -63,9 +63,7 @@ def report(key: str, title: str, summary: dict[str, Any]) -> None:
         from prefect.artifacts import create_markdown_artifact
 
         rows = "\n".join(f"| {k} | {json.dumps(v, default=str)} |" for k, v in summary.items())
-        create_markdown_artifact(
-            key=key, markdown=f"# {title}\n\n| | |\n|---|---|\n{rows}\n", description=title
-        )
+        create_markdown_artifact(key=key, markdown=f"# {title}\n\n| | |\n|---|---|\n{rows}\n", description=title)
 
 
 def require(path: Path, what: str) -> Path:
@@ -131,9 +129,7 @@ def replace_dir(path: Path) -> Iterator[Path]:
 def git_revision() -> str:
     """HEAD's commit, or 'unknown' outside a git repository."""
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        ).stdout.strip()
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -31,9 +31,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     x = models.features(test, params["schema"])
     onnx_bytes = steps.to_onnx(model, spec["n_features"])
     check = steps.parity(predict(model, x), steps.onnx_predict(onnx_bytes, x))
-    steps.check_parity(
-        check, params["publish"]["min_label_agreement"], params["publish"]["max_probability_diff"]
-    )
+    steps.check_parity(check, params["publish"]["min_label_agreement"], params["publish"]["max_probability_diff"])
 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
     lineage = steps.lineage(lock, workload, params, git_revision())
@@ -45,9 +43,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         shutil.copyfile(train / "model.safetensors", tmp / "model.safetensors")
         shutil.copyfile(train / "model.json", tmp / "model.json")
         write_json(tmp / "lineage.json", lineage | {"parity": check})
-        (tmp / "model_card.md").write_text(
-            steps.model_card(workload, spec, metrics, check, lineage, split_report)
-        )
+        (tmp / "model_card.md").write_text(steps.model_card(workload, spec, metrics, check, lineage, split_report))
     summary = {"onnx_bytes": len(onnx_bytes), **check}
     report("publish", f"publish@{workload}", summary)
     return summary

@@ -43,7 +43,7 @@ def _feature_reasons(values: np.ndarray, names: list[str], lo: float, hi: float)
     )
     with np.errstate(invalid="ignore"):
         for mask, say in checks:
-            for row, col in zip(*np.nonzero(mask)):
+            for row, col in zip(*np.nonzero(mask), strict=True):
                 if reasons[row] is None:
                     reasons[row] = say(names[col], values[row, col])
     return reasons
@@ -85,9 +85,7 @@ def clean(table: pa.Table, schema: dict[str, Any], max_quarantined: float) -> Cl
     else:
         names = list(schema["features"])
         values = (
-            np.column_stack(
-                [table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names]
-            )
+            np.column_stack([table.column(n).to_numpy(zero_copy_only=False).astype(np.float64) for n in names])
             if table.num_rows
             else np.empty((0, len(names)))
         )

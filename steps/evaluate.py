@@ -14,9 +14,7 @@ def predict(model: torch.nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndar
     """Class probabilities (rows, classes) of the native model."""
     with torch.no_grad():
         return (
-            np.concatenate(
-                [model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)]
-            )
+            np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
             if len(x)
             else np.empty((0, 0), np.float32)
         )
@@ -26,9 +24,7 @@ def metrics(y: np.ndarray, proba: np.ndarray, classes: list) -> dict[str, Any]:
     """Accuracy, log loss, per-class precision/recall/F1/support and the confusion matrix."""
     predicted = proba.argmax(axis=1)
     labels = list(range(len(classes)))
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y, predicted, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
     return {
         "n_test": int(len(y)),
         "accuracy": round(float((predicted == y).mean()), 6),
@@ -50,7 +46,7 @@ def metrics(y: np.ndarray, proba: np.ndarray, classes: list) -> dict[str, Any]:
 def predictions_csv(y: np.ndarray, proba: np.ndarray, classes: list) -> str:
     """One 'actual,predicted' line per test row: DVC's confusion-matrix plot reads it."""
     names = [str(c) for c in classes]
-    rows = (f"{names[a]},{names[p]}" for a, p in zip(y, proba.argmax(axis=1)))
+    rows = (f"{names[a]},{names[p]}" for a, p in zip(y, proba.argmax(axis=1), strict=True))
     return "actual,predicted\n" + "\n".join(rows) + "\n"
 
 

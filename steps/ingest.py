@@ -124,9 +124,7 @@ def from_csv(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:
         bad = _first_non_number(raw.column(col).combine_chunks())
         if bad is not None:
             row, text = bad
-            raise IngestError(
-                f"ingest: {partition} column '{col}' has {text!r} in data row {row}; expected a number"
-            )
+            raise IngestError(f"ingest: {partition} column '{col}' has {text!r} in data row {row}; expected a number")
     columns = {n: raw.column(n) for n in names}
     for col in schema["features"]:
         text = pc.utf8_trim_whitespace(columns[col])
@@ -168,15 +166,13 @@ def mnist(data: bytes, schema: dict[str, Any]) -> dict[str, pa.Table]:
     """
     digest = hashlib.sha256(data).hexdigest()
     if digest != MNIST_SHA256:
-        raise IngestError(
-            f"ingest: mnist.pkl.gz has sha256 {digest}; expected {MNIST_SHA256} ({MNIST_PACKAGE})"
-        )
+        raise IngestError(f"ingest: mnist.pkl.gz has sha256 {digest}; expected {MNIST_SHA256} ({MNIST_PACKAGE})")
     with gzip.open(io.BytesIO(data), "rb") as f:
         parts = pickle.load(f, encoding="latin1")  # noqa: S301 - checked against a known hash
     column = schema["image"]["column"]
     size = int(np.prod(schema["image"]["shape"]))
     tables = {}
-    for name, (images, labels) in zip(("train", "valid", "test"), parts):
+    for name, (images, labels) in zip(("train", "valid", "test"), parts, strict=True):
         pixels = pa.FixedSizeListArray.from_arrays(
             pa.array(np.ascontiguousarray(images, dtype=np.float32).reshape(-1)), size
         )

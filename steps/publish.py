@@ -103,7 +103,10 @@ def model_card(
         for c, m in metrics["per_class"].items()
     )
     sets = " / ".join(f"{name} {info['rows']}" for name, info in split_report.items())
-    raw = lineage_record["stages"]["ingest"]["deps"]
+    raw = ", ".join(
+        f"`{p}` ({h})" for p, h in lineage_record["stages"]["ingest"]["deps"].items() if p.startswith("data/")
+    )
+    agreement, max_diff = parity_result["label_agreement"], parity_result["max_probability_diff"]
     return f"""# Model card: {workload}
 
 **Model**: `{spec["model"]["name"]}` {json.dumps(spec["model"])}, trained by cairn.
@@ -121,7 +124,7 @@ def model_card(
 
 ## Data
 
-Rows: {sets}. Label column `{schema["label"]}`. Raw data: {", ".join(f"`{p}` ({h})" for p, h in raw.items() if p.startswith("data/"))}.
+Rows: {sets}. Label column `{schema["label"]}`. Raw data: {raw}.
 
 ## Metrics (test holdout, {metrics["n_test"]} rows)
 
@@ -134,7 +137,7 @@ accuracy **{metrics["accuracy"]:.4f}**, log loss {metrics["loss"]:.4f}, macro F1
 ## Portability check
 
 ONNX (onnxruntime) vs native PyTorch on the {parity_result["rows"]} test rows: labels agree on
-{parity_result["label_agreement"]:.4%}, max probability difference {parity_result["max_probability_diff"]:.2e}.
+{agreement:.4%}, max probability difference {max_diff:.2e}.
 
 ## Lineage
 

@@ -62,14 +62,10 @@ def split(table: pa.Table, label: str, params: dict[str, Any]) -> dict[str, pa.T
     classes = set(table.column(label).to_pylist())
     for name, part in tables.items():
         if part.num_rows == 0:
-            raise SplitError(
-                f"split: the {name} set is empty; {table.num_rows} rows are too few for these shares"
-            )
+            raise SplitError(f"split: the {name} set is empty; {table.num_rows} rows are too few for these shares")
     missing = classes - set(tables["train"].column(label).to_pylist())
     if missing:
-        raise SplitError(
-            f"split: train has no rows of class {sorted(missing)[0]!r}; the model could not learn it"
-        )
+        raise SplitError(f"split: train has no rows of class {sorted(missing)[0]!r}; the model could not learn it")
     return tables
 
 
@@ -80,8 +76,6 @@ def split_report(tables: dict[str, pa.Table], label: str) -> dict[str, Any]:
         counts = pc.value_counts(part.column(label)).to_pylist()
         report[name] = {
             "rows": part.num_rows,
-            "per_class": {
-                str(c["values"]): c["counts"] for c in sorted(counts, key=lambda c: str(c["values"]))
-            },
+            "per_class": {str(c["values"]): c["counts"] for c in sorted(counts, key=lambda c: str(c["values"]))},
         }
     return report

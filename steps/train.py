@@ -118,9 +118,7 @@ def train(
         batch = params["batch_size"]
         steps = params["epochs"] * math.ceil(len(x_train) / batch)
         schedule = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-            if params["schedule"] == "cosine"
-            else None
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if params["schedule"] == "cosine" else None
         )
         order = torch.Generator().manual_seed(params["seed"])
         loss_fn = nn.CrossEntropyLoss()
@@ -168,7 +166,5 @@ def train(
 def history_csv(history: list[Epoch]) -> str:
     """The loss curves as CSV (a DVC plot)."""
     lines = ["epoch,train_loss,val_loss,val_accuracy,lr"]
-    lines += [
-        f"{e.epoch},{e.train_loss:.6f},{e.val_loss:.6f},{e.val_accuracy:.6f},{e.lr:.6g}" for e in history
-    ]
+    lines += [f"{e.epoch},{e.train_loss:.6f},{e.val_loss:.6f},{e.val_accuracy:.6f},{e.lr:.6g}" for e in history]
     return "\n".join(lines) + "\n"

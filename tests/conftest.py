@@ -55,14 +55,10 @@ def tiny_params() -> dict:
     return {"workloads": {"iris": iris, "blobs": blobs}}
 
 
-def run(
-    cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True
-) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=env or project_env(), capture_output=True, text=True)
     if check and result.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
-        )
+        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
 
 

@@ -16,7 +16,11 @@ def test_rows_are_conserved_and_each_quarantined_row_has_its_reason():
     assert r["rows_in"] == 30 == r["rows_kept"] + r["rows_quarantined"]
     assert r["rows_quarantined"] == 3
     reasons = dict(
-        zip(result.quarantined.column("key").to_pylist(), result.quarantined.column("reason").to_pylist())
+        zip(
+            result.quarantined.column("key").to_pylist(),
+            result.quarantined.column("reason").to_pylist(),
+            strict=True,
+        )
     )
     assert reasons == {
         "p.csv:2": "missing or NaN value in column 'f1'",
@@ -42,9 +46,7 @@ def test_duplicate_keys_and_missing_labels_are_quarantined():
 
 
 def test_too_many_bad_rows_is_an_error_naming_the_first():
-    with pytest.raises(
-        clean.CleanError, match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:2': missing or NaN"
-    ):
+    with pytest.raises(clean.CleanError, match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:2': missing or NaN"):
         clean.clean(table({2: "", 3: "", 4: ""}), BLOBS_SCHEMA, max_quarantined=0.05)
 
 

@@ -28,9 +28,7 @@ def test_rows_reconcile_from_raw_to_split(repro_repo: Path):
         "quarantined_by_reason": {"missing value": 1},
     }
     quarantined = pq.read_table(repro_repo / "data/blobs/clean/quarantine.parquet").to_pylist()
-    assert [(q["key"], q["reason"]) for q in quarantined] == [
-        ("part-1.csv:4", "missing or NaN value in column 'f1'")
-    ]
+    assert [(q["key"], q["reason"]) for q in quarantined] == [("part-1.csv:4", "missing or NaN value in column 'f1'")]
     split = json.loads((repro_repo / "data/blobs/split/report.json").read_text())
     assert sum(s["rows"] for s in split.values()) == 149
     # two raw partitions, two ingested partitions

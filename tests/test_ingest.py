@@ -38,9 +38,7 @@ def test_csv_without_label_column_names_the_column_and_what_it_has():
 
 def test_non_numeric_feature_names_file_column_row_and_value():
     data = blobs_csv(8, seed=0, bad={5: "abc"}).encode()
-    with pytest.raises(
-        ingest.IngestError, match=r"p\.csv column 'f1' has 'abc' in data row 5; expected a number"
-    ):
+    with pytest.raises(ingest.IngestError, match=r"p\.csv column 'f1' has 'abc' in data row 5; expected a number"):
         ingest.from_csv(data, "p.csv", BLOBS_SCHEMA)
 
 
@@ -72,9 +70,7 @@ def test_mnist_refuses_a_file_with_the_wrong_hash_before_unpickling():
 
 
 def test_image_schema_is_a_fixed_size_list_not_784_columns():
-    schema = ingest.arrow_schema(
-        {"label": "digit", "image": {"column": "pixels", "shape": [28, 28]}}, pa.int64()
-    )
+    schema = ingest.arrow_schema({"label": "digit", "image": {"column": "pixels", "shape": [28, 28]}}, pa.int64())
     assert schema.field("pixels").type == pa.list_(pa.float32(), 784)
     assert len(schema) == 4
 

@@ -51,9 +51,7 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
         assert len(subflows) == 12
     # The REST API directly: prefect 3.8.8's client sends nulls this server version refuses.
     url = get_current_settings().api.url
-    artifacts = httpx.post(
-        f"{url}/artifacts/filter", json={"limit": 200, "offset": 0, "sort": "ID_DESC"}
-    ).json()
+    artifacts = httpx.post(f"{url}/artifacts/filter", json={"limit": 200, "offset": 0, "sort": "ID_DESC"}).json()
     keys = {a["key"] for a in artifacts}
     assert {"ingest", "clean", "split", "train", "metrics", "publish", "pipeline"} <= keys
 

@@ -80,6 +80,4 @@ def test_metrics_and_predictions_for_the_confusion_plot():
         "b,b",
     ]
     png = evaluate.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")
-    assert png.startswith(b"\x89PNG") and png == evaluate.confusion_png(
-        m["confusion_matrix"], ["a", "b", "c"], "t"
-    )
+    assert png.startswith(b"\x89PNG") and png == evaluate.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")

@@ -9,9 +9,7 @@ PARAMS = {"seed": 7, "val": 0.2, "test": 0.2, "test_partition": None}
 
 def rows(n, start=0, classes=3, partition="p"):
     keys = [f"{partition}:{i}" for i in range(start, start + n)]
-    return pa.table(
-        {"key": keys, "partition": [partition] * n, "y": [i % classes for i in range(start, start + n)]}
-    )
+    return pa.table({"key": keys, "partition": [partition] * n, "y": [i % classes for i in range(start, start + n)]})
 
 
 def keys(t):
@@ -37,9 +35,7 @@ def test_appending_rows_never_moves_an_old_row():
 def test_same_seed_same_sets_other_seed_other_sets():
     t = rows(500)
     assert keys(split.split(t, "y", PARAMS)["test"]) == keys(split.split(t, "y", PARAMS)["test"])
-    assert keys(split.split(t, "y", PARAMS | {"seed": 8})["test"]) != keys(
-        split.split(t, "y", PARAMS)["test"]
-    )
+    assert keys(split.split(t, "y", PARAMS | {"seed": 8})["test"]) != keys(split.split(t, "y", PARAMS)["test"])
 
 
 def test_each_class_gets_the_requested_shares():

@@ -30,9 +30,9 @@ def features(table: pa.Table, schema: dict[str, Any]) -> np.ndarray:
         column = table.column(schema["image"]["column"]).combine_chunks()
         flat = column.flatten().to_numpy(zero_copy_only=False)
         return flat.astype(np.float32).reshape(len(column), column.type.list_size)  # a writable copy
-    return np.column_stack(
-        [table.column(n).to_numpy(zero_copy_only=False) for n in schema["features"]]
-    ).astype(np.float32)
+    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in schema["features"]]).astype(
+        np.float32
+    )
 
 
 def labels(table: pa.Table, label: str, classes: list) -> np.ndarray:
@@ -42,9 +42,7 @@ def labels(table: pa.Table, label: str, classes: list) -> np.ndarray:
     try:
         return np.array([index[v] for v in values], dtype=np.int64)
     except KeyError as err:
-        raise ModelError(
-            f"label {err.args[0]!r} in column '{label}' is not a class seen in train: {classes}"
-        ) from None
+        raise ModelError(f"label {err.args[0]!r} in column '{label}' is not a class seen in train: {classes}") from None
 
 
 def fit_normalizer(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
