@@ -39,6 +39,28 @@ def blobs_csv(rows: int, seed: int, bad: dict[int, str] | None = None) -> str:
 
 
 BLOBS_SCHEMA = {"key": None, "label": "kind", "features": ["f1", "f2"], "image": None, "range": [0.0, 100.0]}
+TINY_MODEL = {"name": "mlp", "hidden": [8], "dropout": 0.0, "normalize": "feature"}
+TINY_TRAIN = {
+    "seed": 1,
+    "device": "cpu",
+    "epochs": 15,
+    "batch_size": 16,
+    "optimizer": "adam",
+    "lr": 0.02,
+    "weight_decay": 0.0,
+    "schedule": "cosine",
+    "monitor": "val_loss",
+    "patience": 5,
+}
+
+
+def blobs_sets(rows: int) -> dict:
+    """Train / val / test tables of ``rows`` clean blobs rows, through the real steps."""
+    from steps import clean, ingest, split
+
+    table = ingest.from_csv(blobs_csv(rows, seed=0).encode(), "p.csv", BLOBS_SCHEMA)
+    kept = clean.clean(table, BLOBS_SCHEMA, 0.0).kept
+    return split.split(kept, "kind", {"seed": 1, "val": 0.2, "test": 0.2, "test_partition": None})
 
 
 def tiny_params() -> dict:

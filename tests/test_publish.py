@@ -1,32 +1,14 @@
 import numpy as np
 import pytest
-from conftest import BLOBS_SCHEMA, blobs_csv
+from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets
 
-from steps import clean, evaluate, ingest, models, publish, split, train
+from steps import evaluate, models, publish, train
 
 
 @pytest.fixture(scope="module")
 def trained():
-    t = ingest.from_csv(blobs_csv(200, seed=0).encode(), "p.csv", BLOBS_SCHEMA)
-    sets = split.split(
-        clean.clean(t, BLOBS_SCHEMA, 0.0).kept,
-        "kind",
-        {"seed": 1, "val": 0.2, "test": 0.2, "test_partition": None},
-    )
-    params = {
-        "seed": 1,
-        "device": "cpu",
-        "epochs": 5,
-        "batch_size": 16,
-        "optimizer": "adam",
-        "lr": 0.02,
-        "weight_decay": 0.0,
-        "schedule": "cosine",
-        "monitor": "val_loss",
-        "patience": 5,
-    }
-    model = {"name": "mlp", "hidden": [8], "dropout": 0.0, "normalize": "feature"}
-    return train.train(sets["train"], sets["val"], BLOBS_SCHEMA, model, params), sets["test"]
+    sets = blobs_sets(200)
+    return train.train(sets["train"], sets["val"], BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN | {"epochs": 5}), sets["test"]
 
 
 def test_onnx_matches_the_native_model(trained):

@@ -2,30 +2,16 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import BLOBS_SCHEMA, blobs_csv
+from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets
 
-from steps import StepError, clean, ingest, models, split, train
+from steps import StepError, models, split, train
 
-MODEL = {"name": "mlp", "hidden": [8], "dropout": 0.0, "normalize": "feature"}
-PARAMS = {
-    "seed": 1,
-    "device": "cpu",
-    "epochs": 15,
-    "batch_size": 16,
-    "optimizer": "adam",
-    "lr": 0.02,
-    "weight_decay": 0.0,
-    "schedule": "cosine",
-    "monitor": "val_loss",
-    "patience": 5,
-}
+MODEL, PARAMS = TINY_MODEL, TINY_TRAIN
 
 
 @pytest.fixture(scope="module")
 def sets():
-    t = ingest.from_csv(blobs_csv(300, seed=0).encode(), "p.csv", BLOBS_SCHEMA)
-    kept = clean.clean(t, BLOBS_SCHEMA, 0.0).kept
-    return split.split(kept, "kind", {"seed": 1, "val": 0.2, "test": 0.2, "test_partition": None})
+    return blobs_sets(300)
 
 
 def fit(sets, **over):

@@ -1,0 +1,100 @@
+"""Benchmark: cairn against the bare anchors in ../shared/anchors, measured in the same run.
+
+    python bench/bench.py [--anchor-epochs N] [--rounds R]
+
+Prints, for the MNIST MLP, the train stage's median epoch time against the bare loop's
+(per epoch and per training image, since the stage trains on the 55 000 images split does not
+hold out for validation while the anchor trains on all 60 000), the test accuracy against the
+reference 98.16 %, and the time of a no-op `dvc repro`. Runs alternate anchor / ours so that a
+machine busy with something else slows both alike. Writes nothing that DVC tracks: the stage
+trains into a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.resources
+import json
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ANCHORS = ROOT.parent / "shared" / "anchors"
+REFERENCE_ACCURACY = 0.9816
+ANCHOR_IMAGES = 60_000
+
+
+def sh(cmd: list[str]) -> str:
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"bench: {' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout + result.stderr
+
+
+def anchor_epoch(pkl: Path, epochs: int) -> float:
+    out = sh([sys.executable, str(ANCHORS / "mnist_mlp_pure.py"), str(pkl), str(epochs)])
+    times = [float(t) for t in re.findall(r"^epoch \d+ ([\d.]+)s", out, re.M)]
+    return statistics.median(times[1:])  # the first epoch warms up allocators and caches
+
+
+def ours_epoch() -> tuple[float, float, int]:
+    """(median epoch seconds, stage wall seconds per epoch, training images)."""
+    with tempfile.TemporaryDirectory() as out:
+        started = time.perf_counter()
+        sh([sys.executable, "-m", "flows", "train", "mnist", "--split", "data/mnist/split", "--out", out])
+        wall = time.perf_counter() - started
+    record = json.loads((ROOT / ".cairn/runs/train@mnist.json").read_text())
+    seconds = record["epoch_seconds"]
+    import pyarrow.parquet as pq
+
+    images = pq.read_metadata(ROOT / "data/mnist/split/train.parquet").num_rows
+    return statistics.median(seconds[1:]), wall / len(seconds), images
+
+
+def main() -> None:
+    args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    args.add_argument("--anchor-epochs", type=int, default=8)
+    args.add_argument("--rounds", type=int, default=2)
+    opts = args.parse_args()
+    if not ANCHORS.exists():
+        sys.exit(f"bench: {ANCHORS} not found; the anchors live in ../shared/anchors")
+    pkl = importlib.resources.files("mnist") / "data" / "mnist.pkl.gz"
+
+    print("bench: bringing mnist up to date (dvc repro publish@mnist)", flush=True)
+    sh(["dvc", "repro", "publish@mnist"])
+
+    anchors, ours, walls = [], [], []
+    for r in range(opts.rounds):
+        anchors.append(anchor_epoch(Path(str(pkl)), opts.anchor_epochs))
+        epoch, wall, images = ours_epoch()
+        ours.append(epoch)
+        walls.append(wall)
+        print(f"round {r + 1}: anchor {anchors[-1]:.3f} s/epoch, cairn train {ours[-1]:.3f} s/epoch "
+              f"(stage wall incl. start-up and I/O {wall:.3f} s/epoch)", flush=True)
+    a, o = statistics.median(anchors), statistics.median(ours)
+    per_image = (o / images) / (a / ANCHOR_IMAGES)
+    print(f"train epoch:    cairn {o:.3f} s vs anchor {a:.3f} s = {o / a:.2f}x per epoch, "
+          f"{per_image:.2f}x per training image ({images} vs {ANCHOR_IMAGES} images)")
+    print(f"train stage:    {statistics.median(walls) / a:.2f}x the anchor's epoch, whole process per epoch")
+
+    metrics = json.loads((ROOT / "data/mnist/evaluate/metrics.json").read_text())
+    print(f"mnist accuracy: {metrics['accuracy']:.4f} on {metrics['n_test']} test images "
+          f"(reference {REFERENCE_ACCURACY})")
+
+    noop = []
+    for _ in range(3):
+        started = time.perf_counter()
+        out = sh(["dvc", "repro"])
+        noop.append(time.perf_counter() - started)
+        if "Running stage" in out:
+            print("bench: dvc repro ran a stage; the no-op figure below is not a no-op")
+    print(f"dvc repro no-op: {statistics.median(noop):.2f} s (median of 3, all workloads)")
+
+
+if __name__ == "__main__":
+    main()

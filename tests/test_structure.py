@@ -1,0 +1,46 @@
+"""The project's own structure: layers, one name per stage everywhere, the documented commands."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import yaml
+from conftest import ROOT
+
+from flows.stages import STAGES, stage_flow
+
+
+def imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_steps_are_pure_they_never_import_flows_prefect_or_dvc():
+    for path in (ROOT / "steps").rglob("*.py"):
+        assert not imports(path) & {"flows", "prefect", "dvc", "os", "subprocess"}, path
+
+
+def test_one_word_names_a_stage_everywhere():
+    dvc = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    assert tuple(dvc) == STAGES
+    for name in STAGES:
+        assert stage_flow(name).name == name
+        assert (ROOT / "steps" / f"{name}.py").exists()
+        deps = dvc[name]["do"]["deps"]
+        assert f"flows/{name}.py" in deps and f"steps/{name}.py" in deps, name
+        assert dvc[name]["do"]["cmd"].split()[:4] == ["python", "-m", "flows", name]
+
+
+def test_readme_names_the_two_commands_and_ci_runs_the_tests():
+    readme = (ROOT / "README.md").read_text()
+    assert "make run" in readme and "make test" in readme
+    assert "make test" in (ROOT / ".ci/run").read_text()
+    makefile = (ROOT / "Makefile").read_text()
+    assert "\nrun:" in makefile and "\ntest:" in makefile
