@@ -13,7 +13,7 @@ import shlex
 from prefect import flow
 
 from flows.common import log, report, tracked
-from flows.stages import STAGES, run_stage
+from flows.stages import STAGES, UsageError, run_stage
 
 COMMAND_PREFIX = ["python", "-m", "flows"]
 
@@ -21,7 +21,7 @@ COMMAND_PREFIX = ["python", "-m", "flows"]
 def _command(stage) -> list[str]:
     argv = shlex.split(stage.cmd)
     if argv[:3] != COMMAND_PREFIX or argv[3] not in STAGES:
-        raise ValueError(
+        raise UsageError(
             f"pipeline: stage '{stage.addressing}' runs {stage.cmd!r}; expected 'python -m flows <stage> ...'"
         )
     return argv[3:]
@@ -44,7 +44,7 @@ def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
         graph = get_active_graph(repo.index.graph)
         targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
         if workloads and not targets:
-            raise ValueError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
+            raise UsageError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
         for stage in plan_repro(graph, targets):
             name = stage.addressing
             if not stage.changed():
