@@ -1,4 +1,16 @@
-"""evaluate flow: the trained model on the test holdout -> metrics, confusion matrix, loss curves."""
+"""evaluate flow: the trained model on the test holdout -> metrics, details, plots.
+
+Every workload writes the same files; what they hold follows the model's task:
+
+| file | classification | regression | reconstruction |
+|---|---|---|---|
+| metrics.json | accuracy, loss, macro F1 (+ precision, recall, F1, ROC AUC for 2 classes) | RMSE, MAE, R² per solver | MSE |
+| details.json | per class, confusion matrix, per slice | - | - |
+| predictions.csv | actual, predicted class (confusion plot) | actual, predicted value | original, reconstructed pixel (sample) |
+| curve.csv | ROC curve | error quantiles | error quantiles |
+| figure.png | confusion matrix | predicted vs actual | originals over reconstructions |
+| loss.png | loss per epoch | loss per epoch | loss per epoch |
+"""
 
 from __future__ import annotations
 
@@ -6,40 +18,88 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 from prefect import flow
 
 from flows.common import load_params, read_table, report, require, write_atomic, write_json
 from steps import evaluate as steps
 from steps import models
 
+FILES = ("metrics.json", "details.json", "predictions.csv", "curve.csv", "figure.png", "loss.png")
 
-def load_model(train: Path) -> tuple[dict, models.Classifier]:
-    """The spec and native model a train stage wrote to ``train``."""
+
+def load_model(train: Path) -> models.Fitted:
+    """The model a train stage wrote to ``train``."""
     spec = json.loads(require(train / "model.json", "model spec").read_text())
-    return spec, models.from_bytes(spec, require(train / "model.safetensors", "model weights").read_bytes())
+    return models.from_bytes(spec, require(train / "model.safetensors", "model weights").read_bytes())
+
+
+def _classification(fitted, test, schema, params, x, module, title) -> dict[str, bytes | str | dict]:
+    classes, threshold = fitted.spec["classes"], fitted.spec.get("threshold")
+    y = models.labels(test, schema["label"], classes)
+    proba = module.predict(fitted, x)
+    result = steps.metrics(y, proba, classes, threshold)
+    details = {k: result.pop(k) for k in ("per_class", "confusion_matrix")}
+    if params.get("slice"):
+        details["slices"] = {
+            params["slice"]: steps.slices(y, proba, test.column(params["slice"]).to_pylist(), classes, threshold)
+        }
+    return {
+        "metrics.json": result,
+        "details.json": details,
+        "predictions.csv": steps.predictions_csv(y, steps.decide(proba, threshold), classes),
+        "curve.csv": steps.roc_curve_csv(y, proba),
+        "figure.png": steps.confusion_png(details["confusion_matrix"], classes, title),
+    }
+
+
+def _regression(fitted, test, schema, params, x, module, title) -> dict[str, bytes | str | dict]:
+    y = test.column(schema["label"]).to_numpy(zero_copy_only=False).astype(np.float64)
+    main = fitted.spec["model"].get("solver")
+    variants = module.predict_all(fitted, x) if hasattr(module, "predict_all") else {None: module.predict(fitted, x)}
+    predicted = variants[main]
+    return {
+        "metrics.json": steps.regression(y, variants, main),
+        "details.json": {},
+        "predictions.csv": steps.predictions_csv(y, predicted),
+        "curve.csv": steps.error_curve_csv(predicted - y),
+        "figure.png": steps.scatter_png(y, predicted, title),
+    }
+
+
+def _reconstruction(fitted, test, schema, params, x, module, title) -> dict[str, bytes | str | dict]:
+    recon = module.predict(fitted, x)
+    sample = np.random.default_rng(0).choice(x.size, size=min(2000, x.size), replace=False)
+    return {
+        "metrics.json": steps.reconstruction(x, recon),
+        "details.json": {},
+        "predictions.csv": steps.predictions_csv(x.ravel()[sample], recon.ravel()[sample]),
+        "curve.csv": steps.error_curve_csv(((recon - x) ** 2).mean(axis=1)),
+        "figure.png": steps.image_grid_png(x[:10], recon[:10], schema["image"]["shape"], title),
+    }
+
+
+TASKS = {"classification": _classification, "regression": _regression, "reconstruction": _reconstruction}
 
 
 @flow(name="evaluate", flow_run_name="evaluate@{workload}", persist_result=False)
 def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
-    """Write ``out``/metrics.json, per_class.json, predictions.csv, confusion.png and loss.png."""
-    schema = load_params(workload)["schema"]
-    spec, model = load_model(train)
+    """Write ``out``/ metrics.json, details.json, predictions.csv, curve.csv, figure.png, loss.png."""
+    params = load_params(workload)
+    schema = params["schema"]
+    fitted = load_model(train)
+    module = models.module(fitted.spec["model"]["name"])
     test = read_table(split / "test.parquet")
-    y = models.labels(test, schema["label"], spec["classes"])
-    proba = steps.predict(model, models.features(test, schema))
-    result = steps.metrics(y, proba, spec["classes"])
+    x = models.features(test, schema, fitted.spec["encoding"])
+    files = TASKS[fitted.spec["task"]](fitted, test, schema, params["evaluate"], x, module, f"{workload}: test holdout")
     with open(require(train / "history.csv", "loss history"), newline="") as f:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-    # Scalars apart from the per-class table, so `dvc metrics show` stays readable.
-    per_class = {k: result.pop(k) for k in ("per_class", "confusion_matrix")}
-    write_json(out / "metrics.json", result)
-    write_json(out / "per_class.json", per_class)
-    write_atomic(out / "predictions.csv", steps.predictions_csv(y, proba, spec["classes"]))
-    write_atomic(
-        out / "confusion.png",
-        steps.confusion_png(per_class["confusion_matrix"], spec["classes"], f"{workload}: test holdout"),
-    )
-    write_atomic(out / "loss.png", steps.loss_png(history, f"{workload}: loss per epoch"))
-    report("metrics", f"evaluate@{workload}", result)
-    return result
+    files["loss.png"] = steps.loss_png(history, f"{workload}: loss per epoch")
+    for name in FILES:
+        content = files[name]
+        if isinstance(content, dict):
+            write_json(out / name, content)
+        else:
+            write_atomic(out / name, content)
+    report("metrics", f"evaluate@{workload}", files["metrics.json"])
+    return files["metrics.json"]

@@ -1,4 +1,4 @@
-"""publish flow: ONNX model checked against the native one, weights, model card, lineage."""
+"""publish flow: portable model files checked against the native model, model card, lineage."""
 
 from __future__ import annotations
 
@@ -9,41 +9,82 @@ from pathlib import Path
 import yaml
 from prefect import flow
 
-from flows.common import git_revision, load_params, read_table, replace_dir, report, require, write_json
+from flows.common import (
+    git_revision,
+    load_params,
+    log,
+    read_table,
+    replace_dir,
+    report,
+    require,
+    run_record,
+    write_json,
+)
 from flows.evaluate import load_model
 from steps import models
 from steps import publish as steps
-from steps.evaluate import predict
 
 LOCK_FILE = Path("dvc.lock")
 
 
 @flow(name="publish", flow_run_name="publish@{workload}", persist_result=False)
 def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) -> dict:
-    """Write ``out``/ model.onnx, model.safetensors, model.json, model_card.md, lineage.json.
+    """Write ``out``/ model.onnx (+ encoder/decoder for autoencoders), coefficients.json (linear
+    models), model.safetensors, model.json, model_card.md, lineage.json.
 
-    Refuses (PublishError, nothing written) when onnxruntime's predictions on the test set
-    differ from the native model's beyond the params' tolerances.
+    Refuses (PublishError, nothing written) when onnxruntime's predictions on the test set, or
+    the JSON coefficients computed in numpy, differ from the native model beyond the params'
+    tolerances.
     """
     params = load_params(workload)
-    spec, model = load_model(train)
+    tolerance = params["publish"]
+    fitted = load_model(train)
+    spec = fitted.spec
+    module = models.module(spec["model"]["name"])
     test = read_table(split / "test.parquet")
-    x = models.features(test, params["schema"])
-    onnx_bytes = steps.to_onnx(model, spec["n_features"])
-    check = steps.parity(predict(model, x), steps.onnx_predict(onnx_bytes, x))
-    steps.check_parity(check, params["publish"]["min_label_agreement"], params["publish"]["max_probability_diff"])
+    x = models.features(test, params["schema"], spec["encoding"])
+    native = module.predict(fitted, x)
+    is_classifier = spec["task"] == "classification"
+    threshold = spec.get("threshold")
+
+    onnx_files = module.to_onnx(fitted)
+    output = steps.OUTPUTS[spec["task"]]
+    portable = steps.onnx_predict(onnx_files["model.onnx"], x, output)
+    checks = {"ONNX (onnxruntime)": steps.parity(native, portable, threshold, is_classifier)}
+    extra: dict[str, str] = {}
+    if hasattr(module, "coefficients"):
+        coefs = module.coefficients(fitted)
+        from_json = module.predict_coefficients(coefs, x)
+        checks["coefficients.json (numpy)"] = steps.parity(native, from_json, threshold, is_classifier)
+        extra["coefficients.json"] = json.dumps(coefs, indent=2) + "\n"
+    for what, result in checks.items():
+        steps.check_parity(what, result, tolerance["min_label_agreement"], tolerance["max_diff"])
 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
     lineage = steps.lineage(lock, workload, params, git_revision())
     metrics = json.loads(require(evaluate / "metrics.json", "metrics").read_text())
-    metrics |= json.loads(require(evaluate / "per_class.json", "per-class metrics").read_text())
+    details = json.loads(require(evaluate / "details.json", "metric details").read_text())
     split_report = json.loads(require(split / "report.json", "split report").read_text())
     with replace_dir(out) as tmp:
-        (tmp / "model.onnx").write_bytes(onnx_bytes)
+        for name, content in onnx_files.items():
+            (tmp / name).write_bytes(content)
+        for name, text in extra.items():
+            (tmp / name).write_text(text)
         shutil.copyfile(train / "model.safetensors", tmp / "model.safetensors")
         shutil.copyfile(train / "model.json", tmp / "model.json")
-        write_json(tmp / "lineage.json", lineage | {"parity": check})
-        (tmp / "model_card.md").write_text(steps.model_card(workload, spec, metrics, check, lineage, split_report))
-    summary = {"onnx_bytes": len(onnx_bytes), **check}
-    report("publish", f"publish@{workload}", summary)
+        write_json(tmp / "lineage.json", lineage | {"checks": checks})
+        files = {p.name: p.stat().st_size for p in tmp.iterdir()}
+        card = steps.model_card(workload, spec, metrics, details, checks, files, lineage, split_report)
+        (tmp / "model_card.md").write_text(card)
+
+    timing = steps.latency(onnx_files["model.onnx"], x, output)
+    run_record(workload, "publish", {"latency_ms": timing, "files": files})
+    log().info(
+        "publish@%s: onnxruntime latency (ms) %s", workload, json.dumps({k: round(v, 3) for k, v in timing.items()})
+    )
+    summary = {
+        "onnx_bytes": len(onnx_files["model.onnx"]),
+        **{f"{k} max_diff": c["max_diff"] for k, c in checks.items()},
+    }
+    report("publish", f"publish@{workload}", summary | {f"latency {k}": round(v, 3) for k, v in timing.items()})
     return summary

@@ -1,4 +1,4 @@
-"""train flow: train/val sets -> model weights (safetensors), spec (JSON), loss history (CSV)."""
+"""train flow: train/val sets -> model arrays (safetensors), spec (JSON), loss history (CSV)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from tqdm import tqdm
 from flows.common import load_params, log, read_table, report, run_record, write_atomic
 from steps import models
 from steps import train as steps
+from steps.models.torchnet import pick_device
 
 CHECKPOINTS = Path(".cairn") / "checkpoints"
 
@@ -23,29 +24,28 @@ def train(workload: str, split: Path, out: Path) -> dict:
     # Same inputs, same bytes: deterministic kernels (CUDA needs the workspace setting too).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
-    device = steps.pick_device(params["train"]["device"])
+    device = pick_device(params["train"]["device"])
     logger = log()
-    logger.info("train@%s on %s (%d CPU threads)", workload, device, torch.get_num_threads())
+    logger.info(
+        "train@%s: %s on %s (%d CPU threads)", workload, params["model"]["name"], device, torch.get_num_threads()
+    )
 
     checkpoint = CHECKPOINTS / workload / "last.safetensors"
     bar = tqdm(total=params["train"]["epochs"], desc=f"train@{workload}", unit="epoch", disable=None)
+    every = max(1, params["train"]["epochs"] // 20)  # about 20 log lines per run
 
-    def on_epoch(epoch: steps.Epoch, model: models.Classifier, optimizer) -> None:
-        write_atomic(checkpoint, models.to_bytes(model, {"epoch": str(epoch.epoch)}))
+    def on_epoch(epoch: models.Epoch, fitted: models.Fitted) -> None:
+        write_atomic(checkpoint, models.to_bytes(fitted, {"epoch": str(epoch.epoch)}))
         bar.update()
-        bar.set_postfix(val_loss=f"{epoch.val_loss:.4f}", val_acc=f"{epoch.val_accuracy:.4f}")
-        every = max(1, params["train"]["epochs"] // 20)  # about 20 log lines per run
+        bar.set_postfix(val_loss=f"{epoch.val_loss:.4f}")
         (logger.info if epoch.epoch % every == 0 or epoch.epoch == 1 else logger.debug)(
-            "epoch %d: train_loss %.4f val_loss %.4f val_accuracy %.4f (%.2fs)",
-            epoch.epoch,
-            epoch.train_loss,
-            epoch.val_loss,
-            epoch.val_accuracy,
-            epoch.seconds,
-        )
+            "epoch %d: train_loss %.4f val_loss %.4f%s (%.2fs)",
+            epoch.epoch, epoch.train_loss, epoch.val_loss,
+            "" if epoch.val_accuracy is None else f" val_accuracy {epoch.val_accuracy:.4f}", epoch.seconds,
+        )  # fmt: skip
 
     try:
-        result = steps.train(
+        fitted = steps.train(
             read_table(split / "train.parquet"),
             read_table(split / "val.parquet"),
             params["schema"],
@@ -55,20 +55,16 @@ def train(workload: str, split: Path, out: Path) -> dict:
         )
     finally:
         bar.close()
-    write_atomic(out / "model.safetensors", models.to_bytes(result.model))
-    write_atomic(out / "model.json", models.spec_json(result.spec))
-    write_atomic(out / "history.csv", steps.history_csv(result.history))
-    best = result.history[result.best_epoch - 1]
-    summary = {
-        "epochs": len(result.history),
-        "best_epoch": result.best_epoch,
-        "val_loss": round(best.val_loss, 6),
-        "val_accuracy": round(best.val_accuracy, 6),
-    }
-    run_record(
-        workload,
-        "train",
-        summary | {"device": str(device), "epoch_seconds": [e.seconds for e in result.history]},
-    )
+    write_atomic(out / "model.safetensors", models.to_bytes(fitted))
+    write_atomic(out / "model.json", models.spec_json(fitted.spec))
+    write_atomic(out / "history.csv", steps.history_csv(fitted.history))
+    summary: dict = {"epochs": len(fitted.history), "best_epoch": fitted.best_epoch}
+    if fitted.history:
+        best = fitted.history[fitted.best_epoch - 1]
+        summary |= {"val_loss": round(best.val_loss, 6)}
+        if best.val_accuracy is not None:
+            summary["val_accuracy"] = round(best.val_accuracy, 6)
+    record = {"device": str(device), "epoch_seconds": [e.seconds for e in fitted.history]}
+    run_record(workload, "train", summary | record)
     report("train", f"train@{workload}", summary)
     return summary

@@ -6,26 +6,23 @@ import io
 from typing import Any
 
 import numpy as np
-import torch
-from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support
+from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score, roc_curve
 
 
-def predict(model: torch.nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndarray:
-    """Class probabilities (rows, classes) of the native model."""
-    with torch.no_grad():
-        return (
-            np.concatenate([model(torch.from_numpy(x[i : i + batch])).numpy() for i in range(0, len(x), batch)])
-            if len(x)
-            else np.empty((0, 0), np.float32)
-        )
+def decide(proba: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class indices: class 1 when P(1) >= threshold for a binary model with one, else argmax."""
+    if threshold is not None and proba.shape[1] == 2:
+        return (proba[:, 1] >= threshold).astype(np.int64)
+    return proba.argmax(axis=1)
 
 
-def metrics(y: np.ndarray, proba: np.ndarray, classes: list) -> dict[str, Any]:
-    """Accuracy, log loss, per-class precision/recall/F1/support and the confusion matrix."""
-    predicted = proba.argmax(axis=1)
+def metrics(y: np.ndarray, proba: np.ndarray, classes: list, threshold: float | None = None) -> dict[str, Any]:
+    """Accuracy, log loss, per-class precision/recall/F1/support and the confusion matrix; for
+    two classes also precision, recall, F1 of class 1 and ROC AUC."""
+    predicted = decide(proba, threshold)
     labels = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(y, predicted, labels=labels, zero_division=0)
-    return {
+    result = {
         "n_test": int(len(y)),
         "accuracy": round(float((predicted == y).mean()), 6),
         "loss": round(float(log_loss(y, proba, labels=labels)), 6),
@@ -41,13 +38,98 @@ def metrics(y: np.ndarray, proba: np.ndarray, classes: list) -> dict[str, Any]:
         },
         "confusion_matrix": confusion_matrix(y, predicted, labels=labels).tolist(),
     }
+    if len(classes) == 2:
+        result |= {
+            "precision": round(float(precision[1]), 6),
+            "recall": round(float(recall[1]), 6),
+            "f1": round(float(f1[1]), 6),
+            "roc_auc": round(float(roc_auc_score(y, proba[:, 1])), 6) if len(set(y)) == 2 else None,
+            "threshold": threshold,
+        }
+    return result
 
 
-def predictions_csv(y: np.ndarray, proba: np.ndarray, classes: list) -> str:
-    """One 'actual,predicted' line per test row: DVC's confusion-matrix plot reads it."""
-    names = [str(c) for c in classes]
-    rows = (f"{names[a]},{names[p]}" for a, p in zip(y, proba.argmax(axis=1), strict=True))
+def roc_curve_csv(y: np.ndarray, proba: np.ndarray) -> str:
+    """The ROC curve as 'x,y' = (false positive rate, true positive rate) lines (a DVC plot):
+    of class 1 for two classes, micro-averaged one-vs-rest for more."""
+    if proba.shape[1] == 2:
+        truth, score = y == 1, proba[:, 1]
+    else:
+        truth, score = (np.eye(proba.shape[1])[y] == 1).ravel(), proba.ravel()
+    fpr, tpr, _ = roc_curve(truth, score)
+    return _curve(fpr, tpr)
+
+
+def error_curve_csv(errors: np.ndarray, points: int = 101) -> str:
+    """'x,y' = (share of test rows, error at that quantile): how errors spread (a DVC plot)."""
+    q = np.linspace(0, 1, points)
+    return _curve(q, np.quantile(np.abs(errors), q))
+
+
+def _curve(x: np.ndarray, y: np.ndarray) -> str:
+    return "x,y\n" + "".join(f"{a:.6g},{b:.6g}\n" for a, b in zip(x, y, strict=True))
+
+
+def slices(y: np.ndarray, proba: np.ndarray, groups: list, classes: list, threshold: float | None) -> dict[str, Any]:
+    """Metrics per value of a categorical column, so a worse group shows."""
+    groups_ = np.array(["(missing)" if g is None else str(g) for g in groups])
+    out = {}
+    for g in sorted(set(groups_)):
+        mask = groups_ == g
+        m = metrics(y[mask], proba[mask], classes, threshold)
+        out[g] = {k: m[k] for k in ("n_test", "accuracy", "macro_f1", "f1", "roc_auc") if k in m}
+    return out
+
+
+def regression(y: np.ndarray, predictions: dict[str, np.ndarray], main: str | None = None) -> dict[str, Any]:
+    """RMSE, MAE and R² in the target's units, per solver; the first (or ``main``) unsuffixed."""
+    result: dict[str, Any] = {"n_test": int(len(y))}
+    variance = float(((y - y.mean()) ** 2).mean())
+    for name, pred in predictions.items():
+        err = pred.astype(np.float64) - y
+        mse = float((err**2).mean())
+        suffix = "" if name == main else f"_{name}"
+        result |= {
+            f"rmse{suffix}": round(mse**0.5, 6),
+            f"mae{suffix}": round(float(np.abs(err).mean()), 6),
+            f"r2{suffix}": round(1 - mse / variance, 6) if variance else None,
+        }
+    return result
+
+
+def reconstruction(x: np.ndarray, recon: np.ndarray) -> dict[str, Any]:
+    """Mean squared reconstruction error over all values, and its spread over rows."""
+    per_row = ((recon.astype(np.float64) - x) ** 2).mean(axis=1)
+    return {
+        "n_test": int(len(x)),
+        "mse": round(float(per_row.mean()), 6),
+        "mse_p95": round(float(np.quantile(per_row, 0.95)), 6),
+    }
+
+
+def predictions_csv(actual: np.ndarray, predicted: np.ndarray, classes: list | None = None) -> str:
+    """One 'actual,predicted' line per test row (class names, or values): DVC's confusion or
+    scatter plot reads it."""
+    if classes is not None:
+        names = [str(c) for c in classes]
+        rows = [f"{names[a]},{names[p]}" for a, p in zip(actual, predicted, strict=True)]
+    else:
+        rows = [f"{a:.6g},{p:.6g}" for a, p in zip(actual, predicted, strict=True)]
     return "actual,predicted\n" + "\n".join(rows) + "\n"
+
+
+def scatter_png(actual: np.ndarray, predicted: np.ndarray, title: str) -> bytes:
+    """Predicted against actual, with the diagonal a perfect model would sit on."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(actual, predicted, s=4, alpha=0.5)
+    lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
+    ax.plot([lo, hi], [lo, hi], color="gray", linewidth=1)
+    ax.set_xlabel("actual")
+    ax.set_ylabel("predicted")
+    ax.set_title(title)
+    fig.tight_layout()
+    return _png(fig)
 
 
 def _pyplot():
@@ -99,9 +181,24 @@ def loss_png(history: list[dict[str, float]], title: str) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    if not history:
+        ax.text(0.5, 0.5, "no epochs: this model is not trained iteratively", ha="center", transform=ax.transAxes)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("cross-entropy")
+    ax.set_ylabel("loss")
     ax.set_title(title)
     ax.legend()
     fig.tight_layout()
+    return _png(fig)
+
+
+def image_grid_png(originals: np.ndarray, reconstructions: np.ndarray, shape: list[int], title: str) -> bytes:
+    """Originals (top row) over their reconstructions (bottom row)."""
+    plt = _pyplot()
+    n = len(originals)
+    fig, axes = plt.subplots(2, n, figsize=(n * 1.1, 2.6))
+    for i in range(n):
+        for row, images in enumerate((originals, reconstructions)):
+            axes[row, i].imshow(images[i].reshape(shape), cmap="gray", vmin=0, vmax=1)
+            axes[row, i].axis("off")
+    fig.suptitle(title)
     return _png(fig)

@@ -2,69 +2,81 @@
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import numpy as np
-import torch
 
 from steps import StepError
-
-ONNX_OPSET = 17
+from steps.evaluate import decide
 
 
 class PublishError(StepError):
     """The portable model does not behave like the native one; nothing is published."""
 
 
-def to_onnx(model: torch.nn.Module, n_features: int) -> bytes:
-    """ONNX bytes of ``model``: input 'features' (batch, n_features) float32 -> 'probabilities'."""
-    buf = io.BytesIO()
-    torch.onnx.export(
-        model.eval(),
-        (torch.zeros(1, n_features),),
-        buf,
-        input_names=["features"],
-        output_names=["probabilities"],
-        dynamic_axes={"features": {0: "batch"}, "probabilities": {0: "batch"}},
-        opset_version=ONNX_OPSET,
-        dynamo=False,  # the TorchScript exporter needs no onnxscript and is deterministic
-    )
-    return buf.getvalue()
+OUTPUTS = {"classification": "probabilities", "regression": "prediction", "reconstruction": "reconstruction"}
 
 
-def onnx_predict(onnx_bytes: bytes, x: np.ndarray) -> np.ndarray:
-    """Probabilities from the ONNX model under onnxruntime (CPU)."""
+def onnx_predict(onnx_bytes: bytes, x: np.ndarray, output: str) -> np.ndarray:
+    """``output`` of the ONNX model under onnxruntime (CPU), fed ``x`` as 'features'."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(onnx_bytes, options, providers=["CPUExecutionProvider"])
-    return session.run(["probabilities"], {"features": x.astype(np.float32)})[0]
+    return session.run([output], {"features": x.astype(np.float32)})[0]
 
 
-def parity(native: np.ndarray, portable: np.ndarray) -> dict[str, float]:
-    """How alike two probability matrices are: share of equal labels, max abs difference."""
-    return {
+def parity(native: np.ndarray, portable: np.ndarray, threshold: float | None = None, classes: bool = True) -> dict:
+    """How alike two predictions are: share of equal labels (classifiers) and the largest
+    difference, relative to the largest native value where that exceeds 1."""
+    native, portable = np.asarray(native, np.float64), np.asarray(portable, np.float64).reshape(native.shape)
+    scale = max(1.0, float(np.abs(native).max())) if native.size else 1.0
+    result = {
         "rows": int(len(native)),
-        "label_agreement": float((native.argmax(1) == portable.argmax(1)).mean()),
-        "max_probability_diff": float(np.abs(native - portable).max()),
+        "max_diff": float(np.abs(native - portable).max()) / scale if native.size else 0.0,
     }
+    if classes:
+        result["label_agreement"] = float((decide(native, threshold) == decide(portable, threshold)).mean())
+    return result
 
 
-def check_parity(result: dict[str, float], min_label_agreement: float, max_probability_diff: float) -> None:
-    """Raises PublishError when the ONNX model disagrees with the native model too much."""
-    if result["label_agreement"] < min_label_agreement:
+def check_parity(what: str, result: dict, min_label_agreement: float, max_diff: float) -> None:
+    """Raises PublishError when ``what`` (the ONNX model, the JSON coefficients) disagrees with
+    the native model beyond the tolerances."""
+    agreement = result.get("label_agreement", 1.0)
+    if agreement < min_label_agreement:
         raise PublishError(
-            f"publish: ONNX and native labels agree on {result['label_agreement']:.4%} of "
-            f"{result['rows']} test rows; required {min_label_agreement:.4%}. Not published."
+            f"publish: {what} and native labels agree on {agreement:.4%} of {result['rows']} test rows; "
+            f"required {min_label_agreement:.4%}. Not published."
         )
-    if result["max_probability_diff"] > max_probability_diff:
+    if result["max_diff"] > max_diff:
         raise PublishError(
-            f"publish: ONNX probabilities differ from native by up to {result['max_probability_diff']:.3g}; "
-            f"allowed {max_probability_diff:.3g}. Not published."
+            f"publish: {what} predictions differ from native by up to {result['max_diff']:.3g}; "
+            f"allowed {max_diff:.3g}. Not published."
         )
+
+
+def latency(onnx_bytes: bytes, x: np.ndarray, output: str, repeats: int = 200) -> dict[str, float]:
+    """onnxruntime latency in ms, p50 and p99: one row, and a batch of 10 000 rows."""
+    import time
+
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+    row = x[:1].astype(np.float32)
+    batch = np.resize(x.astype(np.float32), (10_000, x.shape[1]))
+    out = {}
+    for name, feed, n in (("row", row, repeats), ("batch_10000", batch, max(5, repeats // 20))):
+        session.run([output], {"features": feed})  # warm-up
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            session.run([output], {"features": feed})
+            times.append((time.perf_counter() - started) * 1000)
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = (float(np.percentile(times, q)) for q in (50, 99))
+    return out
 
 
 def lineage(lock: dict[str, Any], workload: str, params: dict[str, Any], git_revision: str) -> dict[str, Any]:
@@ -86,61 +98,85 @@ def model_card(
     workload: str,
     spec: dict[str, Any],
     metrics: dict[str, Any],
-    parity_result: dict[str, float],
+    details: dict[str, Any],
+    checks: dict[str, dict],
+    files: dict[str, int],
     lineage_record: dict[str, Any],
     split_report: dict[str, Any],
 ) -> str:
     """The model card in Markdown: what the model is, on what data, how good, from where."""
     schema = spec["schema"]
+    output = OUTPUTS[spec["task"]]
     inputs = (
-        f"`{schema['image']['column']}`: {spec['n_features']} float32 pixels "
+        f"`{schema['image']['column']}` as {spec['n_features']} float32 pixels "
         f"({'×'.join(map(str, schema['image']['shape']))}, row-major)"
         if schema.get("image")
-        else ", ".join(f"`{f}`" for f in schema["features"])
+        else ", ".join(f"`{f}`" for f in spec["feature_names"])
     )
-    per_class = "\n".join(
-        f"| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
-        for c, m in metrics["per_class"].items()
+    outputs = {
+        "classification": f"float32 `[batch, {len(spec['classes'] or [])}]`, probabilities of the classes "
+        + ", ".join(f"`{c}`" for c in spec["classes"] or [])
+        + (
+            f"; predict `{spec['classes'][1]}` when its probability ≥ {spec['threshold']:.4f} (chosen on validation)"
+            if spec.get("threshold") is not None
+            else ""
+        ),
+        "regression": f"float32 `[batch]`, the predicted `{schema['label']}` in its own units",
+        "reconstruction": f"float32 `[batch, {spec['n_features']}]`, the input reconstructed",
+    }[spec["task"]]
+    scalar_rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if not isinstance(v, dict | list))
+    per_class = "".join(
+        f"\n| {c} | {m['precision']:.4f} | {m['recall']:.4f} | {m['f1']:.4f} | {m['support']} |"
+        for c, m in details.get("per_class", {}).items()
     )
+    per_class_table = (
+        f"\n\n| class | precision | recall | F1 | support |\n|---|---|---|---|---|{per_class}" if per_class else ""
+    )
+    check_lines = "\n".join(
+        f"- {what} vs native on {c['rows']} test rows: max difference {c['max_diff']:.2e}"
+        + (f", labels agree on {c['label_agreement']:.4%}" if "label_agreement" in c else "")
+        for what, c in checks.items()
+    )
+    file_lines = "\n".join(f"- `{name}`: {size:,} bytes" for name, size in sorted(files.items()))
     sets = " / ".join(f"{name} {info['rows']}" for name, info in split_report.items())
     raw = ", ".join(
         f"`{p}` ({h})" for p, h in lineage_record["stages"]["ingest"]["deps"].items() if p.startswith("data/")
     )
-    agreement, max_diff = parity_result["label_agreement"], parity_result["max_probability_diff"]
     return f"""# Model card: {workload}
 
-**Model**: `{spec["model"]["name"]}` {json.dumps(spec["model"])}, trained by cairn.
-**Input** `features`: float32 `[batch, {spec["n_features"]}]`, raw values (the model normalises):
-{inputs}.
-**Output** `probabilities`: float32 `[batch, {len(spec["classes"])}]`, classes in this order:
-{", ".join(f"`{c}`" for c in spec["classes"])}.
+**Model**: `{spec["model"]["name"]}` ({spec["task"]}) {json.dumps(spec["model"])}, trained by cairn.
+
+**Input** `features`: float32 `[batch, {spec["n_features"]}]` of raw values (the model normalises), in this
+order: {inputs}.
+
+**Output** `{output}`: {outputs}.
 
 ## Files
 
-- `model.onnx`: the portable model (ONNX opset {ONNX_OPSET}); any ONNX runtime loads it (onnxruntime,
-  onnxruntime-go, ...).
-- `model.safetensors` + `model.json`: the native PyTorch weights and the spec to rebuild them.
-- `lineage.json`: DVC hashes of every input back to the raw data, params, git revision.
+{file_lines}
+
+`model.onnx` runs in any ONNX runtime (onnxruntime, onnxruntime-go, ...); `coefficients.json`, where
+present, holds the plain numbers and formula to compute a prediction in any language;
+`model.safetensors` + `model.json` are the native arrays and the spec to rebuild them. Prediction
+latency is measured at publish and kept in the run record `.cairn/runs/publish@{workload}.json` (and
+the Prefect run's artifact), not here: a timing would change this file's hash on every run.
 
 ## Data
 
 Rows: {sets}. Label column `{schema["label"]}`. Raw data: {raw}.
 
-## Metrics (test holdout, {metrics["n_test"]} rows)
+## Metrics (test holdout)
 
-accuracy **{metrics["accuracy"]:.4f}**, log loss {metrics["loss"]:.4f}, macro F1 {metrics["macro_f1"]:.4f}
+| metric | value |
+|---|---|
+{scalar_rows}{per_class_table}
 
-| class | precision | recall | F1 | support |
-|---|---|---|---|---|
-{per_class}
+## Portability checks
 
-## Portability check
-
-ONNX (onnxruntime) vs native PyTorch on the {parity_result["rows"]} test rows: labels agree on
-{agreement:.4%}, max probability difference {max_diff:.2e}.
+{check_lines}
 
 ## Lineage
 
-git revision `{lineage_record["git_revision"]}`; stages ingest → clean → split → train → evaluate, their
-DVC hashes in `lineage.json`.
+git revision `{lineage_record["git_revision"]}`; stages ingest → clean → split → train → evaluate with
+their DVC hashes in `lineage.json`.
 """

@@ -5,6 +5,7 @@ import torch
 from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets
 
 from steps import StepError, models, split, train
+from steps.models import mlp
 
 MODEL, PARAMS = TINY_MODEL, TINY_TRAIN
 
@@ -14,42 +15,45 @@ def sets():
     return blobs_sets(300)
 
 
-def fit(sets, **over):
-    return train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL, PARAMS | over)
+def fit(sets, model=None, **over):
+    return train.train(sets["train"], sets["val"], BLOBS_SCHEMA, model or MODEL, PARAMS | over)
+
+
+def accuracy(fitted, table):
+    x = models.features(table, BLOBS_SCHEMA, fitted.spec["encoding"])
+    y = models.labels(table, "kind", fitted.spec["classes"])
+    return (models.module(fitted.spec["model"]["name"]).predict(fitted, x).argmax(1) == y).mean()
 
 
 def test_learns_separable_classes(sets):
-    result = fit(sets)
-    x = torch.from_numpy(models.features(sets["test"], BLOBS_SCHEMA))
-    y = models.labels(sets["test"], "kind", result.spec["classes"])
-    assert (result.model(x).argmax(1).numpy() == y).mean() > 0.95
+    assert accuracy(fit(sets), sets["test"]) > 0.95
 
 
 def test_same_seed_gives_the_same_bytes_and_leaves_the_global_rng_alone(sets):
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = models.to_bytes(fit(sets).model)
+    a = models.to_bytes(fit(sets))
     assert torch.rand(1) == before  # training drew from its own generator, not the global one
-    assert a == models.to_bytes(fit(sets).model)
-    assert a != models.to_bytes(fit(sets, seed=2).model)
+    assert a == models.to_bytes(fit(sets))
+    assert a != models.to_bytes(fit(sets, seed=2))
 
 
 def test_normalisation_is_fitted_on_train_rows_only(sets):
-    result = fit(sets, epochs=1)
+    fitted = fit(sets, epochs=1)
     train_mean = models.features(sets["train"], BLOBS_SCHEMA).mean(axis=0)
-    np.testing.assert_allclose(result.model.mean.numpy(), train_mean, rtol=1e-5)
+    np.testing.assert_allclose(fitted.arrays["mean"], train_mean, rtol=1e-5)
     all_mean = np.concatenate([models.features(sets[s], BLOBS_SCHEMA) for s in split.SETS]).mean(axis=0)
-    assert not np.allclose(result.model.mean.numpy(), all_mean, rtol=1e-6)
+    assert not np.allclose(fitted.arrays["mean"], all_mean, rtol=1e-6)
 
 
 def test_early_stopping_keeps_the_best_validation_epoch(sets):
     # Separable data: validation accuracy reaches its top early and cannot improve after it.
-    result = fit(sets, epochs=200, patience=3, lr=0.05, schedule="constant", monitor="val_accuracy")
-    top = max(e.val_accuracy for e in result.history)
-    first_top = next(e.epoch for e in result.history if e.val_accuracy == top)
-    assert result.best_epoch == first_top
-    assert len(result.history) == result.best_epoch + 3 < 200
+    fitted = fit(sets, epochs=200, patience=3, lr=0.05, schedule="constant", monitor="val_accuracy")
+    top = max(e.val_accuracy for e in fitted.history)
+    first_top = next(e.epoch for e in fitted.history if e.val_accuracy == top)
+    assert fitted.best_epoch == first_top
+    assert len(fitted.history) == fitted.best_epoch + 3 < 200
 
 
 def test_history_csv_has_no_timings(sets):
@@ -59,10 +63,16 @@ def test_history_csv_has_no_timings(sets):
 
 
 def test_weights_round_trip_through_safetensors(sets):
-    result = fit(sets, epochs=2)
-    again = models.from_bytes(result.spec, models.to_bytes(result.model))
-    x = torch.from_numpy(models.features(sets["test"], BLOBS_SCHEMA))
-    assert torch.equal(again(x), result.model(x))
+    fitted = fit(sets, epochs=2)
+    again = models.from_bytes(fitted.spec, models.to_bytes(fitted))
+    x = models.features(sets["test"], BLOBS_SCHEMA)
+    assert np.array_equal(mlp.predict(again, x), mlp.predict(fitted, x))
+
+
+def test_a_binary_classifier_gets_its_threshold_from_validation():
+    y = np.array([0, 0, 1, 1, 1])
+    p1 = np.array([0.1, 0.35, 0.3, 0.8, 0.9])
+    assert train.choose_threshold(y, p1) == 0.3  # catches every positive at one false positive
 
 
 def test_unknown_label_and_bad_params_are_clear_errors(sets):
@@ -71,4 +81,4 @@ def test_unknown_label_and_bad_params_are_clear_errors(sets):
     with pytest.raises(StepError, match="optimizer is 'adagrad'"):
         fit(sets, optimizer="adagrad")
     with pytest.raises(StepError, match="no module steps/models/nope.py"):
-        train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL | {"name": "nope"}, PARAMS)
+        fit(sets, model=MODEL | {"name": "nope"})

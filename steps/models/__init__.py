@@ -1,38 +1,122 @@
-"""Models: from tables to arrays, preprocessing fitted on train, and model (de)serialisation.
+"""Models: from tables to arrays, preprocessing fitted on train, and the model registry.
 
-A model is a module in this package with ``build(n_in, n_out, config) -> nn.Module`` that
-returns logits; adding one is that module plus its name in params.yaml (``model.name``).
+A model is a module in this package (its name is ``model.name`` in params.yaml) with:
+
+- ``TASK``: 'classification' (predicts class probabilities), 'regression' (a value) or
+  'reconstruction' (its input back);
+- ``fit(data: Data, spec: dict, params: dict, on_epoch) -> Fitted``;
+- ``predict(fitted, x) -> np.ndarray``: the native prediction (probabilities, values, or
+  reconstructions), and optionally ``predict_all(fitted, x) -> {variant: prediction}`` when
+  it trains several solvers;
+- ``to_onnx(fitted) -> {file name: ONNX bytes}``;
+- optionally ``coefficients(fitted) -> dict``: plain JSON another language can compute with,
+  and ``predict_coefficients(coefs, x)``: that computation in numpy, to check the JSON.
+
+Adding a model is that module plus a params entry; no stage changes.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
-from torch import nn
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
 
 from steps import StepError
+
+TASKS = ("classification", "regression", "reconstruction")
 
 
 class ModelError(StepError):
     """A model spec or input that does not fit."""
 
 
-def features(table: pa.Table, schema: dict[str, Any]) -> np.ndarray:
-    """The feature matrix (rows, n_features) as float32, in schema order."""
+@dataclass(frozen=True)
+class Epoch:
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float | None
+    lr: float
+    seconds: float  # wall time of the epoch: for run records, never for DVC outputs
+
+
+OnEpoch = Callable[[Epoch, "Fitted"], None]
+
+
+@dataclass
+class Data:
+    """Training inputs as arrays: features (raw, encoded), targets, and the fitted normaliser."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+@dataclass
+class Fitted:
+    """A trained model: ``spec`` (JSON) says what it is, ``arrays`` (safetensors) hold its numbers."""
+
+    spec: dict[str, Any]
+    arrays: dict[str, np.ndarray]
+    history: list[Epoch] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def module(name: str) -> ModuleType:
+    """The model module ``steps/models/<name>.py``."""
+    try:
+        found = importlib.import_module(f"{__name__}.{name}")
+    except ModuleNotFoundError:
+        raise ModelError(f"model.name is {name!r}; there is no module steps/models/{name}.py") from None
+    if getattr(found, "TASK", None) not in TASKS:
+        raise ModelError(f"steps/models/{name}.py has no TASK in {TASKS}")
+    return found
+
+
+def fit_encoding(table: pa.Table, schema: dict[str, Any]) -> dict[str, Any]:
+    """Feature names after one-hot encoding of the categorical columns, levels from train rows."""
+    categorical = set(schema.get("categorical") or [])
+    if schema.get("image"):
+        size = int(np.prod(schema["image"]["shape"]))
+        return {"columns": [schema["image"]["column"]], "names": [f"pixel_{i}" for i in range(size)], "levels": {}}
+    levels = {
+        c: sorted({v for v in table.column(c).to_pylist() if v is not None})
+        for c in schema["features"]
+        if c in categorical
+    }
+    names = []
+    for col in schema["features"]:
+        names += [f"{col}={level}" for level in levels[col]] if col in levels else [col]
+    return {"columns": list(schema["features"]), "names": names, "levels": levels}
+
+
+def features(table: pa.Table, schema: dict[str, Any], encoding: dict[str, Any] | None = None) -> np.ndarray:
+    """The feature matrix (rows, n_features) as float32: pixels, numbers, and one-hot categories
+    (a level not seen in train encodes as all zeros)."""
     if schema.get("image"):
         column = table.column(schema["image"]["column"]).combine_chunks()
         flat = column.flatten().to_numpy(zero_copy_only=False)
         return flat.astype(np.float32).reshape(len(column), column.type.list_size)  # a writable copy
-    return np.column_stack([table.column(n).to_numpy(zero_copy_only=False) for n in schema["features"]]).astype(
-        np.float32
-    )
+    levels = (encoding or {}).get("levels", {})
+    parts = []
+    for col in schema["features"]:
+        values = table.column(col).to_numpy(zero_copy_only=False)
+        if col in levels:
+            parts.append(np.stack([values == level for level in levels[col]], axis=1).reshape(len(values), -1))
+        else:
+            parts.append(values.reshape(-1, 1))
+    return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.empty((table.num_rows, 0), np.float32)
 
 
 def labels(table: pa.Table, label: str, classes: list) -> np.ndarray:
@@ -43,6 +127,15 @@ def labels(table: pa.Table, label: str, classes: list) -> np.ndarray:
         return np.array([index[v] for v in values], dtype=np.int64)
     except KeyError as err:
         raise ModelError(f"label {err.args[0]!r} in column '{label}' is not a class seen in train: {classes}") from None
+
+
+def targets(table: pa.Table, task: str, label: str, classes: list | None) -> np.ndarray:
+    """What the model learns to predict: class indices, values, or nothing (reconstruction)."""
+    if task == "classification":
+        return labels(table, label, classes)
+    if task == "regression":
+        return table.column(label).to_numpy(zero_copy_only=False).astype(np.float32)
+    return np.empty((table.num_rows, 0), np.float32)
 
 
 def fit_normalizer(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -59,54 +152,15 @@ def fit_normalizer(x: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), std.astype(np.float32)
 
 
-class Classifier(nn.Module):
-    """Raw features in, class probabilities out: normalisation, the network, softmax.
-
-    Training calls ``net`` on data normalised once up front; the exported model carries
-    the normalisation so a consumer feeds it raw features.
-    """
-
-    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor):
-        super().__init__()
-        self.net = net
-        self.register_buffer("mean", mean)
-        self.register_buffer("std", std)
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(self.normalize(x)), dim=1)
+def to_bytes(fitted: Fitted, metadata: dict[str, str] | None = None) -> bytes:
+    """safetensors bytes of the model's arrays."""
+    arrays = {k: np.ascontiguousarray(v) for k, v in fitted.arrays.items()}
+    return save_arrays(arrays, metadata={"format": "np", **(metadata or {})})
 
 
-def build(spec: dict[str, Any], mean: np.ndarray | None = None, std: np.ndarray | None = None) -> Classifier:
-    """A fresh Classifier from a spec: ``model`` params plus n_features, classes, normalizer_size.
-
-    Without ``mean`` and ``std`` the normaliser is a placeholder that loading weights fills.
-    """
-    name = spec["model"]["name"]
-    try:
-        module = importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError:
-        raise ModelError(f"model.name is {name!r}; there is no module steps/models/{name}.py") from None
-    net = module.build(spec["n_features"], len(spec["classes"]), spec["model"])
-    size = spec["normalizer_size"]
-    mean = np.zeros(size, np.float32) if mean is None else mean
-    std = np.ones(size, np.float32) if std is None else std
-    return Classifier(net, torch.from_numpy(mean), torch.from_numpy(std))
-
-
-def to_bytes(model: Classifier, metadata: dict[str, str] | None = None) -> bytes:
-    """safetensors bytes of all weights and buffers, with optional string metadata."""
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return save_tensors(state, metadata={"format": "pt", **(metadata or {})})
-
-
-def from_bytes(spec: dict[str, Any], weights: bytes) -> Classifier:
-    """The Classifier described by ``spec`` with the weights in safetensors ``weights``."""
-    model = build(spec)
-    model.load_state_dict(load_tensors(weights))
-    return model.eval()
+def from_bytes(spec: dict[str, Any], weights: bytes) -> Fitted:
+    """The Fitted model described by ``spec`` with the arrays in safetensors ``weights``."""
+    return Fitted(spec, load_arrays(weights))
 
 
 def spec_json(spec: dict[str, Any]) -> str:

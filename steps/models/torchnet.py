@@ -1,0 +1,199 @@
+"""What the PyTorch models share: the training loop, rebuilding a net from arrays, ONNX export.
+
+The loop is as lean as the bare reference loop: data normalised and moved to the device once,
+batches are index slices of one tensor, the loss is read back once per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from steps import StepError
+from steps.models import Data, Epoch, Fitted, OnEpoch
+
+ONNX_OPSET = 17
+HEADS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "softmax": lambda t: torch.softmax(t, dim=1),
+    "sigmoid": torch.sigmoid,
+    "identity": lambda t: t,
+}
+
+
+class Wrapped(nn.Module):
+    """Raw features in, the prediction out: normalisation, the network, the output head.
+
+    Training calls ``net`` on data normalised once up front; the exported model carries the
+    normalisation so a consumer feeds it raw features.
+    """
+
+    def __init__(self, net: nn.Module, mean: torch.Tensor, std: torch.Tensor, head: str):
+        super().__init__()
+        self.net = net
+        self.head = head
+        self.register_buffer("mean", mean)
+        self.register_buffer("std", std)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return HEADS[self.head](self.net((x - self.mean) / self.std))
+
+
+def pick_device(wanted: str) -> torch.device:
+    """'auto' takes CUDA when a GPU is visible; 'cuda' without one is an error, not a fallback."""
+    if wanted == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if wanted == "cuda" and not torch.cuda.is_available():
+        raise StepError("train: device is 'cuda' in params.yaml but no CUDA device is visible")
+    return torch.device(wanted)
+
+
+def _optimizer(params: dict[str, Any], weights) -> torch.optim.Optimizer:
+    kinds = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    if params["optimizer"] not in kinds:
+        raise StepError(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)}")
+    return kinds[params["optimizer"]](weights, lr=params["lr"], weight_decay=params["weight_decay"])
+
+
+LOSSES = {"cross_entropy": nn.functional.cross_entropy, "mse": nn.functional.mse_loss}
+
+
+def _evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: str, batch: int = 8192):
+    """(mean loss, accuracy or None) of ``net`` on normalised ``x``."""
+    net.eval()
+    total, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            out = net(x[i : i + batch])
+            target = y[i : i + batch]
+            total += LOSSES[loss](out, target, reduction="sum").item()
+            if loss == "cross_entropy":
+                correct += (out.argmax(1) == target).sum().item()
+    per_value = len(x) if loss == "cross_entropy" else y.numel()
+    return total / per_value, (correct / len(x) if loss == "cross_entropy" else None)
+
+
+def fit(
+    net_for: Callable[[], nn.Module],
+    data: Data,
+    spec: dict[str, Any],
+    params: dict[str, Any],
+    loss: str,
+    on_epoch: OnEpoch | None,
+) -> Fitted:
+    """Train the net ``net_for()`` builds with ``params`` (seed, device, epochs, batch_size,
+    optimizer, lr, weight_decay, schedule, monitor, patience) and keep its best validation epoch.
+
+    ``loss`` 'cross_entropy' learns class indices; 'mse' learns ``data.y`` or, when y has no
+    columns, the (normalised) input itself. Randomness comes from ``params['seed']`` alone.
+    """
+    device = pick_device(params["device"])
+    better = {"val_loss": lambda new, old: new < old, "val_accuracy": lambda new, old: new > old}
+    if params["monitor"] not in better:
+        raise StepError(f"train: monitor is {params['monitor']!r}; expected one of {sorted(better)}")
+
+    def prepare(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        xn = torch.from_numpy((x - data.mean) / data.std).to(device)
+        target = xn if y.ndim == 2 and y.shape[1] == 0 else torch.from_numpy(y).to(device)
+        return xn, target
+
+    x_train, y_train = prepare(data.x_train, data.y_train)
+    x_val, y_val = prepare(data.x_val, data.y_val)
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(params["seed"])
+        net = net_for().to(device)
+        optimizer = _optimizer(params, net.parameters())
+        batch = params["batch_size"]
+        steps = params["epochs"] * math.ceil(len(x_train) / batch)
+        schedule = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if params["schedule"] == "cosine" else None
+        )
+        order = torch.Generator().manual_seed(params["seed"])
+        loss_fn = LOSSES[loss]
+        fitted = Fitted(spec, {})
+        best_score, best_state, waited = None, None, 0
+        for epoch in range(1, params["epochs"] + 1):
+            started = time.perf_counter()
+            net.train()
+            perm = torch.randperm(len(x_train), generator=order).to(device)
+            total = torch.zeros((), device=device)
+            for i in range(0, len(x_train), batch):
+                idx = perm[i : i + batch]
+                optimizer.zero_grad()
+                step_loss = loss_fn(net(x_train[idx]), y_train[idx])
+                step_loss.backward()
+                optimizer.step()
+                if schedule is not None:
+                    schedule.step()
+                total += step_loss.detach() * len(idx)
+            val_loss, val_accuracy = _evaluate(net, x_val, y_val, loss)
+            record = Epoch(
+                epoch=epoch,
+                train_loss=total.item() / len(x_train),
+                val_loss=val_loss,
+                val_accuracy=val_accuracy,
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - started,
+            )
+            fitted.history.append(record)
+            score = getattr(record, params["monitor"])
+            if score is None:
+                raise StepError(f"train: monitor {params['monitor']!r} needs a classifier; use 'val_loss'")
+            if best_score is None or better[params["monitor"]](score, best_score):
+                best_score, best_state, waited = score, copy.deepcopy(net.state_dict()), 0
+                fitted.best_epoch = epoch
+            else:
+                waited += 1
+            if on_epoch is not None:
+                fitted.arrays = arrays_of(net, data)
+                on_epoch(record, fitted)
+            if waited >= params["patience"]:
+                break
+    net.load_state_dict(best_state)
+    fitted.arrays = arrays_of(net, data)
+    return fitted
+
+
+def arrays_of(net: nn.Module, data: Data) -> dict[str, np.ndarray]:
+    arrays = {f"net.{k}": v.detach().cpu().numpy().copy() for k, v in net.state_dict().items()}
+    return arrays | {"mean": data.mean, "std": data.std}
+
+
+def rebuild(fitted: Fitted, net: nn.Module, head: str) -> Wrapped:
+    """The trained Wrapped model: ``net`` (freshly built) with the fitted arrays loaded."""
+    state = {k.removeprefix("net."): torch.from_numpy(v) for k, v in fitted.arrays.items() if k.startswith("net.")}
+    net.load_state_dict(state)
+    mean, std = (torch.from_numpy(np.asarray(fitted.arrays[k])) for k in ("mean", "std"))
+    return Wrapped(net, mean, std, head).eval()
+
+
+def predict(model: nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndarray:
+    with torch.no_grad():
+        parts = [
+            model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch]))).numpy() for i in range(0, len(x), batch)
+        ]
+    return np.concatenate(parts) if parts else np.empty((0, 0), np.float32)
+
+
+def to_onnx(model: nn.Module, n_features: int, output: str, input: str = "features") -> bytes:
+    """ONNX bytes of ``model``: ``input`` (batch, n_features) float32 -> ``output``."""
+    buf = io.BytesIO()
+    torch.onnx.export(
+        model.eval(),
+        (torch.zeros(1, n_features),),
+        buf,
+        input_names=[input],
+        output_names=[output],
+        dynamic_axes={input: {0: "batch"}, output: {0: "batch"}},
+        opset_version=ONNX_OPSET,
+        dynamo=False,  # the TorchScript exporter needs no onnxscript and is deterministic
+    )
+    return buf.getvalue()
