@@ -23,7 +23,7 @@ from prefect import flow
 
 from flows.common import load_params, read_table, report, require, write_atomic, write_json
 from steps import evaluate as steps
-from steps import models
+from steps import figures, models
 
 FILES = ("metrics.json", "details.json", "predictions.csv", "curve.csv", "figure.png", "loss.png")
 
@@ -49,7 +49,7 @@ def _classification(fitted, test, schema, params, x, module, title) -> dict[str,
         "details.json": details,
         "predictions.csv": steps.predictions_csv(y, steps.decide(proba, threshold), classes),
         "curve.csv": steps.roc_curve_csv(y, proba),
-        "figure.png": steps.confusion_png(details["confusion_matrix"], classes, title),
+        "figure.png": figures.confusion_png(details["confusion_matrix"], classes, title),
     }
 
 
@@ -63,7 +63,7 @@ def _regression(fitted, test, schema, params, x, module, title) -> dict[str, byt
         "details.json": {},
         "predictions.csv": steps.predictions_csv(y, predicted),
         "curve.csv": steps.error_curve_csv(predicted - y),
-        "figure.png": steps.scatter_png(y, predicted, title),
+        "figure.png": figures.scatter_png(y, predicted, title),
     }
 
 
@@ -75,7 +75,7 @@ def _reconstruction(fitted, test, schema, params, x, module, title) -> dict[str,
         "details.json": {},
         "predictions.csv": steps.predictions_csv(x.ravel()[sample], recon.ravel()[sample]),
         "curve.csv": steps.error_curve_csv(((recon - x) ** 2).mean(axis=1)),
-        "figure.png": steps.image_grid_png(x[:10], recon[:10], schema["image"]["shape"], title),
+        "figure.png": figures.image_grid_png(x[:10], recon[:10], schema["image"]["shape"], title),
     }
 
 
@@ -94,7 +94,7 @@ def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
     files = TASKS[fitted.spec["task"]](fitted, test, schema, params["evaluate"], x, module, f"{workload}: test holdout")
     with open(require(train / "history.csv", "loss history"), newline="") as f:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-    files["loss.png"] = steps.loss_png(history, f"{workload}: loss per epoch")
+    files["loss.png"] = figures.loss_png(history, f"{workload}: loss per epoch")
     for name in FILES:
         content = files[name]
         if isinstance(content, dict):

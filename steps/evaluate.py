@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from typing import Any
 
 import numpy as np
@@ -116,89 +115,3 @@ def predictions_csv(actual: np.ndarray, predicted: np.ndarray, classes: list | N
     else:
         rows = [f"{a:.6g},{p:.6g}" for a, p in zip(actual, predicted, strict=True)]
     return "actual,predicted\n" + "\n".join(rows) + "\n"
-
-
-def scatter_png(actual: np.ndarray, predicted: np.ndarray, title: str) -> bytes:
-    """Predicted against actual, with the diagonal a perfect model would sit on."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.scatter(actual, predicted, s=4, alpha=0.5)
-    lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
-    ax.plot([lo, hi], [lo, hi], color="gray", linewidth=1)
-    ax.set_xlabel("actual")
-    ax.set_ylabel("predicted")
-    ax.set_title(title)
-    fig.tight_layout()
-    return _png(fig)
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    # No software/date metadata: equal figures must give equal bytes.
-    fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
-    return buf.getvalue()
-
-
-def confusion_png(matrix: list[list[int]], classes: list, title: str) -> bytes:
-    plt = _pyplot()
-    matrix_ = np.asarray(matrix)
-    size = max(4.0, 0.5 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ax.imshow(matrix_, cmap="Blues")
-    ticks = range(len(classes))
-    ax.set_xticks(ticks, [str(c) for c in classes], rotation=45)
-    ax.set_yticks(ticks, [str(c) for c in classes])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(title)
-    for (i, j), n in np.ndenumerate(matrix_):
-        ax.text(
-            j,
-            i,
-            str(n),
-            ha="center",
-            va="center",
-            fontsize=8,
-            color="white" if n > matrix_.max() / 2 else "black",
-        )
-    fig.tight_layout()
-    return _png(fig)
-
-
-def loss_png(history: list[dict[str, float]], title: str) -> bytes:
-    plt = _pyplot()
-    epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [h["train_loss"] for h in history], label="train")
-    ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
-    if not history:
-        ax.text(0.5, 0.5, "no epochs: this model is not trained iteratively", ha="center", transform=ax.transAxes)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.legend()
-    fig.tight_layout()
-    return _png(fig)
-
-
-def image_grid_png(originals: np.ndarray, reconstructions: np.ndarray, shape: list[int], title: str) -> bytes:
-    """Originals (top row) over their reconstructions (bottom row)."""
-    plt = _pyplot()
-    n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.1, 2.6))
-    for i in range(n):
-        for row, images in enumerate((originals, reconstructions)):
-            axes[row, i].imshow(images[i].reshape(shape), cmap="gray", vmin=0, vmax=1)
-            axes[row, i].axis("off")
-    fig.suptitle(title)
-    return _png(fig)

@@ -30,15 +30,26 @@ class IngestError(StepError):
     """Raw data that cannot be read as the schema in params.yaml says it should."""
 
 
+def text_columns(schema: dict[str, Any]) -> set[str]:
+    """Columns kept as text at ingest: those clean parses (``schema.parse``) and categories."""
+    return set(schema.get("parse") or {}) | set(schema.get("categorical") or [])
+
+
 def arrow_schema(schema: dict[str, Any], label_type: pa.DataType) -> pa.Schema:
-    """The Arrow schema every ingested partition of a workload is cast to."""
+    """The Arrow schema every ingested partition of a workload is cast to.
+
+    ``problem`` is set on rows that could not be read at all (a malformed CSV line); clean
+    quarantines them, so every raw line is accounted for.
+    """
+    text = text_columns(schema)
     fields = [pa.field("key", pa.string(), nullable=False), pa.field("partition", pa.string())]
-    fields.append(pa.field(schema["label"], label_type))
+    fields.append(pa.field(schema["label"], pa.string() if schema["label"] in text else label_type))
     if schema.get("image"):
         size = int(np.prod(schema["image"]["shape"]))
         fields.append(pa.field(schema["image"]["column"], pa.list_(pa.float32(), size)))
     else:
-        fields += [pa.field(name, pa.float64()) for name in schema["features"]]
+        fields += [pa.field(n, pa.string() if n in text else pa.float64()) for n in schema["features"]]
+    fields.append(pa.field("problem", pa.string()))
     return pa.schema(fields)
 
 
@@ -64,6 +75,8 @@ def _project(table: pa.Table, partition: str, schema: dict[str, Any]) -> pa.Tabl
         label_type = pa.string()
     target = arrow_schema(schema, label_type)
     table = _with_keys(table, partition, schema)
+    if "problem" not in table.column_names:
+        table = table.append_column("problem", pa.nulls(table.num_rows, pa.string()))
     return pa.table([pc.cast(table.column(f.name), f.type) for f in target], schema=target)
 
 
@@ -95,9 +108,11 @@ def _first_non_number(column: pa.Array) -> tuple[int, str] | None:
 
 def from_csv(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:
     """Parse one CSV partition. Blanks and 'NaN' become nulls, which clean quarantines.
+    Columns that clean parses (``schema.parse``) or that are categories stay text; with a
+    ``parse`` section, malformed lines (wrong field count) become rows with a ``problem``.
 
     Raises IngestError naming the partition, column and row for an empty file, a missing
-    column, or a feature cell that is not a number.
+    column, a malformed file, or a numeric feature cell that is not a number.
     """
     if not data.strip():
         raise IngestError(
@@ -110,27 +125,60 @@ def from_csv(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:
     header = next(csv.reader(io.StringIO(data.split(b"\n", 1)[0].decode("utf-8", "replace"))))
     names = [name.strip() for name in header]
     _require_columns(names, schema, partition)
+    malformed: list[tuple[int, str]] = []
+
+    def keep_malformed(row) -> str:
+        malformed.append(
+            (
+                row.number,
+                f"malformed line {row.number}: {row.actual_columns} fields, "
+                f"expected {row.expected_columns}: {row.text[:80]!r}",
+            )
+        )
+        return "skip"
+
+    parse_options = pacsv.ParseOptions(invalid_row_handler=keep_malformed if schema.get("parse") else None)
     try:
         raw = pacsv.read_csv(
             io.BytesIO(data),
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1),
+            # one thread: the line number of each malformed line is known
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=not schema.get("parse")),
+            parse_options=parse_options,
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=True
             ),
         )
     except pa.ArrowInvalid as err:
         raise IngestError(f"ingest: {partition} is not a well-formed CSV file: {err}") from None
-    for col in schema["features"]:
+    numeric = [c for c in schema["features"] if c not in text_columns(schema)]
+    for col in numeric:
         bad = _first_non_number(raw.column(col).combine_chunks())
         if bad is not None:
             row, text = bad
             raise IngestError(f"ingest: {partition} column '{col}' has {text!r} in data row {row}; expected a number")
     columns = {n: raw.column(n) for n in names}
-    for col in schema["features"]:
+    for col in numeric:
         text = pc.utf8_trim_whitespace(columns[col])
         text = pc.if_else(pc.is_in(text, pa.array(["", "NaN", "nan", "NA", "null"])), None, text)
         columns[col] = pc.cast(text, pa.float64())
-    return _project(pa.table(columns), partition, schema)
+    table = _project(pa.table(columns), partition, schema)
+    if malformed:
+        # Lines that are not rows at all still count: quarantined by clean with their line number.
+        lost = pa.table(
+            {
+                f.name: pa.array([f"{partition}:line{n}" for n, _ in malformed])
+                if f.name == "key"
+                else pa.array([partition] * len(malformed))
+                if f.name == "partition"
+                else pa.array([p for _, p in malformed])
+                if f.name == "problem"
+                else pa.nulls(len(malformed), f.type)
+                for f in table.schema
+            },
+            schema=table.schema,
+        )
+        table = pa.concat_tables([table, lost])
+    return table
 
 
 def from_parquet(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:

@@ -59,20 +59,28 @@ def split(table: pa.Table, label: str, params: dict[str, Any]) -> dict[str, pa.T
     """Tables for train, val and test. Raises SplitError when one would be empty or miss a class."""
     sets = assign(table, params["seed"], params["val"], params["test"], params.get("test_partition"))
     tables = {name: table.filter(pa.array(sets == name)) for name in SETS}
-    classes = set(table.column(label).to_pylist())
     for name, part in tables.items():
         if part.num_rows == 0:
             raise SplitError(f"split: the {name} set is empty; {table.num_rows} rows are too few for these shares")
-    missing = classes - set(tables["train"].column(label).to_pylist())
+    if _is_value(table, label):
+        return tables  # a regression target: no classes to check
+    missing = set(table.column(label).to_pylist()) - set(tables["train"].column(label).to_pylist())
     if missing:
         raise SplitError(f"split: train has no rows of class {sorted(missing)[0]!r}; the model could not learn it")
     return tables
 
 
+def _is_value(table: pa.Table, label: str) -> bool:
+    return pa.types.is_floating(table.schema.field(label).type)
+
+
 def split_report(tables: dict[str, pa.Table], label: str) -> dict[str, Any]:
-    """Rows per set and per class in each set."""
+    """Rows per set and, for a class label, per class in each set."""
     report: dict[str, Any] = {}
     for name, part in tables.items():
+        if _is_value(part, label):
+            report[name] = {"rows": part.num_rows}
+            continue
         counts = pc.value_counts(part.column(label)).to_pylist()
         report[name] = {
             "rows": part.num_rows,

@@ -59,7 +59,7 @@ def blobs_sets(rows: int) -> dict:
     from steps import clean, ingest, split
 
     table = ingest.from_csv(blobs_csv(rows, seed=0).encode(), "p.csv", BLOBS_SCHEMA)
-    kept = clean.clean(table, BLOBS_SCHEMA, 0.0).kept
+    kept = clean.clean(table, BLOBS_SCHEMA, {"max_quarantined": 0.0}).kept
     return split.split(kept, "kind", {"seed": 1, "val": 0.2, "test": 0.2, "test_partition": None})
 
 

@@ -11,7 +11,7 @@ def table(bad=None, rows=30):
 
 
 def test_rows_are_conserved_and_each_quarantined_row_has_its_reason():
-    result = clean.clean(table({2: "", 5: "inf", 9: "1000"}), BLOBS_SCHEMA, max_quarantined=0.5)
+    result = clean.clean(table({2: "", 5: "inf", 9: "1000"}), BLOBS_SCHEMA, {"max_quarantined": 0.5})
     r = result.report
     assert r["rows_in"] == 30 == r["rows_kept"] + r["rows_quarantined"]
     assert r["rows_quarantined"] == 3
@@ -29,7 +29,7 @@ def test_rows_are_conserved_and_each_quarantined_row_has_its_reason():
     }
     assert r["quarantined_by_reason"] == {"infinite value": 1, "missing value": 1, "out of range": 1}
     # quarantined rows keep every ingested column: nothing is lost
-    assert result.quarantined.schema.names == result.kept.schema.names + ["reason"]
+    assert result.quarantined.schema.names == table().schema.names + ["reason"]
 
 
 def test_duplicate_keys_and_missing_labels_are_quarantined():
@@ -38,7 +38,7 @@ def test_duplicate_keys_and_missing_labels_are_quarantined():
     labels = t.column("kind").to_pylist()
     labels[3] = None
     t = t.set_column(t.schema.get_field_index("kind"), "kind", pa.array(labels))
-    result = clean.clean(t, BLOBS_SCHEMA, max_quarantined=0.5)
+    result = clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
     assert sorted(result.quarantined.column("reason").to_pylist()) == [
         "duplicate key 'p.csv:1'",
         "missing label in column 'kind'",
@@ -47,7 +47,7 @@ def test_duplicate_keys_and_missing_labels_are_quarantined():
 
 def test_too_many_bad_rows_is_an_error_naming_the_first():
     with pytest.raises(clean.CleanError, match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:2': missing or NaN"):
-        clean.clean(table({2: "", 3: "", 4: ""}), BLOBS_SCHEMA, max_quarantined=0.05)
+        clean.clean(table({2: "", 3: "", 4: ""}), BLOBS_SCHEMA, {"max_quarantined": 0.05})
 
 
 def test_image_rows_with_bad_pixels_are_quarantined():
@@ -61,7 +61,7 @@ def test_image_rows_with_bad_pixels_are_quarantined():
             "px": pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 4),
         }
     )
-    result = clean.clean(t, schema, max_quarantined=1.0)
+    result = clean.clean(t, schema, {"max_quarantined": 1.0})
     assert result.kept.column("key").to_pylist() == ["a"]
     assert result.quarantined.column("reason").to_pylist() == [
         "pixel 1 of 'px' is nan; expected a number in [0, 1]",
@@ -72,5 +72,5 @@ def test_image_rows_with_bad_pixels_are_quarantined():
 def test_clean_does_not_change_its_input():
     t = table({2: ""})
     before = t.to_pylist()
-    clean.clean(t, BLOBS_SCHEMA, max_quarantined=0.5)
+    clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
     assert t.to_pylist() == before

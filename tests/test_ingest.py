@@ -13,7 +13,7 @@ from steps import ingest
 
 def test_csv_gets_the_explicit_schema_and_stable_keys():
     table = ingest.from_csv(blobs_csv(6, seed=0).encode(), "part-1.csv", BLOBS_SCHEMA)
-    assert table.schema.names == ["key", "partition", "kind", "f1", "f2"]
+    assert table.schema.names == ["key", "partition", "kind", "f1", "f2", "problem"]
     assert table.schema.field("f1").type == pa.float64()
     assert table.column("key").to_pylist()[:2] == ["part-1.csv:1", "part-1.csv:2"]
     assert table.num_rows == 6
@@ -46,7 +46,7 @@ def test_parquet_partition_is_projected_and_checked():
     sink = io.BytesIO()
     pq.write_table(pa.table({"f1": [1.0], "f2": [2], "kind": ["a"], "extra": [0]}), sink)
     table = ingest.from_parquet(sink.getvalue(), "x.parquet", BLOBS_SCHEMA)
-    assert table.schema.names == ["key", "partition", "kind", "f1", "f2"]
+    assert table.schema.names == ["key", "partition", "kind", "f1", "f2", "problem"]
     assert table.column("f2").type == pa.float64()
     sink = io.BytesIO()
     pq.write_table(pa.table({"f1": [1.0], "kind": ["a"]}), sink)
@@ -72,7 +72,7 @@ def test_mnist_refuses_a_file_with_the_wrong_hash_before_unpickling():
 def test_image_schema_is_a_fixed_size_list_not_784_columns():
     schema = ingest.arrow_schema({"label": "digit", "image": {"column": "pixels", "shape": [28, 28]}}, pa.int64())
     assert schema.field("pixels").type == pa.list_(pa.float32(), 784)
-    assert len(schema) == 4
+    assert len(schema) == 5  # key, partition, label, pixels, problem
 
 
 def test_profile_counts_missing_and_ranges():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets
 
-from steps import evaluate, models, publish, train
+from steps import evaluate, figures, models, publish, train
 from steps.models import mlp
 
 
@@ -59,8 +59,8 @@ def test_metrics_and_predictions_for_the_confusion_plot():
     assert m["per_class"]["b"] == {"precision": 1.0, "recall": 0.5, "f1": pytest.approx(0.666667), "support": 2}
     csv = evaluate.predictions_csv(y, proba.argmax(1), ["a", "b", "c"])
     assert csv.splitlines()[:3] == ["actual,predicted", "a,a", "b,b"]
-    png = evaluate.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")
-    assert png.startswith(b"\x89PNG") and png == evaluate.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")
+    png = figures.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")
+    assert png.startswith(b"\x89PNG") and png == figures.confusion_png(m["confusion_matrix"], ["a", "b", "c"], "t")
 
 
 def test_binary_metrics_use_the_threshold_and_report_auc():
