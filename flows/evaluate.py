@@ -2,14 +2,13 @@
 
 Every workload writes the same files; what they hold follows the model's task:
 
-| file | classification | regression | reconstruction |
-|---|---|---|---|
-| metrics.json | accuracy, loss, macro F1 (+ precision, recall, F1, ROC AUC for 2 classes) | RMSE, MAE, R² per solver | MSE |
-| details.json | per class, confusion matrix, per slice | - | - |
-| predictions.csv | actual, predicted class (confusion plot) | actual, predicted value | original, reconstructed pixel (sample) |
-| curve.csv | ROC curve | error quantiles | error quantiles |
-| figure.png | confusion matrix | predicted vs actual | originals over reconstructions |
-| loss.png | loss per epoch | loss per epoch | loss per epoch |
+- metrics.json: classification: accuracy, loss, macro F1 (with precision, recall, F1, ROC AUC
+  for two classes); regression: RMSE, MAE, R² per solver; reconstruction: MSE.
+- details.json: per class, confusion matrix, per slice (classification), else empty.
+- predictions.csv: actual and predicted class (a confusion plot), value, or pixel (a sample).
+- curve.csv: the ROC curve (classification), else errors by quantile.
+- figure.png: confusion matrix, predicted vs actual, or originals over reconstructions.
+- loss.png: loss per epoch.
 """
 
 from __future__ import annotations
