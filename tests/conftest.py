@@ -64,8 +64,10 @@ def blobs_sets(rows: int) -> dict:
 
 
 def tiny_params() -> dict:
-    """params.yaml for a tiny repo: the real iris entry with few epochs, and a CSV workload."""
-    real = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]["iris"]
+    """params.yaml for a tiny repo: the real entries with little data and few epochs, and
+    two user workloads: a CSV folder (blobs) and a Parquet file of 8×8 digit images."""
+    workloads = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]
+    real = workloads["iris"]
     iris = copy.deepcopy(real)
     iris["train"] |= {"epochs": 30, "patience": 10}
     blobs = copy.deepcopy(real)
@@ -74,7 +76,34 @@ def tiny_params() -> dict:
     blobs["clean"] = {"max_quarantined": 0.1}
     blobs["split"] = {"seed": 3, "val": 0.2, "test": 0.25, "test_partition": None}
     blobs["train"] |= {"epochs": 20, "patience": 10}
-    return {"workloads": {"iris": iris, "blobs": blobs}}
+    sales = copy.deepcopy(workloads["sales"])
+    sales["source"]["rows"] = 600
+    sales["train"]["epochs"] = 10
+    loans = copy.deepcopy(workloads["loans"])
+    loans["source"]["rows"] = 900
+    loans["train"]["epochs"] = 10
+    forest = copy.deepcopy(workloads["forest"])
+    forest["source"]["rows"] = 900
+    forest["model"]["trees"] = 10
+    digits = copy.deepcopy(workloads["mnist-ae"])
+    digits["raw"] = "data/digits/raw/digits.parquet"
+    digits["schema"]["image"] = {"column": "pixels", "shape": [8, 8]}
+    digits["split"] = {"seed": 3, "val": 0.2, "test": 0.2, "test_partition": None}
+    digits["model"]["hidden"] = [32, 16]
+    digits["train"] |= {"epochs": 12, "batch_size": 32, "lr": 0.005}
+    return {"workloads": {"iris": iris, "blobs": blobs, "sales": sales, "loans": loans, "forest": forest,
+                          "digits": digits}}  # fmt: skip
+
+
+def digits_parquet(path: Path) -> None:
+    """scikit-learn's 8×8 digits as a user's Parquet file of images (pixels scaled to [0, 1])."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = pa.FixedSizeListArray.from_arrays(pa.array((digits.data / 16).astype(np.float32).ravel()), 64)
+    pq.write_table(pa.table({"digit": digits.target, "pixels": pixels}), path)
 
 
 def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True) -> subprocess.CompletedProcess:
@@ -107,6 +136,11 @@ def make_repo(path: Path) -> Path:
     (path / "data/blobs/raw").mkdir(parents=True)
     (path / "data/blobs/raw/part-1.csv").write_text(blobs_csv(90, seed=1, bad={4: "NaN"}))
     (path / "data/blobs/raw/part-2.csv").write_text(blobs_csv(60, seed=2))
+    for name in ("sales", "loans"):
+        (path / f"data/{name}/raw").mkdir(parents=True)
+        shutil.copy(ROOT / f"data/{name}/raw/source.json", path / f"data/{name}/raw/source.json")
+    (path / "data/digits/raw").mkdir(parents=True)
+    digits_parquet(path / "data/digits/raw/digits.parquet")
     (path / ".gitignore").write_text(".cairn/\n__pycache__/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], path)

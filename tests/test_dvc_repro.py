@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import yaml
 from conftest import run
 
-WORKLOADS = ("iris", "blobs")
+WORKLOADS = ("iris", "blobs", "sales", "loans", "forest", "digits")
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
 
 
@@ -44,7 +44,7 @@ def test_metrics_are_dvc_metrics(repro_repo: Path):
     accuracy = files["data/blobs/evaluate/metrics.json"]["data"]["accuracy"]
     assert accuracy > 0.9
     assert files["data/iris/evaluate/metrics.json"]["data"]["accuracy"] > 0.8
-    assert "setosa" in files["data/iris/evaluate/per_class.json"]["data"]["per_class"]
+    assert "setosa" in files["data/iris/evaluate/details.json"]["data"]["per_class"]
 
 
 def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
@@ -56,15 +56,18 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
         "model.safetensors",
         "model_card.md",
     ]
+    assert (repro_repo / "data/loans/publish/coefficients.json").exists()
+    assert (repro_repo / "data/sales/publish/coefficients.json").exists()
+    assert (repro_repo / "data/digits/publish/encoder.onnx").exists()
     lineage = json.loads((publish / "lineage.json").read_text())
     lock = yaml.safe_load((repro_repo / "dvc.lock").read_text())["stages"]
     raw = {d["path"]: d["md5"] for d in lock["ingest@iris"]["deps"]}["data/iris/raw"]
     assert lineage["stages"]["ingest"]["deps"]["data/iris/raw"] == raw
     head = run(["git", "rev-parse", "HEAD"], repro_repo).stdout.strip()
     assert lineage["git_revision"] == head
-    assert lineage["parity"]["label_agreement"] == 1.0
+    assert lineage["checks"]["ONNX (onnxruntime)"]["label_agreement"] == 1.0
     card = (publish / "model_card.md").read_text()
-    assert "# Model card: iris" in card and "accuracy **" in card
+    assert "# Model card: iris" in card and "| accuracy |" in card
 
 
 def test_nothing_changed_means_nothing_runs(repro_repo: Path):
@@ -85,3 +88,18 @@ def test_a_param_change_is_seen_only_by_the_stages_that_read_it(repro_repo: Path
         assert ran == {"train@blobs", "publish@blobs"}
     finally:
         run(["git", "checkout", "params.yaml"], repro_repo)
+
+
+def test_each_task_reports_its_own_metrics(repro_repo: Path):
+    def metrics(w):
+        return json.loads((repro_repo / f"data/{w}/evaluate/metrics.json").read_text())
+
+    assert {"rmse", "mae", "r2", "rmse_sgd"} <= set(metrics("sales"))
+    assert {"roc_auc", "precision", "recall", "threshold"} <= set(metrics("loans"))
+    assert metrics("forest")["roc_auc"] > 0.6
+    assert metrics("digits")["mse"] < 0.05  # a constant image scores about 0.1
+    slices = json.loads((repro_repo / "data/loans/evaluate/details.json").read_text())["slices"]["purpose"]
+    assert "small_business" in slices
+    loans = json.loads((repro_repo / "data/loans/clean/report.json").read_text())
+    assert loans["rows_in"] == loans["rows_kept"] + loans["rows_quarantined"] and loans["rows_quarantined"] > 0
+    assert (repro_repo / "data/loans/clean/pairplot.png").read_bytes().startswith(b"\x89PNG")

@@ -77,6 +77,8 @@ def test_forest_onnx_is_interpreted_to_the_same_predictions_as_its_trees():
     check = publish.parity(native, onnx_of(module, fitted, x, "probabilities"), fitted.spec["threshold"])
     assert check["label_agreement"] == 1.0 and check["max_diff"] <= 1e-5
     assert fitted.spec["n_trees"] == 15
+    again, _, _ = fit("forest", 3000, trees=15)
+    assert models.to_bytes(again) == models.to_bytes(fitted)  # same seed, same bytes (ONNX included)
 
 
 def test_autoencoder_encoder_then_decoder_is_the_whole_model():

@@ -50,6 +50,7 @@ def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEp
         options={id(forest): {"zipmap": False}},
         target_opset=17,
     )
+    onnx_model.graph.name = "forest"  # skl2onnx names the graph with a random uuid: same model, same bytes
     arrays["onnx"] = np.frombuffer(onnx_model.SerializeToString(), dtype=np.uint8)
     fitted = Fitted(spec | {"n_trees": len(forest.estimators_)}, arrays)
     return fitted
