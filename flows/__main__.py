@@ -1,5 +1,7 @@
 """Command line: `python -m flows <stage> <workload> --<input> PATH ... --out PATH` (what dvc.yaml
-runs), or `python -m flows pipeline [workload ...]` (the Prefect pipeline)."""
+runs), `python -m flows pipeline [workload ...]` (the Prefect pipeline, champion gate included),
+`python -m flows promote <workload> --split PATH --publish PATH` (the gate alone), and
+`python -m flows registry list|rollback` (the model registry)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,26 @@ import logging
 import sys
 
 from steps import StepError
+
+
+def registry(argv: list[str]) -> None:
+    """`registry list [WORKLOAD]` prints the versions; `registry rollback WORKLOAD [--to N]`."""
+    import argparse
+
+    from flows import promote
+
+    cli = argparse.ArgumentParser(prog="python -m flows registry")
+    sub = cli.add_subparsers(dest="command", required=True)
+    sub.add_parser("list").add_argument("workload", nargs="?")
+    back = sub.add_parser("rollback")
+    back.add_argument("workload")
+    back.add_argument("--to", type=int, help="the version to make champion (default: the previous champion)")
+    args = cli.parse_args(argv)
+    if args.command == "list":
+        print(promote.listing(args.workload))
+    else:
+        chosen = promote.rollback(args.workload, args.to)
+        print(f"{args.workload}: v{chosen['version']} is the champion again ({chosen['reason']})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             from flows.pipeline import run_pipeline
 
             run_pipeline(argv[1:] or None)
+        elif argv[:1] == ["registry"]:
+            registry(argv[1:])
         else:
             run_stage(argv)
     except (StepError, UsageError) as err:

@@ -13,7 +13,7 @@ import shlex
 from prefect import flow
 
 from flows.common import log, report, tracked
-from flows.stages import STAGES, UsageError, run_stage
+from flows.stages import STAGES, UsageError, parse, run_stage
 
 COMMAND_PREFIX = ["python", "-m", "flows"]
 
@@ -27,12 +27,23 @@ def _command(stage) -> list[str]:
     return argv[3:]
 
 
+def _gate(publish_stage) -> str:
+    """Run the champion gate on what ``publish_stage`` published; 'promoted', 'rejected' or
+    'already v<N>'."""
+    args = parse(_command(publish_stage))[1]
+    result = run_stage(["promote", args["workload"], "--split", str(args["split"]), "--publish", str(args["out"])])
+    if not result["new"]:
+        return f"already v{result['version']}"
+    return "promoted" if result["status"] == "champion" else "rejected"
+
+
 @flow(name="pipeline", persist_result=False)
 def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
     """Bring every stage of ``workloads`` (default: all in params.yaml) up to date.
 
-    Runs in the repository root (the working directory). Returns {stage address:
-    'skipped' | 'restored' | 'ran'}.
+    Then runs the champion gate for each workload. Runs in the repository root (the working
+    directory). Returns {stage address: 'skipped' | 'restored' | 'ran'} and, per workload,
+    {'promote@<workload>': 'promoted' | 'rejected' | 'already v<N>'}.
     """
     from dvc.repo import Repo, lock_repo
     from dvc.repo.reproduce import get_active_graph, plan_repro
@@ -60,7 +71,11 @@ def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
                 run_stage(_command(stage))
                 outcome[name] = "ran"
             repo.commit(name, force=True)
-    counts = {k: list(outcome.values()).count(k) for k in ("ran", "restored", "skipped")}
+        # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.
+        for stage in plan_repro(graph, targets):
+            if stage.addressing.startswith("publish@"):
+                outcome[stage.addressing.replace("publish@", "promote@")] = _gate(stage)
+    counts = {k: list(outcome.values()).count(k) for k in ("ran", "restored", "skipped", "promoted", "rejected")}
     report("pipeline", "pipeline", counts | {"stages": outcome})
     if not counts["ran"] and not counts["restored"]:
         logger.info("pipeline: nothing changed in data, code or params; every stage skipped")

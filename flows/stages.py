@@ -15,7 +15,11 @@ from typing import Any
 from flows.common import log, tracked
 
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
-USAGE = "python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH | python -m flows pipeline [WORKLOAD ...]"
+ACTIONS = ("promote",)  # flows that run after the stages, outside DVC's DAG
+USAGE = (
+    "python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH | python -m flows pipeline [WORKLOAD ...]"
+    " | python -m flows registry {list [WORKLOAD] | rollback WORKLOAD [--to N]}"
+)
 
 
 class UsageError(ValueError):
@@ -24,15 +28,15 @@ class UsageError(ValueError):
 
 def stage_flow(name: str):
     """The Prefect flow of stage ``name`` (flows/<name>.py defines a flow called <name>)."""
-    if name not in STAGES:
-        raise UsageError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+    if name not in STAGES + ACTIONS:
+        raise UsageError(f"unknown stage {name!r}; expected one of {', '.join(STAGES + ACTIONS)}")
     return getattr(importlib.import_module(f"flows.{name}"), name)
 
 
 def parse(argv: list[str]) -> tuple[Any, dict[str, Any]]:
     """(flow, keyword arguments) of a stage command line; the options are the flow's parameters."""
     if not argv:
-        raise UsageError(f"usage: {USAGE % ','.join(STAGES)}")
+        raise UsageError(f"usage: {USAGE % ','.join(STAGES + ACTIONS)}")
     stage = stage_flow(argv[0])
     cmd = argparse.ArgumentParser(prog=f"python -m flows {argv[0]}", description=stage.fn.__doc__)
     cmd.add_argument("workload")

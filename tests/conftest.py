@@ -141,7 +141,7 @@ def make_repo(path: Path) -> Path:
         shutil.copy(ROOT / f"data/{name}/raw/source.json", path / f"data/{name}/raw/source.json")
     (path / "data/digits/raw").mkdir(parents=True)
     digits_parquet(path / "data/digits/raw/digits.parquet")
-    (path / ".gitignore").write_text(".cairn/\n__pycache__/\n")
+    (path / ".gitignore").write_text(".cairn/\n__pycache__/\nregistry/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], path)
     run(["dvc", "init", "-q"], path)

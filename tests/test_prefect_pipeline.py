@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -36,7 +37,9 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
     from prefect.settings import get_current_settings
 
     _, outcome = pipeline_repo
-    assert set(outcome.values()) == {"ran"} and len(outcome) == 36
+    stages = {k: v for k, v in outcome.items() if not k.startswith("promote@")}
+    assert set(stages.values()) == {"ran"} and len(stages) == 36
+    assert {v for k, v in outcome.items() if k.startswith("promote@")} == {"promoted"}  # first models
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(limit=200, sort=FlowRunSort.START_TIME_ASC)
         by_name = {r.name: r for r in runs}
@@ -48,12 +51,12 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
             limit=200,
             sort=FlowRunSort.START_TIME_ASC,
         )
-        assert len(subflows) == 36
+        assert len(subflows) == 36 + 6  # six stages and the champion gate per workload
     # The REST API directly: prefect 3.8.8's client sends nulls this server version refuses.
     url = get_current_settings().api.url
     artifacts = httpx.post(f"{url}/artifacts/filter", json={"limit": 200, "offset": 0, "sort": "ID_DESC"}).json()
     keys = {a["key"] for a in artifacts}
-    assert {"ingest", "clean", "split", "train", "metrics", "publish", "pipeline"} <= keys
+    assert {"ingest", "clean", "split", "train", "metrics", "publish", "promote", "pipeline"} <= keys
 
 
 def test_pipeline_leaves_the_same_lock_as_dvc_repro(pipeline_repo, repro_repo):
@@ -69,4 +72,37 @@ def test_a_second_run_skips_every_stage(pipeline_repo):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
         outcome = pipeline(None)
-    assert set(outcome.values()) == {"skipped"}
+    assert {v for k, v in outcome.items() if not k.startswith("promote@")} == {"skipped"}
+    assert outcome["promote@iris"] == "already v1"
+
+
+def _retrain_iris(repo: Path, seed: int, margin: float) -> dict:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["workloads"]["iris"]["train"]["seed"] = seed
+    params["workloads"]["iris"]["promote"]["margin"] = margin
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        return pipeline(["iris"])
+
+
+def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
+    from flows import promote
+
+    repo, _ = pipeline_repo
+    # A challenger cannot beat the champion by a whole accuracy point: rejected, with the reason.
+    outcome = _retrain_iris(repo, seed=8, margin=1.0)
+    assert outcome["train@iris"] == "ran" and outcome["promote@iris"] == "rejected"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        index = promote.read_index("iris")
+        assert index["champion"] == 1
+        assert index["versions"][1]["status"] == "rejected"
+        assert "less than the margin 1" in index["versions"][1]["reason"]
+        assert not (repo / "registry/iris/v2/model.onnx").exists()  # the record, not the weights
+        # A margin below zero promotes any challenger; rollback brings back the one before.
+        assert _retrain_iris(repo, seed=9, margin=-1.0)["promote@iris"] == "promoted"
+        assert promote.read_index("iris")["champion"] == 3
+        assert promote.rollback("iris")["version"] == 1
+        assert promote.read_index("iris")["champion"] == 1
+        assert re.search(r"iris +v3 +retired", promote.listing("iris"))
