@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 # DVC runs each stage's `python -m flows ...` through the shell: make it find the venv's python.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup init run pipeline test test-all lint bench clean-data
+.PHONY: setup init run pipeline serve test test-all lint bench
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ run: init
 
 pipeline: init
 	$(BIN)/python -m flows pipeline
+
+# Local Prefect server + deployments + a process worker; see README "Operate it".
+serve: init
+	BIN=$(BIN) deploy/serve.sh
 
 test: setup
 	$(BIN)/python -m pytest -m "not slow"

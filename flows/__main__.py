@@ -1,7 +1,8 @@
 """Command line: `python -m flows <stage> <workload> --<input> PATH ... --out PATH` (what dvc.yaml
 runs), `python -m flows pipeline [workload ...]` (the Prefect pipeline, champion gate included),
 `python -m flows promote <workload> --split PATH --publish PATH` (the gate alone), and
-`python -m flows registry list|rollback` (the model registry)."""
+`python -m flows registry list|rollback` (the model registry), and `python -m flows deployments`
+(prefect.yaml from params.yaml)."""
 
 from __future__ import annotations
 
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
             run_pipeline(argv[1:] or None)
         elif argv[:1] == ["registry"]:
             registry(argv[1:])
+        elif argv == ["deployments"]:
+            from flows.deployments import write_prefect_yaml
+
+            print(f"wrote {write_prefect_yaml()}")
         else:
             run_stage(argv)
     except (StepError, UsageError) as err:

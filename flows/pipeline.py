@@ -14,6 +14,7 @@ from prefect import flow
 
 from flows.common import log, report, tracked
 from flows.stages import STAGES, UsageError, parse, run_stage
+from steps import StepError
 
 COMMAND_PREFIX = ["python", "-m", "flows"]
 
@@ -45,36 +46,54 @@ def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
     directory). Returns {stage address: 'skipped' | 'restored' | 'ran'} and, per workload,
     {'promote@<workload>': 'promoted' | 'rejected' | 'already v<N>'}.
     """
+    from dvc.lock import LockError
     from dvc.repo import Repo, lock_repo
+
+    try:
+        # DVC's repository lock for the whole run: a second run on this checkout is refused
+        # (DVC gives up after a few seconds) instead of interleaving its stages with ours.
+        with Repo(".") as repo, lock_repo(repo):
+            return _run(repo, workloads)
+    except LockError:
+        raise Busy(
+            "pipeline: another DVC command or pipeline run holds the lock on this checkout (.dvc/tmp/lock); "
+            "wait for it to finish, or run in a separate clone that shares the DVC remote"
+        ) from None
+
+
+class Busy(StepError):
+    """The checkout is locked by another run."""
+
+
+def _run(repo, workloads: list[str] | None) -> dict[str, str]:
     from dvc.repo.reproduce import get_active_graph, plan_repro
     from dvc.stage.cache import RunCacheNotFoundError
 
     logger = log()
     outcome: dict[str, str] = {}
-    with Repo(".") as repo, lock_repo(repo):
-        graph = get_active_graph(repo.index.graph)
-        targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
-        if workloads and not targets:
-            raise UsageError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
-        for stage in plan_repro(graph, targets):
-            name = stage.addressing
-            if not stage.changed():
-                logger.info("%s: up to date, skipped", name)
-                outcome[name] = "skipped"
-                continue
-            try:
-                repo.stage_cache.restore(stage)
-                logger.info("%s: restored from DVC's run-cache", name)
-                outcome[name] = "restored"
-            except RunCacheNotFoundError:
-                stage.remove_outs(ignore_remove=False, force=False)
-                run_stage(_command(stage))
-                outcome[name] = "ran"
-            repo.commit(name, force=True)
-        # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.
-        for stage in plan_repro(graph, targets):
-            if stage.addressing.startswith("publish@"):
-                outcome[stage.addressing.replace("publish@", "promote@")] = _gate(stage)
+    graph = get_active_graph(repo.index.graph)
+    targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
+    if workloads and not targets:
+        raise UsageError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
+    for stage in plan_repro(graph, targets):
+        name = stage.addressing
+        if not stage.changed():
+            logger.info("%s: up to date, skipped", name)
+            outcome[name] = "skipped"
+            continue
+        try:
+            repo.stage_cache.restore(stage)
+            logger.info("%s: restored from DVC's run-cache", name)
+            outcome[name] = "restored"
+        except RunCacheNotFoundError:
+            stage.remove_outs(ignore_remove=False, force=False)
+            run_stage(_command(stage))
+            outcome[name] = "ran"
+        repo.commit(name, force=True)
+    # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.
+    for stage in plan_repro(graph, targets):
+        if stage.addressing.startswith("publish@"):
+            outcome[stage.addressing.replace("publish@", "promote@")] = _gate(stage)
     counts = {k: list(outcome.values()).count(k) for k in ("ran", "restored", "skipped", "promoted", "rejected")}
     report("pipeline", "pipeline", counts | {"stages": outcome})
     if not counts["ran"] and not counts["restored"]:

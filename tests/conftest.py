@@ -91,8 +91,9 @@ def tiny_params() -> dict:
     digits["split"] = {"seed": 3, "val": 0.2, "test": 0.2, "test_partition": None}
     digits["model"]["hidden"] = [32, 16]
     digits["train"] |= {"epochs": 12, "batch_size": 32, "lr": 0.005}
-    return {"workloads": {"iris": iris, "blobs": blobs, "sales": sales, "loans": loans, "forest": forest,
-                          "digits": digits}}  # fmt: skip
+    deploy = yaml.safe_load((ROOT / "params.yaml").read_text())["deploy"]
+    return {"deploy": deploy, "workloads": {"iris": iris, "blobs": blobs, "sales": sales, "loans": loans,
+                                            "forest": forest, "digits": digits}}  # fmt: skip
 
 
 def digits_parquet(path: Path) -> None:

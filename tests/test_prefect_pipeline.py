@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 from conftest import make_repo, run
@@ -33,15 +32,13 @@ def pipeline_repo(tmp_path_factory, harness) -> tuple[Path, dict]:
 def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
     from prefect import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
-    from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.settings import get_current_settings
 
     _, outcome = pipeline_repo
     stages = {k: v for k, v in outcome.items() if not k.startswith("promote@")}
     assert set(stages.values()) == {"ran"} and len(stages) == 36
     assert {v for k, v in outcome.items() if k.startswith("promote@")} == {"promoted"}  # first models
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=200, sort=FlowRunSort.START_TIME_ASC)
+        runs = client.read_flow_runs(limit=200)
         by_name = {r.name: r for r in runs}
         for stage in outcome:
             assert by_name[stage].state.is_completed(), stage
@@ -49,13 +46,10 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
         subflows = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=False)),
             limit=200,
-            sort=FlowRunSort.START_TIME_ASC,
         )
         assert len(subflows) == 36 + 6  # six stages and the champion gate per workload
-    # The REST API directly: prefect 3.8.8's client sends nulls this server version refuses.
-    url = get_current_settings().api.url
-    artifacts = httpx.post(f"{url}/artifacts/filter", json={"limit": 200, "offset": 0, "sort": "ID_DESC"}).json()
-    keys = {a["key"] for a in artifacts}
+        # (with fastapi >= 0.151 the server refuses this client's null limit and offset: 422)
+        keys = {a.key for a in client.read_artifacts(limit=200)}
     assert {"ingest", "clean", "split", "train", "metrics", "publish", "promote", "pipeline"} <= keys
 
 

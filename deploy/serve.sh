@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# A local Prefect server (SQLite, 127.0.0.1 only), cairn's deployments, and a process worker
+# that runs them in this checkout. Ctrl-C stops the worker and the server.
+#   deploy/serve.sh [port]        (make serve)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=${BIN:-.venv/bin}
+PORT=${1:-4200}
+export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
+export PREFECT_SERVER_ANALYTICS_ENABLED=false
+export PATH="$PWD/$BIN:$PATH"
+
+prefect server start --host 127.0.0.1 --port "$PORT" >.cairn-server.log 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null' EXIT
+until python -c "import httpx; httpx.get('$PREFECT_API_URL/health').raise_for_status()" 2>/dev/null; do
+  kill -0 $server 2>/dev/null || { echo "prefect server failed; see .cairn-server.log" >&2; exit 1; }
+  sleep 1
+done
+echo "Prefect UI: http://127.0.0.1:$PORT  (API $PREFECT_API_URL)"
+
+pool=$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['deploy']['work_pool'])")
+python -m flows deployments
+prefect work-pool create "$pool" --type process --overwrite >/dev/null
+prefect --no-prompt deploy --all
+prefect worker start --pool "$pool"
