@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 # DVC runs each stage's `python -m flows ...` through the shell: make it find the venv's python.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup init run pipeline serve test test-all lint bench
+.PHONY: setup init run pipeline serve test lint bench
 
 setup: $(VENV)/.installed
 
@@ -34,9 +34,6 @@ serve: init
 	BIN=$(BIN) deploy/serve.sh
 
 test: setup
-	$(BIN)/python -m pytest -m "not slow"
-
-test-all: setup
 	$(BIN)/python -m pytest
 
 lint: setup
