@@ -66,6 +66,20 @@ def report(key: str, title: str, summary: dict[str, Any]) -> None:
         create_markdown_artifact(key=key, markdown=f"# {title}\n\n| | |\n|---|---|\n{rows}\n", description=title)
 
 
+def attach(key: str, markdown: str, links: dict[str, Path] | None = None) -> None:
+    """In a tracked run, attach a Markdown document (a model card) and links to files (plots)
+    to the run, so the Prefect UI shows them; outside one, do nothing."""
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+
+    create_markdown_artifact(key=key, markdown=markdown, description=key)
+    for name, path in (links or {}).items():
+        create_link_artifact(key=f"{key}-{name}", link=path.resolve().as_uri(), link_text=str(path))
+
+
 def require(path: Path, what: str) -> Path:
     if not path.exists():
         raise InputError(f"{what} '{path}' does not exist; run the stage that makes it first")

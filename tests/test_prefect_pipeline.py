@@ -51,6 +51,7 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
         # (with fastapi >= 0.151 the server refuses this client's null limit and offset: 422)
         keys = {a.key for a in client.read_artifacts(limit=200)}
     assert {"ingest", "clean", "split", "train", "metrics", "publish", "promote", "pipeline"} <= keys
+    assert {"model-card-iris", "model-card-iris-figure", "model-card-digits-loss"} <= keys
 
 
 def test_pipeline_leaves_the_same_lock_as_dvc_repro(pipeline_repo, repro_repo):
