@@ -28,6 +28,19 @@ def _command(stage) -> list[str]:
     return argv[3:]
 
 
+def _fetch_run_cache(repo) -> bool:
+    """Fetch the run-cache entries (not the data) of the default DVC remote, if there is one, so
+    stages that workers reproduced restore here without running. True when there is a remote."""
+    if not repo.config["core"].get("remote"):
+        return False
+    try:
+        repo.stage_cache.pull(None)
+    except Exception as err:  # an unreachable remote must not stop a local run
+        log().warning("pipeline: could not fetch DVC's run-cache from the remote (%s); stages run here", err)
+        return False
+    return True
+
+
 def _gate(publish_stage) -> str:
     """Run the champion gate on what ``publish_stage`` published; 'promoted', 'rejected' or
     'already v<N>'."""
@@ -71,6 +84,7 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
 
     logger = log()
     outcome: dict[str, str] = {}
+    pull = _fetch_run_cache(repo)
     graph = get_active_graph(repo.index.graph)
     targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
     if workloads and not targets:
@@ -82,7 +96,7 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
             outcome[name] = "skipped"
             continue
         try:
-            repo.stage_cache.restore(stage)
+            repo.stage_cache.restore(stage, pull=pull)
             logger.info("%s: restored from DVC's run-cache", name)
             outcome[name] = "restored"
         except RunCacheNotFoundError:
