@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 # DVC runs each stage's `python -m flows ...` through the shell: make it find the venv's python.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup init run pipeline serve test lint bench
+.PHONY: setup init run pipeline serve test test-fast lint bench
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ serve: init
 
 test: setup
 	$(BIN)/python -m pytest
+
+# Without the tests marked slow (real Prefect servers, workers, several clones).
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check flows steps tests bench

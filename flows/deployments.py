@@ -3,7 +3,8 @@
 `python -m flows deployments` rewrites prefect.yaml: one on-demand deployment per workload,
 a scheduled retraining of all of them (cron from ``deploy.retrain_cron`` in params.yaml), and
 a watcher that runs the pipeline for the workloads whose raw data changed (a new partition
-file under ``raw``), every ``deploy.watch_seconds``. A test keeps prefect.yaml in step with
+file under ``raw``), every ``deploy.watch_seconds``, and `stage-on-worker/<pool>` for each work
+pool that ``deploy.remote_stages`` sends stages to. A test keeps prefect.yaml in step with
 params.yaml.
 """
 
@@ -51,6 +52,13 @@ def prefect_yaml(params: dict[str, Any]) -> str:
         "work_pool": {"name": pool},
         "schedules": [{"interval": deploy["watch_seconds"]}],
     })  # fmt: skip
+    for pool in sorted(set((deploy.get("remote_stages") or {}).values())):
+        deployments.append({
+            "name": pool,
+            "description": f"Reproduce one stage in a fresh clone on a '{pool}' worker; push it to DVC's remote.",
+            "entrypoint": "flows/remote.py:run_on_worker",
+            "work_pool": {"name": pool},
+        })  # fmt: skip
     # No pull step: `prefect deploy` records the checkout it runs in, where a process worker
     # runs the flows. Workers elsewhere add a git_clone pull step (see the README).
     body = {"name": "cairn", "prefect-version": "3.8.8", "deployments": deployments}

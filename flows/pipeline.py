@@ -3,7 +3,9 @@
 For each stage in the order `dvc repro` would use: skip it if DVC finds it up to date,
 restore it from DVC's run-cache if that has it, else run its command line in this process
 (a Prefect subflow, so the UI shows it as its own run) and `dvc commit` it, which writes the
-same dvc.lock entry and run-cache entry that `dvc repro` writes.
+same dvc.lock entry and run-cache entry that `dvc repro` writes. A stage that
+``deploy.remote_stages`` sends to a work pool (train on a GPU pool) runs on a worker of that
+pool instead and comes back through the run-cache (flows/remote.py).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shlex
 from prefect import flow
 
 from flows.common import log, report, tracked
+from flows.remote import check_ready, remote_stages, send_to_worker
 from flows.stages import STAGES, UsageError, parse, run_stage
 from steps import StepError
 
@@ -56,7 +59,7 @@ def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
     """Bring every stage of ``workloads`` (default: all in params.yaml) up to date.
 
     Then runs the champion gate for each workload. Runs in the repository root (the working
-    directory). Returns {stage address: 'skipped' | 'restored' | 'ran'} and, per workload,
+    directory). Returns {stage address: 'skipped' | 'restored' | 'ran' | 'worker'} and, per workload,
     {'promote@<workload>': 'promoted' | 'rejected' | 'already v<N>'}.
     """
     from dvc.lock import LockError
@@ -86,9 +89,15 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
     outcome: dict[str, str] = {}
     pull = _fetch_run_cache(repo)
     graph = get_active_graph(repo.index.graph)
+    pools = remote_stages()
+    if unknown := sorted(set(pools) - {s.addressing for s in graph}):
+        raise UsageError(f"params.yaml: deploy.remote_stages names {unknown}, which dvc.yaml does not define")
     targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
     if workloads and not targets:
         raise UsageError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
+    for stage in plan_repro(graph, targets):  # before any stage runs: fail early, lose nothing
+        if stage.addressing in pools:
+            check_ready(repo, stage, pools[stage.addressing])
     for stage in plan_repro(graph, targets):
         name = stage.addressing
         if not stage.changed():
@@ -100,17 +109,23 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
             logger.info("%s: restored from DVC's run-cache", name)
             outcome[name] = "restored"
         except RunCacheNotFoundError:
-            stage.remove_outs(ignore_remove=False, force=False)
-            run_stage(_command(stage))
-            outcome[name] = "ran"
+            if name in pools:
+                send_to_worker(repo, graph, stage, pools[name])
+                outcome[name] = "worker"
+            else:
+                stage.remove_outs(ignore_remove=False, force=False)
+                run_stage(_command(stage))
+                outcome[name] = "ran"
         repo.commit(name, force=True)
     # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.
     for stage in plan_repro(graph, targets):
         if stage.addressing.startswith("publish@"):
             outcome[stage.addressing.replace("publish@", "promote@")] = _gate(stage)
-    counts = {k: list(outcome.values()).count(k) for k in ("ran", "restored", "skipped", "promoted", "rejected")}
+    counts = {
+        k: list(outcome.values()).count(k) for k in ("ran", "worker", "restored", "skipped", "promoted", "rejected")
+    }
     report("pipeline", "pipeline", counts | {"stages": outcome})
-    if not counts["ran"] and not counts["restored"]:
+    if not counts["ran"] and not counts["worker"] and not counts["restored"]:
         logger.info("pipeline: nothing changed in data, code or params; every stage skipped")
     return outcome
 

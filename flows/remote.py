@@ -1,10 +1,14 @@
-"""A stage reproduced on a worker, in its own clone, handed back through DVC's remote.
+"""Stages reproduced on a worker (a GPU pool, say), in its own clone, handed back through DVC's remote.
 
-The worker clones the project at the coordinator's revision, lets DVC pull the stage's inputs
-(`dvc repro --pull`), reproduces the one stage, and pushes its outputs and run-cache entry.
-The coordinator's pipeline then fetches the run-cache and restores the stage without running
-it, so both end with the same dvc.lock. Never two processes in one working copy: DVC's locks
-key on process and command.
+Coordinator side (`send_to_worker`, called by the pipeline for the stages that
+``deploy.remote_stages`` in params.yaml names): push the stage's inputs to the default DVC
+remote, start the `stage-on-worker/<pool>` deployment with the git revision and the current
+dvc.lock, wait for it, then fetch the run-cache and restore the stage without running it.
+
+Worker side (`run_on_worker`, the flow that deployment runs): clone the project at that
+revision, put the coordinator's dvc.lock in place, let DVC pull the stage's inputs
+(`dvc repro --pull`), reproduce the one stage, and push its outputs and run-cache entry.
+Never two processes in one working copy: DVC's locks key on process and command.
 """
 
 from __future__ import annotations
@@ -15,32 +19,96 @@ from pathlib import Path
 
 from prefect import flow
 
-from flows.common import log
+from flows.common import PARAMS_FILE, log, tracked
 from steps import StepError
+
+DEPLOYMENT = "stage-on-worker"
 
 
 class WorkerError(StepError):
-    """A command on the worker failed."""
+    """A stage could not be reproduced on a worker, or its result not restored here."""
 
 
-def _sh(cmd: list[str], cwd: Path) -> str:
+def _sh(cmd: list[str], cwd: Path, where: str = "worker") -> str:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if result.returncode:
-        raise WorkerError(f"worker: {' '.join(cmd)} failed in {cwd}: {result.stderr.strip()[-500:]}")
+        raise WorkerError(f"{where}: {' '.join(cmd)} failed in {cwd}: {result.stderr.strip()[-500:]}")
     return result.stdout
 
 
-@flow(name="stage-on-worker", flow_run_name="{stage} on a worker", persist_result=False, retries=1)
-def run_on_worker(stage: str, repo_url: str, rev: str) -> dict:
+@flow(name=DEPLOYMENT, flow_run_name="{stage} on a worker", persist_result=False, retries=1)
+def run_on_worker(stage: str, repo_url: str, rev: str, lock: str | None = None) -> dict:
     """Reproduce ``stage`` (e.g. 'train@mnist') from ``repo_url`` at ``rev`` in a fresh clone and
-    push its outputs and run-cache to the project's default DVC remote. Retried once: it
-    touches a network (git, the remote)."""
+    push its outputs and run-cache to the project's default DVC remote. ``lock`` is the
+    coordinator's dvc.lock: it names the exact inputs, which may be newer than the commit.
+    Retried once: it touches a network (git, the remote)."""
     with tempfile.TemporaryDirectory(prefix="cairn-worker-") as tmp:
         clone = Path(tmp) / "repo"
         _sh(["git", "clone", "--quiet", repo_url, str(clone)], Path(tmp))
         _sh(["git", "checkout", "--quiet", rev], clone)
+        if lock is not None:
+            (clone / "dvc.lock").write_text(lock)
         out = _sh(["dvc", "repro", "--pull", "--single-item", stage], clone)
         ran = f"Running stage '{stage}'" in out
         _sh(["dvc", "push", "--run-cache", stage], clone)
     log().info("%s: %s on a worker and pushed with its run-cache", stage, "reproduced" if ran else "found up to date")
     return {"stage": stage, "ran": ran}
+
+
+def remote_stages(path: Path = PARAMS_FILE) -> dict[str, str]:
+    """``deploy.remote_stages`` of params.yaml: {stage address: work pool}."""
+    import yaml
+
+    return (yaml.safe_load(path.read_text()) or {}).get("deploy", {}).get("remote_stages") or {}
+
+
+def _source(root: Path) -> tuple[str, str]:
+    """(git URL a worker can clone, HEAD's commit): the `origin` remote if there is one, else
+    this checkout's own path (a worker on this machine)."""
+    rev = _sh(["git", "rev-parse", "HEAD"], root, "pipeline").strip()
+    origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True)
+    return (origin.stdout.strip() if origin.returncode == 0 else str(root.resolve())), rev
+
+
+def check_ready(repo, stage, pool: str) -> None:
+    """Refuse early, and say why, what a worker could not reproduce as this checkout would."""
+    where = f"pipeline: {stage.addressing} goes to work pool '{pool}' (deploy.remote_stages in params.yaml)"
+    if not tracked():
+        raise WorkerError(f"{where}, but no Prefect API is configured (PREFECT_API_URL)")
+    if not repo.config["core"].get("remote"):
+        raise WorkerError(f"{where}, but there is no default DVC remote to hand data over (`dvc remote add -d`)")
+    # The worker runs the committed code and params: uncommitted changes would train something else.
+    tracked_deps = ["params.yaml", "dvc.yaml"] + [str(d.def_path) for d in stage.deps]
+    dirty = _sh(["git", "diff", "--name-only", "HEAD", "--", *tracked_deps], Path(repo.root_dir), "pipeline").split()
+    if dirty:
+        raise WorkerError(f"{where}, but {', '.join(dirty)} differ from the commit a worker would clone; commit first")
+
+
+def send_to_worker(repo, graph, stage, pool: str) -> None:
+    """Have a worker of ``pool`` reproduce ``stage``, then restore it here from the run-cache."""
+    from dvc.stage.cache import RunCacheNotFoundError
+    from prefect.deployments import run_deployment
+
+    root = Path(repo.root_dir)
+    upstream = [s.addressing for s in graph.successors(stage)]  # DVC's edges point to dependencies
+    if upstream:
+        repo.push(targets=upstream)  # the worker pulls these
+    url, rev = _source(root)
+    log().info("%s: sent to work pool '%s' (%s at %s)", stage.addressing, pool, url, rev[:12])
+    run = run_deployment(
+        f"{DEPLOYMENT}/{pool}",
+        parameters={"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": (root / "dvc.lock").read_text()},
+        poll_interval=2,
+    )
+    if not run.state.is_completed():
+        raise WorkerError(f"pipeline: {stage.addressing} on work pool '{pool}' ended {run.state.name}: "
+                          f"{run.state.message or 'see the flow run ' + run.name}")  # fmt: skip
+    try:
+        repo.stage_cache.pull(None)
+        repo.stage_cache.restore(stage, pull=True)
+    except RunCacheNotFoundError:
+        raise WorkerError(
+            f"pipeline: the worker reproduced {stage.addressing}, but DVC's run-cache has no entry for this "
+            "checkout's inputs; does the worker push to the same DVC remote?"
+        ) from None
+    log().info("%s: restored from what the worker pushed", stage.addressing)

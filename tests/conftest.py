@@ -5,10 +5,13 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import yaml
@@ -122,8 +125,8 @@ def project_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def make_repo(path: Path) -> Path:
-    """A fresh git + DVC repository holding cairn's code, dvc.yaml and the tiny params."""
+def make_repo(path: Path, params: dict | None = None) -> Path:
+    """A fresh git + DVC repository holding cairn's code, dvc.yaml and the tiny params (or ``params``)."""
     path.mkdir(parents=True, exist_ok=True)
     for item in ("flows", "steps", "dvc.yaml"):
         src = ROOT / item
@@ -131,7 +134,7 @@ def make_repo(path: Path) -> Path:
             shutil.copytree(src, path / item, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(src, path / item)
-    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    (path / "params.yaml").write_text(yaml.safe_dump(params or tiny_params(), sort_keys=False))
     (path / "data/iris/raw").mkdir(parents=True)
     shutil.copy(ROOT / "data/iris/raw/source.json", path / "data/iris/raw/source.json")
     (path / "data/blobs/raw").mkdir(parents=True)
@@ -163,3 +166,35 @@ def repro_repo(tmp_path_factory) -> Path:
     repo = make_repo(tmp_path_factory.mktemp("repro") / "repo")
     run(["dvc", "repro"], repo)
     return repo
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on loopback with its own SQLite database; yields the
+    environment that points a subprocess at it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = free_port()
+    env = project_env(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+                      PREFECT_SERVER_ANALYTICS_ENABLED="false")  # fmt: skip
+    log = open(home / "server.log", "w")
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            httpx.get(f"{env['PREFECT_API_URL']}/health").raise_for_status()
+            break
+        except httpx.HTTPError:
+            time.sleep(1)
+    else:
+        proc.kill()
+        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+    yield env
+    proc.terminate()
+    proc.wait(30)

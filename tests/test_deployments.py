@@ -4,16 +4,13 @@ worker against a real local Prefect server, and the container files a GPU pool w
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from conftest import ROOT, make_repo, project_env, run
+from conftest import ROOT, make_repo, run
 
 from flows.deployments import prefect_yaml
 
@@ -42,38 +39,9 @@ def test_container_files_ask_for_gpus_and_run_cairns_command_line():
     assert 'ENTRYPOINT ["python", "-m", "flows"]' in dockerfile and (ROOT / "flows/__main__.py").exists()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """A real `prefect server start` on loopback with its own SQLite database."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = project_env(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-                      PREFECT_SERVER_ANALYTICS_ENABLED="false")  # fmt: skip
-    log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            httpx.get(f"{env['PREFECT_API_URL']}/health").raise_for_status()
-            break
-        except httpx.HTTPError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
-    yield env
-    proc.terminate()
-    proc.wait(30)
-
-
-def test_a_deployment_runs_on_a_process_worker(server, tmp_path):
+@pytest.mark.slow
+def test_a_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
+    server = prefect_server
     repo = make_repo(tmp_path / "repo")
     run([sys.executable, "-m", "flows", "deployments"], repo, env=server)
     prefect = str(Path(sys.executable).parent / "prefect")

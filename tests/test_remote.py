@@ -1,10 +1,18 @@
 """A stage reproduced by a worker in its own clone, handed back through a DVC remote (a local
-folder here, S3 in production): the coordinator restores it from the run-cache, no re-run."""
+folder here, S3 in production): the coordinator restores it from the run-cache, no re-run.
+First the worker flow alone, then the whole round trip through a real Prefect server and a
+real process worker."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
 import yaml
-from conftest import make_repo, project_env, run
+from conftest import make_repo, project_env, run, tiny_params
 
 from flows.pipeline import pipeline
 from flows.remote import run_on_worker
@@ -32,3 +40,115 @@ def test_a_worker_clone_trains_and_the_coordinator_restores_from_the_run_cache(t
     lock = yaml.safe_load((coordinator / "dvc.lock").read_text())["stages"]
     assert {o["path"] for o in lock["train@iris"]["outs"]} == {
         "data/iris/train/model.safetensors", "data/iris/train/model.json", "data/iris/train/history.csv"}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_pipeline_sends_train_to_a_gpu_pool_worker_in_its_own_clone(prefect_server, tmp_path):
+    """Two coordinators in separate clones sharing one DVC remote send train@iris to the 'gpu'
+    pool; a real process worker in a third clone trains; both coordinators end with the
+    dvc.lock of a plain local `dvc repro`, and no coordinator trained."""
+    env = prefect_server | {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    params = tiny_params()
+    params["deploy"]["remote_stages"] = {"train@iris": "gpu"}
+    origin = make_repo(tmp_path / "origin", params)
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], origin)
+    run([sys.executable, "-m", "flows", "deployments"], origin)
+    run(GIT + ["add", "prefect.yaml", ".dvc/config"], origin)
+    run(GIT + ["commit", "-qm", "a shared DVC remote, deployments"], origin)
+    clones = {name: tmp_path / name for name in ("worker", "first", "second", "local")}
+    for path in clones.values():
+        run(["git", "clone", "-q", str(origin), str(path)], tmp_path)
+
+    prefect = str(Path(sys.executable).parent / "prefect")
+    run([prefect, "work-pool", "create", "gpu", "--type", "process"], clones["worker"], env=env)
+    run([prefect, "--no-prompt", "deploy", "--name", "gpu"], clones["worker"], env=env)
+    worker_log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen([prefect, "worker", "start", "--pool", "gpu"], cwd=clones["worker"], env=env,
+                              stdout=worker_log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        coordinators = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "flows", "pipeline", "iris"],
+                cwd=clones[name],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )  # fmt: skip
+            for name in ("first", "second")
+        }
+        logs = {name: proc.communicate(timeout=600)[0] for name, proc in coordinators.items()}
+    finally:
+        worker.terminate()
+        worker.wait(30)
+    for name, proc in coordinators.items():
+        assert proc.returncode == 0, f"{name}:\n{logs[name]}\nworker:\n{(tmp_path / 'worker.log').read_text()}"
+
+    run(["dvc", "repro", "publish@iris"], clones["local"])
+    expected = iris_lock(clones["local"])
+    assert set(expected) == {f"{s}@iris" for s in ("ingest", "clean", "split", "train", "evaluate", "publish")}
+    for name in ("first", "second"):
+        assert iris_lock(clones[name]) == expected, name
+        assert run(["dvc", "status", "--json", "publish@iris"], clones[name]).stdout.strip() == "{}"
+    runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={"limit": 200, "offset": 0}).json()
+    states = [(r["name"], r["state"]["type"]) for r in runs]
+    workers = [s for s in states if s[0] == "train@iris on a worker"]
+    assert workers and set(workers) == {("train@iris on a worker", "COMPLETED")}
+    # The worker's `dvc repro` reports its train run too; a coordinator adds none of its own.
+    assert len([s for s in states if s[0] == "train@iris"]) <= len(workers)
+    for text in logs.values():
+        assert "train@iris: sent to work pool 'gpu'" in text or "train@iris: restored from DVC's run-cache" in text
+    assert [s for s in states if s[0] == "publish@iris"] == [("publish@iris", "COMPLETED")] * 2
+
+
+def iris_lock(repo: Path) -> dict:
+    stages = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: entry for name, entry in stages.items() if name.endswith("@iris")}
+
+
+@pytest.fixture
+def gpu_repo(tmp_path) -> Path:
+    """A tiny repo whose params send train@iris to a 'gpu' pool."""
+    params = tiny_params()
+    params["deploy"]["remote_stages"] = {"train@iris": "gpu"}
+    return make_repo(tmp_path / "repo", params)
+
+
+def test_a_pipeline_that_needs_a_worker_but_has_no_prefect_api_stops_before_any_stage(gpu_repo):
+    result = run([sys.executable, "-m", "flows", "pipeline", "iris"], gpu_repo, check=False)
+    assert result.returncode == 1
+    assert (
+        "error: pipeline: train@iris goes to work pool 'gpu' (deploy.remote_stages in params.yaml), "
+        "but no Prefect API is configured (PREFECT_API_URL)"
+    ) in result.stderr
+    assert not (gpu_repo / "data/iris/ingest").exists()  # nothing ran
+
+
+def test_remote_stages_must_name_stages_of_dvc_yaml(gpu_repo):
+    params = yaml.safe_load((gpu_repo / "params.yaml").read_text())
+    params["deploy"]["remote_stages"] = {"train@irs": "gpu"}
+    (gpu_repo / "params.yaml").write_text(yaml.safe_dump(params))
+    result = run([sys.executable, "-m", "flows", "pipeline", "iris"], gpu_repo, check=False)
+    assert (
+        "error: params.yaml: deploy.remote_stages names ['train@irs'], which dvc.yaml does not define" in result.stderr
+    )
+
+
+def test_a_worker_is_not_sent_code_that_differs_from_the_commit(gpu_repo, monkeypatch):
+    from dvc.repo import Repo
+
+    from flows import remote
+
+    monkeypatch.setattr(remote, "tracked", lambda: True)
+    run(["dvc", "remote", "add", "-d", "shared", str(gpu_repo.parent / "remote")], gpu_repo)
+    with (gpu_repo / "steps/train.py").open("a") as f:
+        f.write("# an uncommitted change\n")
+    monkeypatch.chdir(gpu_repo)
+    with Repo(".") as repo:
+        stage = next(s for s in repo.index.stages if s.addressing == "train@iris")
+        with pytest.raises(
+            remote.WorkerError, match=r"but steps/train.py differ from the commit a worker would clone; commit first"
+        ):
+            remote.check_ready(repo, stage, "gpu")
+        run(GIT + ["commit", "-qam", "the change"], gpu_repo)
+        remote.check_ready(repo, stage, "gpu")  # committed: ready
