@@ -32,6 +32,12 @@ def read_index(workload: str) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {"workload": workload, "champion": None, "versions": []}
 
 
+def champion(workload: str) -> tuple[int, Path] | None:
+    """(version, folder) of ``workload``'s champion, or None when there is none yet."""
+    version = read_index(workload)["champion"]
+    return (version, registry_root() / workload / f"v{version}") if version else None
+
+
 def _score(model_dir: Path, test, schema: dict, metric: str) -> float:
     """``metric`` of the ONNX model in ``model_dir`` on the test holdout."""
     spec = json.loads(require(model_dir / "model.json", "model spec").read_text())
@@ -65,9 +71,9 @@ def promote(workload: str, split: Path, publish: Path) -> dict:
 
     test = read_table(split / "test.parquet")
     challenger = _score(publish, test, params["schema"], metric)
-    champion_dir = registry_root() / workload / f"v{index['champion']}" if index["champion"] else None
-    champion = _score(champion_dir, test, params["schema"], metric) if champion_dir else None
-    verdict = steps.judge(metric, challenger, champion, margin)
+    current = champion(workload)
+    champion_score = _score(current[1], test, params["schema"], metric) if current else None
+    verdict = steps.judge(metric, challenger, champion_score, margin)
     version = steps.next_version(index)
     lineage = json.loads(require(publish / "lineage.json", "lineage").read_text())
     entry = {

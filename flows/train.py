@@ -9,7 +9,7 @@ import torch
 from prefect import flow
 from tqdm import tqdm
 
-from flows.common import load_params, log, read_table, report, run_record, write_atomic
+from flows.common import load_params, log, read_table, report, require, run_record, write_atomic
 from steps import models
 from steps import train as steps
 from steps.models.torchnet import pick_device
@@ -44,6 +44,7 @@ def train(workload: str, split: Path, out: Path) -> dict:
             "" if epoch.val_accuracy is None else f" val_accuracy {epoch.val_accuracy:.4f}", epoch.seconds,
         )  # fmt: skip
 
+    start, source = _warm_start(workload) if params["train"].get("warm_start") else (None, None)
     try:
         fitted = steps.train(
             read_table(split / "train.parquet"),
@@ -52,13 +53,20 @@ def train(workload: str, split: Path, out: Path) -> dict:
             params["model"],
             params["train"],
             on_epoch,
+            start,
         )
     finally:
         bar.close()
+    if start is not None:
+        fitted.spec["warm_start"] |= source  # provenance: which weights it started from
+        logger.info("train@%s: warm start from champion v%d: %s", workload, source["champion"],
+                    fitted.spec["warm_start"]["reason"])  # fmt: skip
     write_atomic(out / "model.safetensors", models.to_bytes(fitted))
     write_atomic(out / "model.json", models.spec_json(fitted.spec))
     write_atomic(out / "history.csv", steps.history_csv(fitted.history))
     summary: dict = {"epochs": len(fitted.history), "best_epoch": fitted.best_epoch}
+    if "warm_start" in fitted.spec:
+        summary["warm_start"] = fitted.spec["warm_start"]["used"]
     if fitted.history:
         best = fitted.history[fitted.best_epoch - 1]
         summary |= {"val_loss": round(best.val_loss, 6)}
@@ -68,3 +76,22 @@ def train(workload: str, split: Path, out: Path) -> dict:
     run_record(workload, "train", summary | record)
     report("train", f"train@{workload}", summary)
     return summary
+
+
+def _warm_start(workload: str) -> tuple[models.Fitted | None, dict | None]:
+    """The registry's champion of ``workload`` to start from, and where it came from; (None,
+    None) when there is no champion yet. The registry is outside DVC's DAG: model.json (and so
+    the lineage) names the champion version and the hash of its weights instead."""
+    import hashlib
+    import json
+
+    from flows.promote import champion
+
+    current = champion(workload)
+    if current is None:
+        log().info("train@%s: warm_start is on but there is no champion yet; training from scratch", workload)
+        return None, None
+    version, folder = current
+    weights = require(folder / "model.safetensors", "champion weights").read_bytes()
+    start = models.from_bytes(json.loads(require(folder / "model.json", "champion spec").read_text()), weights)
+    return start, {"champion": version, "weights_sha256": hashlib.sha256(weights).hexdigest()}

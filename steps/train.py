@@ -31,12 +31,15 @@ def train(
     model_params: dict[str, Any],
     params: dict[str, Any],
     on_epoch: OnEpoch | None = None,
+    start: Fitted | None = None,
 ) -> Fitted:
     """Fit ``model_params['name']`` on ``train_set``, validating on ``val_set``.
 
     Category levels, normalisation and classes are fitted on train rows only. Returns the
     fitted model (spec + arrays) and its per-epoch history. Randomness comes from
-    ``params['seed']`` alone; the global RNG is left as it was.
+    ``params['seed']`` alone; the global RNG is left as it was. With ``start`` (a champion),
+    training starts from its weights when the architecture matches; ``spec['warm_start']``
+    says whether it did and why.
     """
     module = models.module(model_params["name"])
     label = schema["label"]
@@ -61,10 +64,27 @@ def train(
         "classes": classes,
         "schema": schema,
     }
+    if start is not None:
+        reason = warm_start_refusal(module, start.spec, spec)
+        if reason is None:
+            data.start = {k: v for k, v in start.arrays.items() if k.startswith("net.")}
+        spec["warm_start"] = {"used": reason is None, "reason": reason or "same architecture"}
     fitted = module.fit(data, spec, params, on_epoch)
     if classes is not None and len(classes) == 2:
         fitted.spec["threshold"] = choose_threshold(data.y_val, module.predict(fitted, data.x_val)[:, 1])
     return fitted
+
+
+def warm_start_refusal(module, start_spec: dict[str, Any], spec: dict[str, Any]) -> str | None:
+    """Why a model cannot start from ``start_spec``'s weights, or None when it can."""
+    if not getattr(module, "WARM_START", False):
+        return f"model {spec['model']['name']!r} cannot start from given weights"
+    old, new = models.architecture(start_spec), models.architecture(spec)
+    # Compare the model params these params give: a module may add implied ones (logistic: hidden []).
+    old["model"] = {k: (old["model"] or {}).get(k) for k in new["model"]}
+    if changed := [k for k in new if old[k] != new[k]]:
+        return f"different {', '.join(changed)} from the champion's"
+    return None
 
 
 def history_csv(history: list[Epoch]) -> str:

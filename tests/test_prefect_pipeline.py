@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -101,3 +102,23 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
         assert promote.rollback("iris")["version"] == 1
         assert promote.read_index("iris")["champion"] == 1
         assert re.search(r"iris +v3 +retired", promote.listing("iris"))
+
+
+def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
+    import hashlib
+
+    from flows import promote
+
+    repo, _ = pipeline_repo
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["workloads"]["iris"]["train"]["warm_start"] = True  # a params switch: train is stale
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        version, folder = promote.champion("iris")
+        outcome = pipeline(["iris"])
+    assert outcome["train@iris"] == "ran"
+    spec = json.loads((repo / "data/iris/publish/model.json").read_text())
+    weights = (repo / folder / "model.safetensors").read_bytes()
+    assert spec["warm_start"] == {"used": True, "reason": "same architecture", "champion": version,
+                                  "weights_sha256": hashlib.sha256(weights).hexdigest()}  # fmt: skip

@@ -82,3 +82,28 @@ def test_unknown_label_and_bad_params_are_clear_errors(sets):
         fit(sets, optimizer="adagrad")
     with pytest.raises(StepError, match="no module steps/models/nope.py"):
         fit(sets, model=MODEL | {"name": "nope"})
+
+
+def test_warm_start_begins_at_the_champions_weights(sets):
+    champion = fit(sets, epochs=3)
+    # With a learning rate of 0 nothing moves: the result is the champion's weights, exactly.
+    frozen = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL, PARAMS | {"lr": 0.0, "epochs": 1},
+                         start=champion)  # fmt: skip
+    assert frozen.spec["warm_start"] == {"used": True, "reason": "same architecture"}
+    for name, array in champion.arrays.items():
+        np.testing.assert_array_equal(frozen.arrays[name], array, err_msg=name)
+    cold = fit(sets, lr=0.0, epochs=1)
+    assert not np.array_equal(cold.arrays["net.0.weight"], champion.arrays["net.0.weight"])
+    # Fine-tuning goes on from where the champion was: its first epoch starts near the champion's loss.
+    tuned = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL, PARAMS | {"epochs": 1}, start=champion)
+    assert tuned.history[0].train_loss < cold.history[0].train_loss
+
+
+def test_warm_start_is_refused_and_said_when_the_architecture_differs(sets):
+    champion = fit(sets, epochs=1)
+    wider = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL | {"hidden": [12]}, PARAMS | {"epochs": 1},
+                        start=champion)  # fmt: skip
+    assert wider.spec["warm_start"] == {"used": False, "reason": "different model from the champion's"}
+    forest = {"name": "forest", "trees": 3, "max_depth": 4, "normalize": "none"}
+    trees = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, forest, PARAMS, start=champion)
+    assert trees.spec["warm_start"] == {"used": False, "reason": "model 'forest' cannot start from given weights"}

@@ -10,7 +10,8 @@ A model is a module in this package (its name is ``model.name`` in params.yaml) 
   it trains several solvers;
 - ``to_onnx(fitted) -> {file name: ONNX bytes}``;
 - optionally ``coefficients(fitted) -> dict``: plain JSON another language can compute with,
-  and ``predict_coefficients(coefs, x)``: that computation in numpy, to check the JSON.
+  and ``predict_coefficients(coefs, x)``: that computation in numpy, to check the JSON;
+- optionally ``WARM_START = True`` when ``fit`` starts from ``data.start`` (fine-tuning).
 
 Adding a model is that module plus a params entry; no stage changes.
 """
@@ -61,6 +62,7 @@ class Data:
     y_val: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    start: dict[str, np.ndarray] | None = None  # weights to start from (fine-tuning), not a random init
 
 
 @dataclass
@@ -71,6 +73,12 @@ class Fitted:
     arrays: dict[str, np.ndarray]
     history: list[Epoch] = field(default_factory=list)
     best_epoch: int = 0
+
+
+def architecture(spec: dict[str, Any]) -> dict[str, Any]:
+    """What fixes the shapes and meaning of a model's weights: two specs with equal
+    architectures can start one from the other's weights."""
+    return {k: spec.get(k) for k in ("task", "model", "n_features", "feature_names", "classes")}
 
 
 def module(name: str) -> ModuleType:

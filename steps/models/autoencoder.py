@@ -10,6 +10,7 @@ from torch import nn
 
 from steps.models import Data, Fitted, OnEpoch, torchnet
 
+WARM_START = True  # fit starts from data.start when given
 TASK = "reconstruction"
 
 

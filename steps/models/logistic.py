@@ -14,6 +14,7 @@ import numpy as np
 from steps.models import Data, Fitted, OnEpoch, mlp
 
 TASK = "classification"
+WARM_START = True
 
 
 def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEpoch | None) -> Fitted:

@@ -109,7 +109,10 @@ def fit(
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(params["seed"])
-        net = net_for().to(device)
+        net = net_for()
+        if data.start is not None:  # fine-tuning: the checked architecture makes strict loading safe
+            net.load_state_dict({k.removeprefix("net."): torch.from_numpy(v) for k, v in data.start.items()})
+        net = net.to(device)
         optimizer = _optimizer(params, net.parameters())
         batch = params["batch_size"]
         steps = params["epochs"] * math.ceil(len(x_train) / batch)
