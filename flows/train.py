@@ -12,6 +12,7 @@ from tqdm import tqdm
 from flows.common import load_params, log, read_table, report, require, run_record, write_atomic
 from steps import models
 from steps import train as steps
+from steps.models import torchnet
 from steps.models.torchnet import pick_device
 
 CHECKPOINTS = Path(".cairn") / "checkpoints"
@@ -30,12 +31,17 @@ def train(workload: str, split: Path, out: Path) -> dict:
         "train@%s: %s on %s (%d CPU threads)", workload, params["model"]["name"], device, torch.get_num_threads()
     )
 
-    checkpoint = CHECKPOINTS / workload / "last.safetensors"
-    bar = tqdm(total=params["train"]["epochs"], desc=f"train@{workload}", unit="epoch", disable=None)
+    start, source = _warm_start(workload) if params["train"].get("warm_start") else (None, None)
+    checkpoint = CHECKPOINTS / workload / "last.pt"
+    fingerprint = _fingerprint(split, params, source)
+    resume = _resumable(checkpoint, fingerprint, workload)
+    bar = tqdm(total=params["train"]["epochs"], initial=len(resume["history"]) if resume else 0,
+               desc=f"train@{workload}", unit="epoch", disable=None)  # fmt: skip
     every = max(1, params["train"]["epochs"] // 20)  # about 20 log lines per run
 
     def on_epoch(epoch: models.Epoch, fitted: models.Fitted) -> None:
-        write_atomic(checkpoint, models.to_bytes(fitted, {"epoch": str(epoch.epoch)}))
+        if fitted.state is not None:  # a model that can go on after an interruption
+            write_atomic(checkpoint, torchnet.state_to_bytes(fitted.state | {"fingerprint": fingerprint}))
         bar.update()
         bar.set_postfix(val_loss=f"{epoch.val_loss:.4f}")
         (logger.info if epoch.epoch % every == 0 or epoch.epoch == 1 else logger.debug)(
@@ -44,7 +50,6 @@ def train(workload: str, split: Path, out: Path) -> dict:
             "" if epoch.val_accuracy is None else f" val_accuracy {epoch.val_accuracy:.4f}", epoch.seconds,
         )  # fmt: skip
 
-    start, source = _warm_start(workload) if params["train"].get("warm_start") else (None, None)
     try:
         fitted = steps.train(
             read_table(split / "train.parquet"),
@@ -54,6 +59,7 @@ def train(workload: str, split: Path, out: Path) -> dict:
             params["train"],
             on_epoch,
             start,
+            resume,
         )
     finally:
         bar.close()
@@ -64,6 +70,7 @@ def train(workload: str, split: Path, out: Path) -> dict:
     write_atomic(out / "model.safetensors", models.to_bytes(fitted))
     write_atomic(out / "model.json", models.spec_json(fitted.spec))
     write_atomic(out / "history.csv", steps.history_csv(fitted.history))
+    checkpoint.unlink(missing_ok=True)  # done: nothing to resume
     summary: dict = {"epochs": len(fitted.history), "best_epoch": fitted.best_epoch}
     if "warm_start" in fitted.spec:
         summary["warm_start"] = fitted.spec["warm_start"]["used"]
@@ -72,7 +79,8 @@ def train(workload: str, split: Path, out: Path) -> dict:
         summary |= {"val_loss": round(best.val_loss, 6)}
         if best.val_accuracy is not None:
             summary["val_accuracy"] = round(best.val_accuracy, 6)
-    record = {"device": str(device), "epoch_seconds": [e.seconds for e in fitted.history]}
+    record = {"device": str(device), "epoch_seconds": [e.seconds for e in fitted.history],
+              "resumed_after_epoch": len(resume["history"]) if resume else None}  # fmt: skip
     run_record(workload, "train", summary | record)
     report("train", f"train@{workload}", summary)
     return summary
@@ -95,3 +103,33 @@ def _warm_start(workload: str) -> tuple[models.Fitted | None, dict | None]:
     weights = require(folder / "model.safetensors", "champion weights").read_bytes()
     start = models.from_bytes(json.loads(require(folder / "model.json", "champion spec").read_text()), weights)
     return start, {"champion": version, "weights_sha256": hashlib.sha256(weights).hexdigest()}
+
+
+def _fingerprint(split: Path, params: dict, source: dict | None) -> str:
+    """What a checkpoint must have been made from to be resumed: the same train/val data,
+    params, starting weights and training code."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(json.dumps([params["schema"], params["model"], params["train"], source],
+                                       sort_keys=True, default=str).encode())  # fmt: skip
+    code = Path(steps.__file__).parent
+    for path in [split / "train.parquet", split / "val.parquet", code / "train.py", *sorted(code.glob("models/*.py"))]:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _resumable(checkpoint: Path, fingerprint: str, workload: str) -> dict | None:
+    """The training state in ``checkpoint`` if an interrupted run of these same inputs left it."""
+    if not checkpoint.exists():
+        return None
+    try:
+        state = torchnet.state_from_bytes(checkpoint.read_bytes())
+    except Exception as err:  # unreadable: training from scratch loses time, not correctness
+        log().warning("train@%s: ignoring unreadable checkpoint %s (%s)", workload, checkpoint, err)
+        return None
+    if state.get("fingerprint") != fingerprint:
+        log().info("train@%s: ignoring %s: it was made from other data, params or code", workload, checkpoint)
+        return None
+    log().info("train@%s: resuming an interrupted run after epoch %d (%s)", workload, len(state["history"]), checkpoint)
+    return state

@@ -32,6 +32,7 @@ def train(
     params: dict[str, Any],
     on_epoch: OnEpoch | None = None,
     start: Fitted | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> Fitted:
     """Fit ``model_params['name']`` on ``train_set``, validating on ``val_set``.
 
@@ -39,7 +40,8 @@ def train(
     fitted model (spec + arrays) and its per-epoch history. Randomness comes from
     ``params['seed']`` alone; the global RNG is left as it was. With ``start`` (a champion),
     training starts from its weights when the architecture matches; ``spec['warm_start']``
-    says whether it did and why.
+    says whether it did and why. With ``resume`` (the ``fitted.state`` an interrupted run gave
+    ``on_epoch``, for the same inputs) training goes on from there to the same result.
     """
     module = models.module(model_params["name"])
     label = schema["label"]
@@ -54,6 +56,7 @@ def train(
         y_val=models.targets(val_set, module.TASK, label, classes),
         mean=mean,
         std=std,
+        resume=resume,
     )
     spec = {
         "task": module.TASK,

@@ -103,3 +103,29 @@ def test_each_task_reports_its_own_metrics(repro_repo: Path):
     loans = json.loads((repro_repo / "data/loans/clean/report.json").read_text())
     assert loans["rows_in"] == loans["rows_kept"] + loans["rows_quarantined"] and loans["rows_quarantined"] > 0
     assert (repro_repo / "data/loans/clean/pairplot.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_user_points_a_workload_at_their_own_parquet_with_dvc_exp_run(tmp_path: Path):
+    """Issue 3's promise, through DVC's own experiment command: a new file, label and features,
+    set on the command line; the same stages run and the experiment records the params."""
+    import pyarrow as pa
+    from conftest import blobs_csv, make_repo
+
+    repo = make_repo(tmp_path / "repo")
+    rows = [line.split(",") for line in blobs_csv(120, seed=5).splitlines()[1:]]
+    own = pa.table({"width": [float(r[0]) for r in rows], "height": [float(r[1]) for r in rows],
+                    "shape": [r[2] for r in rows]})  # fmt: skip
+    (repo / "data/mine").mkdir(parents=True)
+    pq.write_table(own, repo / "data/mine/shapes.parquet")
+    run(["git", "add", "data/mine"], repo)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "my own data"], repo)
+    run(["dvc", "exp", "run", "-n", "mine", "publish@blobs",
+         "-S", "workloads.blobs.raw=data/mine/shapes.parquet",
+         "-S", "workloads.blobs.schema.label=shape",
+         "-S", "workloads.blobs.schema.features=[width,height]"], repo)  # fmt: skip
+    spec = json.loads((repo / "data/blobs/publish/model.json").read_text())
+    assert spec["feature_names"] == ["width", "height"] and spec["classes"] == ["a", "b", "c"]
+    lineage = json.loads((repo / "data/blobs/publish/lineage.json").read_text())
+    assert "data/mine/shapes.parquet" in lineage["stages"]["ingest"]["deps"]
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    assert "mine" in json.dumps(shown) and "data/mine/shapes.parquet" in json.dumps(shown)

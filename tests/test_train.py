@@ -107,3 +107,28 @@ def test_warm_start_is_refused_and_said_when_the_architecture_differs(sets):
     forest = {"name": "forest", "trees": 3, "max_depth": 4, "normalize": "none"}
     trees = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, forest, PARAMS, start=champion)
     assert trees.spec["warm_start"] == {"used": False, "reason": "model 'forest' cannot start from given weights"}
+
+
+def test_an_interrupted_run_resumes_to_the_same_bytes(sets):
+    from steps.models import torchnet
+
+    over = {"epochs": 9}
+    whole = fit(sets, model=MODEL | {"dropout": 0.3}, **over)
+    saved = {}
+
+    def crash_after_four(epoch, fitted):
+        saved["state"] = torchnet.state_to_bytes(fitted.state)  # what the flow writes each epoch
+        if epoch.epoch == 4:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL | {"dropout": 0.3}, PARAMS | over,
+                    crash_after_four)  # fmt: skip
+    trained = []
+    resumed = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL | {"dropout": 0.3}, PARAMS | over,
+                          lambda epoch, _: trained.append(epoch.epoch),
+                          resume=torchnet.state_from_bytes(saved["state"]))  # fmt: skip
+    assert trained == [5, 6, 7, 8, 9]  # epochs 1-4 were not trained again
+    assert [e.epoch for e in resumed.history] == list(range(1, 10))
+    assert train.history_csv(resumed.history) == train.history_csv(whole.history)
+    assert models.to_bytes(resumed) == models.to_bytes(whole)  # dropout, shuffling, Adam, schedule: all as before

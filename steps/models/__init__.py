@@ -11,7 +11,8 @@ A model is a module in this package (its name is ``model.name`` in params.yaml) 
 - ``to_onnx(fitted) -> {file name: ONNX bytes}``;
 - optionally ``coefficients(fitted) -> dict``: plain JSON another language can compute with,
   and ``predict_coefficients(coefs, x)``: that computation in numpy, to check the JSON;
-- optionally ``WARM_START = True`` when ``fit`` starts from ``data.start`` (fine-tuning).
+- optionally ``WARM_START = True`` when ``fit`` starts from ``data.start`` (fine-tuning);
+  a model that sets ``fitted.state`` each epoch goes on from ``data.resume`` (checkpoints).
 
 Adding a model is that module plus a params entry; no stage changes.
 """
@@ -63,6 +64,7 @@ class Data:
     mean: np.ndarray
     std: np.ndarray
     start: dict[str, np.ndarray] | None = None  # weights to start from (fine-tuning), not a random init
+    resume: dict[str, Any] | None = None  # an interrupted run's training state to go on from
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Fitted:
     arrays: dict[str, np.ndarray]
     history: list[Epoch] = field(default_factory=list)
     best_epoch: int = 0
+    # After each epoch, for on_epoch: all a model needs to go on after an interruption
+    # (Data.resume) to the bytes an uninterrupted run gives. None for models that cannot.
+    state: dict[str, Any] | None = None
 
 
 def architecture(spec: dict[str, Any]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ batches are index slices of one tensor, the loss is read back once per epoch.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import math
 import time
@@ -122,8 +123,12 @@ def fit(
         order = torch.Generator().manual_seed(params["seed"])
         loss_fn = LOSSES[loss]
         fitted = Fitted(spec, {})
-        best_score, best_state, waited = None, None, 0
-        for epoch in range(1, params["epochs"] + 1):
+        loop = {"best_score": None, "best_state": None, "waited": 0}
+        if data.resume is not None:
+            loop = _restore(data.resume, net, optimizer, schedule, order, fitted, device)
+        for epoch in range(len(fitted.history) + 1, params["epochs"] + 1):
+            if loop["waited"] >= params["patience"]:
+                break  # an interrupted run had already stopped early
             started = time.perf_counter()
             net.train()
             perm = torch.randperm(len(x_train), generator=order).to(device)
@@ -150,19 +155,61 @@ def fit(
             score = getattr(record, params["monitor"])
             if score is None:
                 raise StepError(f"train: monitor {params['monitor']!r} needs a classifier; use 'val_loss'")
-            if best_score is None or better[params["monitor"]](score, best_score):
-                best_score, best_state, waited = score, copy.deepcopy(net.state_dict()), 0
+            if loop["best_score"] is None or better[params["monitor"]](score, loop["best_score"]):
+                loop = {"best_score": score, "best_state": copy.deepcopy(net.state_dict()), "waited": 0}
                 fitted.best_epoch = epoch
             else:
-                waited += 1
+                loop["waited"] += 1
             if on_epoch is not None:
                 fitted.arrays = arrays_of(net, data)
+                fitted.state = _state(net, optimizer, schedule, order, fitted, loop, device)
                 on_epoch(record, fitted)
-            if waited >= params["patience"]:
-                break
-    net.load_state_dict(best_state)
+    net.load_state_dict(loop["best_state"])
     fitted.arrays = arrays_of(net, data)
+    fitted.state = None
     return fitted
+
+
+def _state(net, optimizer, schedule, order, fitted: Fitted, loop: dict, device: torch.device) -> dict[str, Any]:
+    """Everything the loop needs to go on after this epoch as if never stopped: weights,
+    optimizer and schedule state, the random generators, early-stopping state, history."""
+    return {
+        "net": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict() if schedule is not None else None,
+        "order": order.get_state(),
+        "rng": torch.get_rng_state(),  # dropout draws from the (forked) global generator
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "history": [dataclasses.asdict(e) for e in fitted.history],
+        "best_epoch": fitted.best_epoch,
+        **loop,
+    }
+
+
+def _restore(state: dict[str, Any], net, optimizer, schedule, order, fitted: Fitted, device) -> dict[str, Any]:
+    net.load_state_dict(state["net"])
+    optimizer.load_state_dict(state["optimizer"])
+    if schedule is not None:
+        schedule.load_state_dict(state["schedule"])
+    order.set_state(state["order"])
+    torch.set_rng_state(state["rng"])
+    if device.type == "cuda" and state["cuda_rng"] is not None:
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    fitted.history = [Epoch(**e) for e in state["history"]]
+    fitted.best_epoch = state["best_epoch"]
+    return {k: state[k] for k in ("best_score", "best_state", "waited")}
+
+
+def state_to_bytes(state: dict[str, Any]) -> bytes:
+    """A training state as bytes (torch's format, tensors and plain values only)."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def state_from_bytes(data: bytes) -> dict[str, Any]:
+    """The state ``state_to_bytes`` wrote; ``weights_only`` loads no pickled code."""
+    return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
 
 
 def arrays_of(net: nn.Module, data: Data) -> dict[str, np.ndarray]:

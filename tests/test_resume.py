@@ -1,0 +1,62 @@
+"""An interrupted train stage goes on from its per-epoch checkpoint to the bytes an
+uninterrupted run writes; a checkpoint made from other inputs is ignored."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+SPLIT = Path("data/blobs/split")
+CHECKPOINT = Path(".cairn/checkpoints/blobs/last.pt")
+
+
+def interrupt_after(epochs: int, real):
+    """steps.train.train, but the run dies (as if killed) after ``epochs`` epochs."""
+
+    def train(*args):
+        on_epoch = args[5]
+
+        def then_die(epoch, fitted):
+            on_epoch(epoch, fitted)  # the flow's own callback writes the checkpoint
+            if epoch.epoch == epochs:
+                raise KeyboardInterrupt
+
+        return real(*args[:5], then_die, *args[6:])
+
+    return train
+
+
+def test_an_interrupted_train_stage_resumes_from_its_checkpoint(repro_repo, tmp_path, monkeypatch):
+    from flows import train as stage
+
+    monkeypatch.chdir(repro_repo)
+    real = stage.steps.train
+    monkeypatch.setattr(stage.steps, "train", interrupt_after(4, real))
+    with pytest.raises(KeyboardInterrupt):
+        stage.train.fn("blobs", SPLIT, tmp_path / "killed")
+    assert CHECKPOINT.exists() and not (tmp_path / "killed").exists()
+
+    monkeypatch.setattr(stage.steps, "train", real)
+    stage.train.fn("blobs", SPLIT, tmp_path / "resumed")
+    assert json.loads(Path(".cairn/runs/train@blobs.json").read_text())["resumed_after_epoch"] == 4
+    for name in ("model.safetensors", "model.json", "history.csv"):  # what `dvc repro` wrote, uninterrupted
+        assert (tmp_path / "resumed" / name).read_bytes() == (repro_repo / "data/blobs/train" / name).read_bytes()
+    assert not CHECKPOINT.exists()  # finished: nothing left to resume
+
+
+def test_a_checkpoint_from_other_inputs_is_not_resumed(repro_repo, tmp_path, monkeypatch):
+    from flows import train as stage
+
+    monkeypatch.chdir(repro_repo)
+    monkeypatch.setattr(stage.steps, "train", interrupt_after(3, stage.steps.train))
+    with pytest.raises(KeyboardInterrupt):
+        stage.train.fn("blobs", SPLIT, tmp_path / "killed")
+    monkeypatch.undo()
+    monkeypatch.chdir(repro_repo)
+    fingerprint = stage._fingerprint(SPLIT, stage.load_params("blobs"), None)
+    assert stage._resumable(CHECKPOINT, fingerprint, "blobs") is not None
+    assert stage._resumable(CHECKPOINT, "other inputs", "blobs") is None
+    stage.train.fn("blobs", SPLIT, tmp_path / "again")  # same inputs: resumes, and cleans up
+    assert not CHECKPOINT.exists()
