@@ -22,5 +22,11 @@ echo "Prefect UI: http://127.0.0.1:$PORT  (API $PREFECT_API_URL)"
 pool=$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['deploy']['work_pool'])")
 python -m flows deployments
 prefect work-pool create "$pool" --type process --overwrite >/dev/null
+# Pools that deploy.remote_stages sends stages to (a GPU pool): created as process pools if
+# missing, so `prefect deploy --all` succeeds; their workers run elsewhere, in their own clones.
+for remote_pool in $(python -c "import yaml; print(*sorted(set((yaml.safe_load(open('params.yaml'))['deploy'].get('remote_stages') or {}).values())))"); do
+  prefect work-pool inspect "$remote_pool" >/dev/null 2>&1 || prefect work-pool create "$remote_pool" --type process >/dev/null
+  echo "work pool '$remote_pool': start its worker in its own clone: prefect worker start --pool $remote_pool"
+done
 prefect --no-prompt deploy --all
 prefect worker start --pool "$pool"

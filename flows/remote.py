@@ -70,6 +70,10 @@ def _source(root: Path) -> tuple[str, str]:
     return (origin.stdout.strip() if origin.returncode == 0 else str(root.resolve())), rev
 
 
+def _text(path: Path) -> str | None:
+    return path.read_text() if path.exists() else None
+
+
 def check_ready(repo, stage, pool: str) -> None:
     """Refuse early, and say why, what a worker could not reproduce as this checkout would."""
     where = f"pipeline: {stage.addressing} goes to work pool '{pool}' (deploy.remote_stages in params.yaml)"
@@ -79,9 +83,30 @@ def check_ready(repo, stage, pool: str) -> None:
         raise WorkerError(f"{where}, but there is no default DVC remote to hand data over (`dvc remote add -d`)")
     # The worker runs the committed code and params: uncommitted changes would train something else.
     tracked_deps = ["params.yaml", "dvc.yaml"] + [str(d.def_path) for d in stage.deps]
-    dirty = _sh(["git", "diff", "--name-only", "HEAD", "--", *tracked_deps], Path(repo.root_dir), "pipeline").split()
+    root = Path(repo.root_dir)
+    dirty = _sh(["git", "diff", "--name-only", "HEAD", "--", *tracked_deps], root, "pipeline").split()
     if dirty:
         raise WorkerError(f"{where}, but {', '.join(dirty)} differ from the commit a worker would clone; commit first")
+    has_origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True).returncode == 0
+    if has_origin and not _sh(["git", "branch", "-r", "--contains", "HEAD"], root, "pipeline").strip():
+        raise WorkerError(f"{where}, but this commit is not on origin, where the worker clones from; git push first")
+    if not deployment_exists(f"{DEPLOYMENT}/{pool}"):
+        raise WorkerError(
+            f"{where}, but the Prefect server has no deployment '{DEPLOYMENT}/{pool}'; run "
+            f"`python -m flows deployments` and, where the workers are, `prefect deploy --name {pool}`"
+        )
+
+
+def deployment_exists(name: str) -> bool:
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+        except ObjectNotFound:
+            return False
+    return True
 
 
 def send_to_worker(repo, graph, stage, pool: str) -> None:
@@ -97,7 +122,7 @@ def send_to_worker(repo, graph, stage, pool: str) -> None:
     log().info("%s: sent to work pool '%s' (%s at %s)", stage.addressing, pool, url, rev[:12])
     run = run_deployment(
         f"{DEPLOYMENT}/{pool}",
-        parameters={"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": (root / "dvc.lock").read_text()},
+        parameters={"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")},
         poll_interval=2,
     )
     if not run.state.is_completed():

@@ -134,7 +134,7 @@ def test_remote_stages_must_name_stages_of_dvc_yaml(gpu_repo):
     )
 
 
-def test_a_worker_is_not_sent_code_that_differs_from_the_commit(gpu_repo, monkeypatch):
+def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
     from dvc.repo import Repo
 
     from flows import remote
@@ -151,4 +151,12 @@ def test_a_worker_is_not_sent_code_that_differs_from_the_commit(gpu_repo, monkey
         ):
             remote.check_ready(repo, stage, "gpu")
         run(GIT + ["commit", "-qam", "the change"], gpu_repo)
-        remote.check_ready(repo, stage, "gpu")  # committed: ready
+        monkeypatch.setattr(remote, "deployment_exists", lambda name: False)
+        with pytest.raises(remote.WorkerError, match="no deployment 'stage-on-worker/gpu'; run `python -m flows dep"):
+            remote.check_ready(repo, stage, "gpu")
+        monkeypatch.setattr(remote, "deployment_exists", lambda name: name == "stage-on-worker/gpu")
+        remote.check_ready(repo, stage, "gpu")  # committed, deployed: ready
+        run(["git", "init", "-q", "--bare", str(gpu_repo.parent / "origin.git")], gpu_repo)
+        run(["git", "remote", "add", "origin", str(gpu_repo.parent / "origin.git")], gpu_repo)
+        with pytest.raises(remote.WorkerError, match="this commit is not on origin, where the worker clones from"):
+            remote.check_ready(repo, stage, "gpu")
