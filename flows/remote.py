@@ -55,11 +55,19 @@ def run_on_worker(stage: str, repo_url: str, rev: str, lock: str | None = None) 
     return {"stage": stage, "ran": ran}
 
 
-def remote_stages(path: Path = PARAMS_FILE) -> dict[str, str]:
-    """``deploy.remote_stages`` of params.yaml: {stage address: work pool}."""
+WAIT_SECONDS = 6 * 3600  # default deploy.worker_timeout_seconds: queueing plus a long training run
+
+
+def deploy_params(path: Path = PARAMS_FILE) -> dict:
+    """The ``deploy`` section of params.yaml."""
     import yaml
 
-    return (yaml.safe_load(path.read_text()) or {}).get("deploy", {}).get("remote_stages") or {}
+    return (yaml.safe_load(path.read_text()) or {}).get("deploy") or {}
+
+
+def remote_stages(path: Path = PARAMS_FILE) -> dict[str, str]:
+    """``deploy.remote_stages`` of params.yaml: {stage address: work pool}."""
+    return deploy_params(path).get("remote_stages") or {}
 
 
 def _source(root: Path) -> tuple[str, str]:
@@ -97,6 +105,27 @@ def check_ready(repo, stage, pool: str) -> None:
         )
 
 
+def await_worker(pool: str, parameters: dict, timeout: float) -> None:
+    """Run ``stage-on-worker/<pool>`` with ``parameters`` and wait up to ``timeout`` seconds for
+    it to finish; a run no worker finished in time is cancelled, so it cannot start later."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelled
+
+    stage = parameters["stage"]
+    run = run_deployment(f"{DEPLOYMENT}/{pool}", parameters=parameters, timeout=timeout, poll_interval=2)
+    if not run.state.is_final():
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Cancelled(message=f"no worker finished it in {timeout:g} s"), force=True)
+        raise WorkerError(
+            f"pipeline: {stage} waited {timeout:g} s for work pool '{pool}' and cancelled its run, still "
+            f"{run.state.name}; is a worker of that pool running? (deploy.worker_timeout_seconds in params.yaml)"
+        )
+    if not run.state.is_completed():
+        raise WorkerError(f"pipeline: {stage} on work pool '{pool}' ended {run.state.name}: "
+                          f"{run.state.message or 'see the flow run ' + run.name}")  # fmt: skip
+
+
 def deployment_exists(name: str) -> bool:
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
@@ -112,7 +141,6 @@ def deployment_exists(name: str) -> bool:
 def send_to_worker(repo, graph, stage, pool: str) -> None:
     """Have a worker of ``pool`` reproduce ``stage``, then restore it here from the run-cache."""
     from dvc.stage.cache import RunCacheNotFoundError
-    from prefect.deployments import run_deployment
 
     root = Path(repo.root_dir)
     upstream = [s.addressing for s in graph.successors(stage)]  # DVC's edges point to dependencies
@@ -120,14 +148,8 @@ def send_to_worker(repo, graph, stage, pool: str) -> None:
         repo.push(targets=upstream)  # the worker pulls these
     url, rev = _source(root)
     log().info("%s: sent to work pool '%s' (%s at %s)", stage.addressing, pool, url, rev[:12])
-    run = run_deployment(
-        f"{DEPLOYMENT}/{pool}",
-        parameters={"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")},
-        poll_interval=2,
-    )
-    if not run.state.is_completed():
-        raise WorkerError(f"pipeline: {stage.addressing} on work pool '{pool}' ended {run.state.name}: "
-                          f"{run.state.message or 'see the flow run ' + run.name}")  # fmt: skip
+    parameters = {"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")}
+    await_worker(pool, parameters, float(deploy_params().get("worker_timeout_seconds") or WAIT_SECONDS))
     try:
         repo.stage_cache.pull(None)
         repo.stage_cache.restore(stage, pull=True)

@@ -160,3 +160,25 @@ def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
         run(["git", "remote", "add", "origin", str(gpu_repo.parent / "origin.git")], gpu_repo)
         with pytest.raises(remote.WorkerError, match="this commit is not on origin, where the worker clones from"):
             remote.check_ready(repo, stage, "gpu")
+
+
+@pytest.mark.slow
+def test_a_stage_no_worker_takes_is_cancelled_after_the_timeout(prefect_server):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from flows import remote
+
+    parameters = {"stage": "train@iris", "repo_url": "/nowhere", "rev": "HEAD", "lock": None}
+    with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+        with get_client(sync_client=True) as client:
+            client.create_work_pool(WorkPoolCreate(name="idle", type="process"))
+        remote.run_on_worker.to_deployment(name="idle").apply(work_pool_name="idle")
+        assert remote.deployment_exists("stage-on-worker/idle")
+        expected = r"waited 3 s for work pool 'idle' and cancelled its run, still \w+; is a worker of that pool running"
+        with pytest.raises(remote.WorkerError, match=expected):
+            remote.await_worker("idle", parameters, timeout=3)
+        with get_client(sync_client=True) as client:
+            runs = [r for r in client.read_flow_runs() if r.parameters.get("repo_url") == "/nowhere"]
+    assert [r.state.type.value for r in runs] == ["CANCELLED"]  # it cannot start later, unwatched
