@@ -65,7 +65,8 @@ def train(workload: str, split: Path, out: Path) -> dict:
         bar.close()
     if start is not None:
         fitted.spec["warm_start"] |= source  # provenance: which weights it started from
-        logger.info("train@%s: warm start from champion v%d: %s", workload, source["champion"],
+        verb = "started from" if fitted.spec["warm_start"]["used"] else "did not start from"
+        logger.info("train@%s: %s champion v%d's weights (%s)", workload, verb, source["champion"],
                     fitted.spec["warm_start"]["reason"])  # fmt: skip
     write_atomic(out / "model.safetensors", models.to_bytes(fitted))
     write_atomic(out / "model.json", models.spec_json(fitted.spec))
