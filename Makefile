@@ -22,7 +22,9 @@ init: setup
 		git -c user.name=cairn -c user.email=cairn@localhost commit -qm "cairn: initial")
 	@test -d .dvc || ($(BIN)/dvc init -q && git add .dvc)
 
+# `flows recover` first: a dvc.lock that a killed run left empty gets its last good copy back.
 run: init
+	$(BIN)/python -m flows recover
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show data/*/evaluate/metrics.json data/*/clean/report.json
 

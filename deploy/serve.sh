@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# A local Prefect server (SQLite, 127.0.0.1 only), cairn's deployments, and a process worker
-# that runs them in this checkout. Ctrl-C stops the worker and the server.
+# A local Prefect server (SQLite, 127.0.0.1 only, secure by default: a generated auth string,
+# CSRF on, CORS for its own UI only), cairn's deployments, and a process worker that runs them
+# in this checkout, one run at a time. Ctrl-C stops the worker and the server.
 #   deploy/serve.sh [port]        (make serve)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 PORT=${1:-4200}
-export PREFECT_API_URL="http://127.0.0.1:$PORT/api"
-export PREFECT_SERVER_ANALYTICS_ENABLED=false
 export PATH="$PWD/$BIN:$PATH"
+# PREFECT_API_URL, PREFECT_API_AUTH_STRING and the server's settings (flows/server.py).
+eval "$(python -m flows server-env "$PORT")"
 
 prefect server start --host 127.0.0.1 --port "$PORT" >.cairn-server.log 2>&1 &
 server=$!
@@ -18,10 +19,15 @@ until python -c "import httpx; httpx.get('$PREFECT_API_URL/health').raise_for_st
   sleep 1
 done
 echo "Prefect UI: http://127.0.0.1:$PORT  (API $PREFECT_API_URL)"
+echo "The UI asks for the auth string in .cairn/prefect-auth. Other shells, to reach this server:"
+echo "  export PREFECT_API_URL=$PREFECT_API_URL PREFECT_API_AUTH_STRING=\"\$(cat .cairn/prefect-auth)\""
 
 pool=$(python -c "import yaml; print(yaml.safe_load(open('params.yaml'))['deploy']['work_pool'])")
 python -m flows deployments
 prefect work-pool create "$pool" --type process --overwrite >/dev/null
+# Every deployment of this pool works in this one checkout under DVC's lock: one run at a time,
+# the others wait in the queue (Scheduled) instead of failing on the lock.
+prefect work-pool set-concurrency-limit "$pool" 1 >/dev/null
 # Pools that deploy.remote_stages sends stages to (a GPU pool): created as process pools if
 # missing, so `prefect deploy --all` succeeds; their workers run elsewhere, in their own clones.
 for remote_pool in $(python -c "import yaml; print(*sorted(set((yaml.safe_load(open('params.yaml'))['deploy'].get('remote_stages') or {}).values())))"); do

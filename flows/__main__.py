@@ -1,8 +1,10 @@
 """Command line: `python -m flows <stage> <workload> --<input> PATH ... --out PATH` (what dvc.yaml
 runs), `python -m flows pipeline [workload ...]` (the Prefect pipeline, champion gate included),
 `python -m flows promote <workload> --split PATH --publish PATH` (the gate alone), and
-`python -m flows registry list|rollback` (the model registry), and `python -m flows deployments`
-(prefect.yaml from params.yaml)."""
+`python -m flows registry list|rollback` (the model registry), `python -m flows deployments`
+(prefect.yaml from params.yaml), `python -m flows server-env PORT` (the secure server's settings
+as shell exports, for deploy/serve.sh) and `python -m flows recover` (a dvc.lock broken by a
+kill gets its last good copy back; `make run` calls it before `dvc repro`)."""
 
 from __future__ import annotations
 
@@ -48,6 +50,14 @@ def main(argv: list[str] | None = None) -> int:
             from flows.deployments import write_prefect_yaml
 
             print(f"wrote {write_prefect_yaml()}")
+        elif argv[:1] == ["server-env"] and len(argv) == 2 and argv[1].isdigit():
+            from flows.server import shell_exports
+
+            print(shell_exports(int(argv[1])))
+        elif argv == ["recover"]:
+            from flows.lockfile import recover
+
+            print("dvc.lock: put back the last good copy" if recover() else "dvc.lock: fine")
         else:
             run_stage(argv)
     except (StepError, UsageError) as err:

@@ -35,5 +35,5 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
             result.report["quarantined_by_reason"],
             out / "quarantine.parquet",
         )
-    report("clean", f"clean@{workload}", result.report)
+    report(f"clean-{workload}", f"clean@{workload}", result.report)
     return result.report

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,11 +27,51 @@ class InputError(StepError):
     """A stage's input file or params entry is missing or unreadable."""
 
 
+# Workload names reach file paths, DVC stage names and Prefect artifact keys: letters, digits,
+# '-' and '_' only, so none of them can carry shell syntax or climb out of data/.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+
+def check_name(name: object, what: str) -> str:
+    """``name`` if it is a safe workload name, else InputError saying what is wrong."""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise InputError(
+            f"{what} {name!r} is not a valid name; use letters, digits, '-' and '_' (at most 64, "
+            "starting with a letter or digit)"
+        )
+    return name
+
+
+def check_inside(path: object, what: str, root: Path | None = None) -> Path:
+    """``path`` as a relative Path inside ``root`` (default: the working directory, the
+    repository root), else InputError. Refuses absolute paths, '..' and shell syntax."""
+    root = (root or Path.cwd()).resolve()
+    if not isinstance(path, str) or not re.fullmatch(r"[A-Za-z0-9_./-]+", path):
+        raise InputError(f"{what} {path!r} is not a plain relative path (letters, digits, '_', '-', '.', '/')")
+    resolved = (root / path).resolve()
+    if Path(path).is_absolute() or ".." in Path(path).parts or not resolved.is_relative_to(root):
+        raise InputError(f"{what} {path!r} is outside the repository {root}")
+    return Path(path)
+
+
+def check_params(params: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Every workload name and raw path of a parsed params.yaml, checked before any stage runs."""
+    workloads = params.get("workloads")
+    if not isinstance(workloads, dict) or not workloads:
+        raise InputError(f"{path} has no 'workloads' section")
+    for name, entry in workloads.items():
+        check_name(name, f"{path}: workload")
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: workload {name!r} is {entry!r}; expected a mapping of settings")
+        check_inside(entry.get("raw"), f"{path}: workloads.{name}.raw")
+    return params
+
+
 def load_params(workload: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """The params.yaml entry of ``workload``; raises InputError naming what is missing."""
+    """The params.yaml entry of ``workload``; raises InputError naming what is missing or unsafe."""
     if not path.exists():
         raise InputError(f"{path} not found in {Path.cwd()}; run stages from the repository root")
-    workloads = (yaml.safe_load(path.read_text()) or {}).get("workloads") or {}
+    workloads = check_params(yaml.safe_load(path.read_text()) or {}, path)["workloads"]
     if workload not in workloads:
         raise InputError(f"{path} has no workload '{workload}'; it has: {', '.join(workloads) or 'none'}")
     return workloads[workload]
@@ -54,8 +95,16 @@ def tracked() -> bool:
     return bool(get_current_settings().api.url)
 
 
+def artifact_key(*parts: str) -> str:
+    """A Prefect artifact key (lower-case letters, digits, '-') from ``parts``, e.g.
+    ('metrics', 'sales_eu') -> 'metrics-sales-eu': one key per workload, so the UI's history
+    of a key follows one workload over time."""
+    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
+
+
 def report(key: str, title: str, summary: dict[str, Any]) -> None:
-    """Log a stage's summary; in a tracked run also attach it to the run as an artifact."""
+    """Log a stage's summary; in a tracked run also attach it to the run as an artifact
+    (``key`` made a valid artifact key, see artifact_key)."""
     log().info("%s: %s", title, json.dumps(summary, default=str))
     from prefect.context import FlowRunContext
 
@@ -63,7 +112,9 @@ def report(key: str, title: str, summary: dict[str, Any]) -> None:
         from prefect.artifacts import create_markdown_artifact
 
         rows = "\n".join(f"| {k} | {json.dumps(v, default=str)} |" for k, v in summary.items())
-        create_markdown_artifact(key=key, markdown=f"# {title}\n\n| | |\n|---|---|\n{rows}\n", description=title)
+        create_markdown_artifact(
+            key=artifact_key(key), markdown=f"# {title}\n\n| | |\n|---|---|\n{rows}\n", description=title
+        )
 
 
 def attach(key: str, markdown: str, links: dict[str, Path] | None = None) -> None:
@@ -75,9 +126,9 @@ def attach(key: str, markdown: str, links: dict[str, Path] | None = None) -> Non
         return
     from prefect.artifacts import create_link_artifact, create_markdown_artifact
 
-    create_markdown_artifact(key=key, markdown=markdown, description=key)
+    create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=key)
     for name, path in (links or {}).items():
-        create_link_artifact(key=f"{key}-{name}", link=path.resolve().as_uri(), link_text=str(path))
+        create_link_artifact(key=artifact_key(key, name), link=path.resolve().as_uri(), link_text=str(path))
 
 
 def require(path: Path, what: str) -> Path:
@@ -101,11 +152,34 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp make private (0600/0700) files; outputs get what the user's umask says.
+UMASK = _umask()
+
+
+def remove_leftovers(path: Path) -> list[Path]:
+    """Remove the temp files and folders (``.<name>.*``) that a killed write of ``path`` left
+    beside it. Only for paths one process writes at a time (a stage's own outputs)."""
+    found = sorted(path.parent.glob(f".{path.name}.*")) if path.parent.exists() else []
+    for leftover in found:
+        shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
+    if found:
+        logging.getLogger("cairn").info("removed %d leftover(s) of an interrupted write: %s", len(found),
+                                        ", ".join(p.name for p in found))  # fmt: skip
+    return found
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``path`` so that it is either absent/old or complete: temp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
@@ -124,10 +198,13 @@ def write_json(path: Path, data: Any) -> None:
 def replace_dir(path: Path) -> Iterator[Path]:
     """Build a folder output in a temp folder beside it; swap it in only if the block succeeds.
 
-    A failed or killed stage leaves the old folder (or none), never a half-written one.
+    A failed or killed stage leaves the old folder (or none), never a half-written one; what a
+    killed one left beside it is removed first.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
+    os.chmod(tmp, 0o777 & ~UMASK)
     try:
         yield tmp
         old = path.with_name(f".{path.name}.old")

@@ -100,5 +100,5 @@ def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
             write_json(out / name, content)
         else:
             write_atomic(out / name, content)
-    report("metrics", f"evaluate@{workload}", files["metrics.json"])
+    report(f"metrics-{workload}", f"evaluate@{workload}", files["metrics.json"])
     return files["metrics.json"]

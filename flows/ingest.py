@@ -75,5 +75,5 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
             (tmp / f"{stem}.parquet").write_bytes(parquet_bytes(table))
         write_json(tmp / "profile.json", {s: steps.profile(t) for s, t in tables.items()})
     summary = {"partitions": len(tables), "rows": sum(t.num_rows for t in tables.values())}
-    report("ingest", f"ingest@{workload}", summary)
+    report(f"ingest-{workload}", f"ingest@{workload}", summary)
     return summary

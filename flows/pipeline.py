@@ -10,25 +10,28 @@ pool instead and comes back through the run-cache (flows/remote.py).
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+from collections.abc import Iterator
 
 from prefect import flow
 
+from flows import lockfile
 from flows.common import log, report, tracked
 from flows.remote import check_ready, remote_stages, send_to_worker
 from flows.stages import STAGES, UsageError, parse, run_stage
 from steps import StepError
 
-COMMAND_PREFIX = ["python", "-m", "flows"]
+COMMAND = ["python", "-m", "flows", "$DVC_STAGE"]
 
 
 def _command(stage) -> list[str]:
-    argv = shlex.split(stage.cmd)
-    if argv[:3] != COMMAND_PREFIX or argv[3] not in STAGES:
+    """The stage's command line as `python -m flows` takes it: its address, as DVC passes it."""
+    if shlex.split(stage.cmd) != COMMAND or stage.addressing.split("@")[0] not in STAGES:
         raise UsageError(
-            f"pipeline: stage '{stage.addressing}' runs {stage.cmd!r}; expected 'python -m flows <stage> ...'"
+            f"pipeline: stage '{stage.addressing}' runs {stage.cmd!r}; expected 'python -m flows \"$DVC_STAGE\"'"
         )
-    return argv[3:]
+    return [stage.addressing]
 
 
 def _fetch_run_cache(repo) -> bool:
@@ -54,7 +57,39 @@ def _gate(publish_stage) -> str:
     return "promoted" if result["status"] == "champion" else "rejected"
 
 
-@flow(name="pipeline", persist_result=False)
+class Busy(StepError):
+    """The checkout is locked by another run."""
+
+
+@contextlib.contextmanager
+def checkout_lock(what: str) -> Iterator:
+    """The DVC repository of the working directory, locked for the block (after putting back a
+    good dvc.lock if a kill broke it). Another run holding the lock is a one-line Busy error:
+    runs from deployments queue on the work pool's concurrency limit of 1 instead."""
+    from dvc.lock import LockError
+    from dvc.repo import Repo, lock_repo
+
+    lockfile.recover()
+    try:
+        with Repo(".") as repo, lock_repo(repo):
+            lockfile.snapshot()
+            yield repo
+    except LockError:
+        raise Busy(
+            f"{what}: another DVC command or pipeline run holds the lock on this checkout (.dvc/tmp/lock); "
+            "wait for it to finish, or run in a separate clone that shares the DVC remote"
+        ) from None
+
+
+def run_name() -> str:
+    """A pipeline run's name says what it runs: 'pipeline: iris, loans' or 'pipeline: all workloads'."""
+    from prefect.runtime import flow_run
+
+    workloads = flow_run.parameters.get("workloads")
+    return f"pipeline: {', '.join(workloads) if workloads else 'all workloads'}"
+
+
+@flow(name="pipeline", flow_run_name=run_name, persist_result=False)
 def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
     """Bring every stage of ``workloads`` (default: all in params.yaml) up to date.
 
@@ -62,23 +97,10 @@ def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
     directory). Returns {stage address: 'skipped' | 'restored' | 'ran' | 'worker'} and, per workload,
     {'promote@<workload>': 'promoted' | 'rejected' | 'already v<N>'}.
     """
-    from dvc.lock import LockError
-    from dvc.repo import Repo, lock_repo
-
-    try:
-        # DVC's repository lock for the whole run: a second run on this checkout is refused
-        # (DVC gives up after a few seconds) instead of interleaving its stages with ours.
-        with Repo(".") as repo, lock_repo(repo):
-            return _run(repo, workloads)
-    except LockError:
-        raise Busy(
-            "pipeline: another DVC command or pipeline run holds the lock on this checkout (.dvc/tmp/lock); "
-            "wait for it to finish, or run in a separate clone that shares the DVC remote"
-        ) from None
-
-
-class Busy(StepError):
-    """The checkout is locked by another run."""
+    # DVC's repository lock for the whole run: a second run on this checkout is refused
+    # (DVC gives up after a few seconds) instead of interleaving its stages with ours.
+    with checkout_lock("pipeline") as repo:
+        return _run(repo, workloads)
 
 
 def _run(repo, workloads: list[str] | None) -> dict[str, str]:
@@ -104,6 +126,8 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
             logger.info("%s: up to date, skipped", name)
             outcome[name] = "skipped"
             continue
+        # As `dvc repro` does: outputs go first, so a damaged one is replaced, never merged with.
+        stage.remove_outs(ignore_remove=False, force=False)
         try:
             repo.stage_cache.restore(stage, pull=pull)
             logger.info("%s: restored from DVC's run-cache", name)
@@ -113,9 +137,9 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
                 send_to_worker(repo, graph, stage, pools[name])
                 outcome[name] = "worker"
             else:
-                stage.remove_outs(ignore_remove=False, force=False)
                 run_stage(_command(stage))
                 outcome[name] = "ran"
+        lockfile.snapshot()  # the lock as it is before DVC rewrites it in place
         repo.commit(name, force=True)
     # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.
     for stage in plan_repro(graph, targets):

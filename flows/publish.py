@@ -89,5 +89,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         "onnx_bytes": len(onnx_files["model.onnx"]),
         **{f"{k} max_diff": c["max_diff"] for k, c in checks.items()},
     }
-    report("publish", f"publish@{workload}", summary | {f"latency {k}": round(v, 3) for k, v in timing.items()})
+    report(
+        f"publish-{workload}", f"publish@{workload}", summary | {f"latency {k}": round(v, 3) for k, v in timing.items()}
+    )
     return summary

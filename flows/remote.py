@@ -13,6 +13,8 @@ Never two processes in one working copy: DVC's locks key on process and command.
 
 from __future__ import annotations
 
+import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -29,11 +31,35 @@ class WorkerError(StepError):
     """A stage could not be reproduced on a worker, or its result not restored here."""
 
 
+def redact(text: str) -> str:
+    """``text`` without the credentials of any URL in it (``https://user:token@host`` ->
+    ``https://host``): tokens never reach a log, a flow run's parameters or an error."""
+    return re.sub(r"(\b[a-z][a-z0-9+.-]*://)[^/@\s]+@", r"\1", text)
+
+
 def _sh(cmd: list[str], cwd: Path, where: str = "worker") -> str:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if result.returncode:
-        raise WorkerError(f"{where}: {' '.join(cmd)} failed in {cwd}: {result.stderr.strip()[-500:]}")
+        raise WorkerError(redact(f"{where}: {' '.join(cmd)} failed in {cwd}: {result.stderr.strip()[-500:]}"))
     return result.stdout
+
+
+def _origin(root: Path) -> str | None:
+    found = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True)
+    return found.stdout.strip() if found.returncode == 0 else None
+
+
+def allowed_repos(root: Path | None = None) -> dict[str, str]:
+    """{repository a worker may clone, credentials removed: the URL to clone it by}: the worker
+    checkout's own ``origin`` (with its credentials) and path, ``deploy.worker_repos`` of its
+    params.yaml, and ``$CAIRN_WORKER_REPOS`` (space-separated)."""
+    root = (root or Path.cwd()).resolve()
+    urls = [str(root), *os.environ.get("CAIRN_WORKER_REPOS", "").split()]
+    if (root / PARAMS_FILE).exists():
+        urls += deploy_params(root / PARAMS_FILE).get("worker_repos") or []
+    if origin := _origin(root):
+        urls.append(origin)
+    return {redact(url): url for url in urls}
 
 
 @flow(name=DEPLOYMENT, flow_run_name="{stage} on a worker", persist_result=False, retries=1)
@@ -41,10 +67,20 @@ def run_on_worker(stage: str, repo_url: str, rev: str, lock: str | None = None) 
     """Reproduce ``stage`` (e.g. 'train@mnist') from ``repo_url`` at ``rev`` in a fresh clone and
     push its outputs and run-cache to the project's default DVC remote. ``lock`` is the
     coordinator's dvc.lock: it names the exact inputs, which may be newer than the commit.
-    Retried once: it touches a network (git, the remote)."""
+    Only repositories in ``allowed_repos`` are cloned: a run of this deployment cannot make the
+    worker fetch and execute code from anywhere else. Retried once: it touches a network (git,
+    the remote)."""
+    allowed = allowed_repos()
+    if redact(repo_url) not in allowed:
+        raise WorkerError(
+            f"worker: refusing to clone {redact(repo_url)!r}: not this worker's origin, checkout, "
+            "deploy.worker_repos or $CAIRN_WORKER_REPOS"
+        )
+    if not re.fullmatch(r"[0-9a-f]{7,40}", rev) or not re.fullmatch(r"[\w-]+@[\w-]+", stage):
+        raise WorkerError(f"worker: {stage!r} at {rev!r} is not a stage address at a commit hash")
     with tempfile.TemporaryDirectory(prefix="cairn-worker-") as tmp:
         clone = Path(tmp) / "repo"
-        _sh(["git", "clone", "--quiet", repo_url, str(clone)], Path(tmp))
+        _sh(["git", "clone", "--quiet", allowed[redact(repo_url)], str(clone)], Path(tmp))
         _sh(["git", "checkout", "--quiet", rev], clone)
         if lock is not None:
             (clone / "dvc.lock").write_text(lock)
@@ -71,11 +107,11 @@ def remote_stages(path: Path = PARAMS_FILE) -> dict[str, str]:
 
 
 def _source(root: Path) -> tuple[str, str]:
-    """(git URL a worker can clone, HEAD's commit): the `origin` remote if there is one, else
-    this checkout's own path (a worker on this machine)."""
+    """(git URL a worker can clone, without credentials: the worker uses its own; HEAD's
+    commit): the `origin` remote if there is one, else this checkout's own path (a worker on
+    this machine)."""
     rev = _sh(["git", "rev-parse", "HEAD"], root, "pipeline").strip()
-    origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True, text=True)
-    return (origin.stdout.strip() if origin.returncode == 0 else str(root.resolve())), rev
+    return redact(_origin(root) or str(root.resolve())), rev
 
 
 def _text(path: Path) -> str | None:

@@ -21,5 +21,5 @@ def split(workload: str, clean: Path, out: Path) -> dict:
         for name, table in tables.items():
             (tmp / f"{name}.parquet").write_bytes(parquet_bytes(table))
         write_json(tmp / "report.json", summary)
-    report("split", f"split@{workload}", {name: info["rows"] for name, info in summary.items()})
+    report(f"split-{workload}", f"split@{workload}", {name: info["rows"] for name, info in summary.items()})
     return summary

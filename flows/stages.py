@@ -12,12 +12,13 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-from flows.common import log, tracked
+from flows.common import check_name, load_params, log, tracked
 
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
 ACTIONS = ("promote",)  # flows that run after the stages, outside DVC's DAG
 USAGE = (
-    "python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH | python -m flows pipeline [WORKLOAD ...]"
+    "python -m flows STAGE@WORKLOAD | python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH"
+    " | python -m flows pipeline [WORKLOAD ...]"
     " | python -m flows registry {list [WORKLOAD] | rollback WORKLOAD [--to N]}"
 )
 
@@ -33,16 +34,47 @@ def stage_flow(name: str):
     return getattr(importlib.import_module(f"flows.{name}"), name)
 
 
+def stage_paths(stage: str, workload: str) -> dict[str, Path]:
+    """What stage ``stage`` of ``workload`` reads and writes: ``data/<workload>/<stage>``, the
+    layout that dvc.yaml declares as deps and outs (tests/test_structure.py keeps the two in
+    step). Inputs are named as the stage flow's parameters."""
+    data = Path("data") / workload
+    inputs = {
+        "ingest": {"raw": Path(load_params(workload)["raw"])},
+        "clean": {"ingested": data / "ingest"},
+        "split": {"clean": data / "clean" / "clean.parquet"},
+        "train": {"split": data / "split"},
+        "evaluate": {"split": data / "split", "train": data / "train"},
+        "publish": {"split": data / "split", "train": data / "train", "evaluate": data / "evaluate"},
+    }
+    if stage not in inputs:
+        raise UsageError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
+    return inputs[stage] | {"out": data / stage}
+
+
 def parse(argv: list[str]) -> tuple[Any, dict[str, Any]]:
-    """(flow, keyword arguments) of a stage command line; the options are the flow's parameters."""
+    """(flow, keyword arguments) of a stage command line; the options are the flow's parameters.
+
+    ``STAGE@WORKLOAD`` alone (what dvc.yaml runs, as ``"$DVC_STAGE"``) takes its paths from
+    ``stage_paths``; the long form names every path."""
     if not argv:
         raise UsageError(f"usage: {USAGE % ','.join(STAGES + ACTIONS)}")
+    if "@" in argv[0]:
+        # dvc.yaml passes the stage address through the environment ("$DVC_STAGE"), never as
+        # text interpolated into the shell command, so no params value can reach the shell.
+        if len(argv) > 1:
+            raise UsageError(f"python -m flows {argv[0]} takes no other arguments; got {' '.join(argv[1:])}")
+        name, workload = argv[0].split("@", 1)
+        stage = stage_flow(name)
+        return stage, {"workload": check_name(workload, "workload")} | stage_paths(name, workload)
     stage = stage_flow(argv[0])
     cmd = argparse.ArgumentParser(prog=f"python -m flows {argv[0]}", description=stage.fn.__doc__)
     cmd.add_argument("workload")
     for param in list(inspect.signature(stage.fn).parameters)[1:]:
         cmd.add_argument(f"--{param}", type=Path, required=True)
-    return stage, vars(cmd.parse_args(argv[1:]))
+    args = vars(cmd.parse_args(argv[1:]))
+    check_name(args["workload"], "workload")
+    return stage, args
 
 
 def run_stage(argv: list[str]) -> Any:
@@ -52,7 +84,10 @@ def run_stage(argv: list[str]) -> Any:
     pipeline); without one it runs as a plain function, so a `dvc repro` stage process never
     pays for starting a temporary Prefect server.
     """
+    from flows import lockfile
+
     stage, args = parse(argv)
+    lockfile.snapshot()  # under `dvc repro`, DVC has just read dvc.lock: a good copy to keep
     if tracked():
         return stage(**args)
     log().info("%s@%s: no Prefect API configured, running untracked", stage.name, args["workload"])

@@ -9,7 +9,7 @@ import torch
 from prefect import flow
 from tqdm import tqdm
 
-from flows.common import load_params, log, read_table, report, require, run_record, write_atomic
+from flows.common import load_params, log, read_table, remove_leftovers, report, require, run_record, write_atomic
 from steps import models
 from steps import train as steps
 from steps.models import torchnet
@@ -33,6 +33,7 @@ def train(workload: str, split: Path, out: Path) -> dict:
 
     start, source = _warm_start(workload) if params["train"].get("warm_start") else (None, None)
     checkpoint = CHECKPOINTS / workload / "last.pt"
+    remove_leftovers(checkpoint)  # temp files of a checkpoint write that was killed
     fingerprint = _fingerprint(split, params, source)
     resume = _resumable(checkpoint, fingerprint, workload)
     bar = tqdm(total=params["train"]["epochs"], initial=len(resume["history"]) if resume else 0,
@@ -41,7 +42,7 @@ def train(workload: str, split: Path, out: Path) -> dict:
 
     def on_epoch(epoch: models.Epoch, fitted: models.Fitted) -> None:
         if fitted.state is not None:  # a model that can go on after an interruption
-            write_atomic(checkpoint, torchnet.state_to_bytes(fitted.state | {"fingerprint": fingerprint}))
+            write_atomic(checkpoint, seal(torchnet.state_to_bytes(fitted.state | {"fingerprint": fingerprint})))
         bar.update()
         bar.set_postfix(val_loss=f"{epoch.val_loss:.4f}")
         (logger.info if epoch.epoch % every == 0 or epoch.epoch == 1 else logger.debug)(
@@ -83,7 +84,7 @@ def train(workload: str, split: Path, out: Path) -> dict:
     record = {"device": str(device), "epoch_seconds": [e.seconds for e in fitted.history],
               "resumed_after_epoch": len(resume["history"]) if resume else None}  # fmt: skip
     run_record(workload, "train", summary | record)
-    report("train", f"train@{workload}", summary)
+    report(f"train-{workload}", f"train@{workload}", summary)
     return summary
 
 
@@ -120,12 +121,35 @@ def _fingerprint(split: Path, params: dict, source: dict | None) -> str:
     return digest.hexdigest()
 
 
+SEAL = b"cairn-checkpoint sha256:"
+
+
+def seal(data: bytes) -> bytes:
+    """``data`` behind a line with its SHA-256, so a damaged checkpoint is never resumed from."""
+    import hashlib
+
+    return SEAL + hashlib.sha256(data).hexdigest().encode() + b"\n" + data
+
+
+def unseal(sealed: bytes) -> bytes:
+    """The data ``seal`` wrapped; ValueError when the header is missing or the hash differs."""
+    import hashlib
+
+    header, _, data = sealed.partition(b"\n")
+    if not header.startswith(SEAL):
+        raise ValueError("no checksum header")
+    if header[len(SEAL) :].decode(errors="replace") != hashlib.sha256(data).hexdigest():
+        raise ValueError("its SHA-256 does not match: the file was damaged")
+    return data
+
+
 def _resumable(checkpoint: Path, fingerprint: str, workload: str) -> dict | None:
-    """The training state in ``checkpoint`` if an interrupted run of these same inputs left it."""
+    """The training state in ``checkpoint`` if an interrupted run of these same inputs left it,
+    and it is whole (its checksum matches)."""
     if not checkpoint.exists():
         return None
     try:
-        state = torchnet.state_from_bytes(checkpoint.read_bytes())
+        state = torchnet.state_from_bytes(unseal(checkpoint.read_bytes()))
     except Exception as err:  # unreadable: training from scratch loses time, not correctness
         log().warning("train@%s: ignoring unreadable checkpoint %s (%s)", workload, checkpoint, err)
         return None

@@ -40,11 +40,14 @@ def score(task: str, metric: str, y: np.ndarray, prediction: np.ndarray, classes
 
 
 def judge(metric: str, challenger: float, champion: float | None, margin: float) -> Verdict:
-    """Promote when there is no champion, or the challenger is better by at least ``margin``."""
+    """Promote when there is no champion, or the challenger is better by at least ``margin``.
+    A tie keeps the champion (a new model must earn the switch) unless ``margin`` is negative."""
     if champion is None:
         return Verdict(True, f"first model: {metric} {challenger:.6g}")
     gain = challenger - champion if HIGHER_IS_BETTER[metric] else champion - challenger
     better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
+    if abs(gain) <= 1e-12 * max(1.0, abs(champion)) and margin >= 0:
+        return Verdict(False, f"{metric} {challenger:.6g} ties the champion on the same holdout; the champion stays")
     if gain >= margin:
         return Verdict(True, f"{metric} {challenger:.6g} vs champion {champion:.6g}: {gain:+.6g} ({better} is better)")
     return Verdict(

@@ -29,3 +29,9 @@ def test_an_unknown_or_inapplicable_metric_is_a_clear_error():
 def test_versions_count_up_from_one():
     assert promote.next_version({"versions": []}) == 1
     assert promote.next_version({"versions": [{"version": 1}, {"version": 4}]}) == 5
+
+
+def test_a_tie_keeps_the_champion_unless_the_margin_is_negative():
+    verdict = promote.judge("accuracy", 0.9375, 0.9375, 0.0)
+    assert not verdict.promote and "ties the champion" in verdict.reason
+    assert promote.judge("accuracy", 0.9375, 0.9375, -0.01).promote

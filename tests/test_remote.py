@@ -30,6 +30,7 @@ def test_a_worker_clone_trains_and_the_coordinator_restores_from_the_run_cache(t
     run(GIT + ["commit", "-qm", "iris split, remote"], coordinator)
     rev = run(["git", "rev-parse", "HEAD"], coordinator).stdout.strip()
 
+    monkeypatch.setenv("CAIRN_WORKER_REPOS", str(coordinator))  # a worker clones only what it allows
     assert run_on_worker.fn("train@iris", str(coordinator), rev) == {"stage": "train@iris", "ran": True}
 
     monkeypatch.chdir(coordinator)

@@ -60,3 +60,26 @@ def test_a_checkpoint_from_other_inputs_is_not_resumed(repro_repo, tmp_path, mon
     assert stage._resumable(CHECKPOINT, "other inputs", "blobs") is None
     stage.train.fn("blobs", SPLIT, tmp_path / "again")  # same inputs: resumes, and cleans up
     assert not CHECKPOINT.exists()
+
+
+def test_a_damaged_checkpoint_is_ignored_with_a_warning(repro_repo, tmp_path, monkeypatch, caplog):
+    from flows import train as stage
+
+    monkeypatch.chdir(repro_repo)
+    monkeypatch.setattr(stage.steps, "train", interrupt_after(3, stage.steps.train))
+    with pytest.raises(KeyboardInterrupt):
+        stage.train.fn("blobs", SPLIT, tmp_path / "killed")
+    monkeypatch.undo()
+    monkeypatch.chdir(repro_repo)
+    fingerprint = stage._fingerprint(SPLIT, stage.load_params("blobs"), None)
+    data = bytearray(CHECKPOINT.read_bytes())
+    data[len(data) // 2] ^= 0x10  # one flipped bit in the tensors: still a readable zip
+    CHECKPOINT.write_bytes(bytes(data))
+    (CHECKPOINT.parent / ".last.pt.abc.tmp").write_bytes(b"half a checkpoint")  # a killed write
+    with caplog.at_level("WARNING"):
+        assert stage._resumable(CHECKPOINT, fingerprint, "blobs") is None
+    assert "SHA-256 does not match" in caplog.text
+    stage.train.fn("blobs", SPLIT, tmp_path / "fresh")  # from scratch: the uninterrupted bytes
+    for name in ("model.safetensors", "model.json", "history.csv"):
+        assert (tmp_path / "fresh" / name).read_bytes() == (repro_repo / "data/blobs/train" / name).read_bytes()
+    assert not list(CHECKPOINT.parent.glob(".last.pt.*"))

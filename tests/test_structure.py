@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from conftest import ROOT
 
-from flows.stages import STAGES, stage_flow
+from flows.stages import STAGES, stage_flow, stage_paths
 
 
 def imports(path: Path) -> set[str]:
@@ -35,7 +35,25 @@ def test_one_word_names_a_stage_everywhere():
         assert (ROOT / "steps" / f"{name}.py").exists()
         deps = dvc[name]["do"]["deps"]
         assert f"flows/{name}.py" in deps and f"steps/{name}.py" in deps, name
-        assert dvc[name]["do"]["cmd"].split()[:4] == ["python", "-m", "flows", name]
+        assert dvc[name]["do"]["cmd"] == 'python -m flows "$DVC_STAGE"'  # nothing from params.yaml
+
+
+def test_the_paths_a_stage_uses_are_the_deps_and_outs_dvc_yaml_declares(monkeypatch):
+    from dvc.repo import Repo
+
+    monkeypatch.chdir(ROOT)
+    with Repo(str(ROOT)) as repo:
+        stages = list(repo.index.stages)
+    assert stages
+    for stage in stages:
+        name, workload = stage.addressing.split("@")
+        paths = stage_paths(name, workload)
+        outs = [Path(o.def_path) for o in stage.outs]
+        assert all(o == paths["out"] or paths["out"] in o.parents for o in outs), stage.addressing
+        deps = [Path(d.def_path) for d in stage.deps]
+        for what, path in paths.items():
+            if what != "out":  # every input is declared, whole or file by file
+                assert any(d == path or path in d.parents for d in deps), (stage.addressing, what)
 
 
 def test_readme_names_the_two_commands_and_ci_runs_the_tests():
