@@ -99,6 +99,13 @@ def tiny_params() -> dict:
                                             "forest": forest, "digits": digits}}  # fmt: skip
 
 
+def only_workloads(*names: str) -> dict:
+    """tiny_params with only the workloads ``names``: a smaller DAG for a focused test."""
+    params = tiny_params()
+    params["workloads"] = {name: params["workloads"][name] for name in names}
+    return params
+
+
 def digits_parquet(path: Path) -> None:
     """scikit-learn's 8×8 digits as a user's Parquet file of images (pixels scaled to [0, 1])."""
     import pyarrow as pa
@@ -174,27 +181,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory):
-    """A real `prefect server start` on loopback with its own SQLite database; yields the
-    environment that points a subprocess at it."""
-    home = tmp_path_factory.mktemp("prefect-home")
-    port = free_port()
-    env = project_env(PREFECT_HOME=str(home), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-                      PREFECT_SERVER_ANALYTICS_ENABLED="false")  # fmt: skip
+def start_server(home: Path, env: dict[str, str]) -> subprocess.Popen:
+    """`prefect server start` with ``env`` (its log in ``home``/server.log), once it answers."""
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                             "--port", env["PREFECT_SERVER_API_PORT"]], env=env, stdout=log,
+                            stderr=subprocess.STDOUT)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
             httpx.get(f"{env['PREFECT_API_URL']}/health").raise_for_status()
-            break
+            return proc
         except httpx.HTTPError:
             time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+    proc.kill()
+    pytest.fail(f"prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="module")
+def prefect_server(tmp_path_factory):
+    """A real `prefect server start` on loopback with its own SQLite database, secured as
+    `make serve` secures it (flows/server.py: auth string, CSRF, CORS); yields the environment
+    that points a subprocess at it (its log is ``PREFECT_HOME``/server.log)."""
+    from flows.server import server_env
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))
+    proc = start_server(home, env)
     yield env
     proc.terminate()
     proc.wait(30)
+
+
+def api(env: dict[str, str]) -> httpx.Client:
+    """An HTTP client of the server ``env`` points at, as Prefect's own client talks to it:
+    the auth string, and a CSRF token fetched for this client."""
+    import base64
+    import uuid
+
+    auth = base64.b64encode(env["PREFECT_API_AUTH_STRING"].encode()).decode()
+    client = httpx.Client(base_url=env["PREFECT_API_URL"] + "/", headers={"Authorization": f"Basic {auth}"})
+    me = str(uuid.uuid4())
+    token = client.get("csrf-token", params={"client": me})
+    if token.status_code == 200:
+        client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": me})
+    return client

@@ -4,13 +4,14 @@ worker against a real local Prefect server, and the container files a GPU pool w
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
+import time
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
-from conftest import ROOT, make_repo, run
+from conftest import ROOT, api, free_port, make_repo, project_env, run, start_server, tiny_params
 
 from flows.deployments import prefect_yaml
 
@@ -50,8 +51,7 @@ def test_a_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
     run([prefect, "deployment", "run", "pipeline/iris"], repo, env=server)
     # One polling round: the worker takes the scheduled run, executes it, and exits.
     run([prefect, "worker", "start", "--pool", "cairn", "--run-once"], repo, env=server)
-    api = server["PREFECT_API_URL"]
-    runs = httpx.post(f"{api}/flow_runs/filter", json={"limit": 50, "offset": 0, "sort": "START_TIME_ASC"}).json()
+    runs = api(server).post("flow_runs/filter", json={"limit": 50, "offset": 0, "sort": "START_TIME_ASC"}).json()
     states = {r["name"]: r["state"]["type"] for r in runs}
     assert states["ingest@iris"] == states["publish@iris"] == states["promote@iris"] == "COMPLETED"
     pipeline_runs = [r for r in runs if r["parent_task_run_id"] is None]
@@ -87,3 +87,93 @@ def test_the_watcher_runs_only_workloads_with_new_raw_data(repro_repo, monkeypat
         (repro_repo / "dvc.lock").write_text(lock)
         run(["dvc", "checkout", "-q", "--force"], repro_repo)
         assert run(["dvc", "status", "--json"], repro_repo).stdout.strip() == "{}"
+
+
+def flow_runs(server: dict, deployment_id: str | None = None) -> list[dict]:
+    body: dict = {"limit": 200, "offset": 0, "sort": "EXPECTED_START_TIME_ASC"}
+    if deployment_id:
+        body["deployments"] = {"id": {"any_": [deployment_id]}}
+    return api(server).post("flow_runs/filter", json=body).json()
+
+
+def wait_for(what: str, check, seconds: float, log_file: Path):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if found := check():
+            return found
+        time.sleep(2)
+    pytest.fail(f"{what} within {seconds:g} s; server log:\n{log_file.read_text()[-3000:]}")
+
+
+@pytest.mark.slow
+def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tmp_path_factory):
+    """The whole scheduled path on a real server, secured as `make serve` secures it: the
+    server creates the watcher's runs from its interval schedule, a worker completes one, two
+    runs of one checkout wait for each other (pool concurrency 1) instead of failing, and the
+    server logs no error meanwhile."""
+    from flows.server import server_env
+
+    home = tmp_path_factory.mktemp("schedule")
+    env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"),
+                      PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS="2",
+                      PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="30")  # fmt: skip
+    server = start_server(home, env)
+    try:
+        params = tiny_params()
+        params["workloads"] = {"iris": params["workloads"]["iris"]}
+        params["deploy"]["watch_seconds"] = 10
+        repo = make_repo(home / "repo", params)
+        prefect = str(Path(sys.executable).parent / "prefect")
+        run([sys.executable, "-m", "flows", "deployments"], repo, env=env)
+        run([prefect, "work-pool", "create", "cairn", "--type", "process"], repo, env=env)
+        run([prefect, "work-pool", "set-concurrency-limit", "cairn", "1"], repo, env=env)  # as serve.sh does
+        run([prefect, "--no-prompt", "deploy", "--name", "watch", "--name", "iris"], repo, env=env)
+        watch = api(env).get("deployments/name/watch/watch").json()["id"]
+        scheduled = wait_for("the server scheduled no watcher runs",
+                             lambda: [r for r in flow_runs(env, watch) if r["state"]["type"] == "SCHEDULED"],
+                             60, home / "server.log")  # fmt: skip
+        assert len(scheduled) >= 2
+
+        # Two on-demand runs of the same checkout, queued behind the scheduled watcher run.
+        for _ in range(2):
+            run([prefect, "deployment", "run", "pipeline/iris"], repo, env=env)
+        with open(home / "worker.log", "w") as worker_log:
+            worker = subprocess.Popen([prefect, "worker", "start", "--pool", "cairn"], cwd=repo, env=env,
+                                      stdout=worker_log, stderr=subprocess.STDOUT)  # fmt: skip
+            try:
+
+                def finished():
+                    runs = [r for r in flow_runs(env) if r["parent_task_run_id"] is None and r["deployment_id"]]
+                    done = [r for r in runs if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED")]
+                    iris = [r for r in done if r["name"].startswith("pipeline: iris")]
+                    return done if len(iris) == 2 and any(r["deployment_id"] == watch for r in done) else None
+
+                done = wait_for("the worker did not finish the runs", finished, 420, home / "worker.log")
+            finally:
+                worker.terminate()
+                worker.wait(30)
+        assert {r["state"]["type"] for r in done} == {"COMPLETED"}, [(r["name"], r["state"]) for r in done]
+        spans = sorted((r["start_time"], r["end_time"]) for r in done)
+        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans  # one at a time, none refused
+        log = (home / "server.log").read_text()
+        assert "Traceback" not in log and "bulk DML" not in log and " ERROR " not in log, log[-3000:]
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(repro_repo, tmp_path, monkeypatch):
+    """A clone has no DVC cache, so no outputs: that is not new data. A new partition is."""
+    from dvc.repo import Repo
+
+    from flows.deployments import new_raw_data
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repro_repo), str(clone)], tmp_path)
+    (clone / "dvc.lock").write_text((repro_repo / "dvc.lock").read_text())  # as if it were committed
+    monkeypatch.chdir(clone)
+    with Repo(".") as repo:
+        assert new_raw_data(repo) == {}
+    (clone / "data/blobs/raw/part-3.csv").write_text((clone / "data/blobs/raw/part-2.csv").read_text())
+    with Repo(".") as repo:
+        assert list(new_raw_data(repo)) == ["blobs"]

@@ -9,10 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
-from conftest import make_repo, project_env, run, tiny_params
+from conftest import api, make_repo, project_env, run, tiny_params
 
 from flows.pipeline import pipeline
 from flows.remote import run_on_worker
@@ -91,7 +90,7 @@ def test_the_pipeline_sends_train_to_a_gpu_pool_worker_in_its_own_clone(prefect_
     for name in ("first", "second"):
         assert iris_lock(clones[name]) == expected, name
         assert run(["dvc", "status", "--json", "publish@iris"], clones[name]).stdout.strip() == "{}"
-    runs = httpx.post(f"{env['PREFECT_API_URL']}/flow_runs/filter", json={"limit": 200, "offset": 0}).json()
+    runs = api(env).post("flow_runs/filter", json={"limit": 200, "offset": 0}).json()
     states = [(r["name"], r["state"]["type"]) for r in runs]
     workers = [s for s in states if s[0] == "train@iris on a worker"]
     assert workers and set(workers) == {("train@iris on a worker", "COMPLETED")}
@@ -167,12 +166,14 @@ def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
 def test_a_stage_no_worker_takes_is_cancelled_after_the_timeout(prefect_server):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
     from flows import remote
 
     parameters = {"stage": "train@iris", "repo_url": "/nowhere", "rev": "HEAD", "lock": None}
-    with temporary_settings({PREFECT_API_URL: prefect_server["PREFECT_API_URL"]}):
+    server = {PREFECT_API_URL: prefect_server["PREFECT_API_URL"],
+              PREFECT_API_AUTH_STRING: prefect_server["PREFECT_API_AUTH_STRING"]}  # fmt: skip
+    with temporary_settings(server):
         with get_client(sync_client=True) as client:
             client.create_work_pool(WorkPoolCreate(name="idle", type="process"))
         remote.run_on_worker.to_deployment(name="idle").apply(work_pool_name="idle")
