@@ -3,6 +3,7 @@ worker against a real local Prefect server, and the container files a GPU pool w
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -154,7 +155,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
                 worker.wait(30)
         assert {r["state"]["type"] for r in done} == {"COMPLETED"}, [(r["name"], r["state"]) for r in done]
         spans = sorted((r["start_time"], r["end_time"]) for r in done)
-        assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:])), spans  # one at a time, none refused
+        assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # one at a time, none refused
         log = (home / "server.log").read_text()
         assert "Traceback" not in log and "bulk DML" not in log and " ERROR " not in log, log[-3000:]
     finally:

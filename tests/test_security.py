@@ -76,8 +76,8 @@ def test_the_server_refuses_what_an_attacker_sends(prefect_server):
     evil = {"Origin": "http://evil.example"}
     refused = (401, 403)  # no auth string (401), or no CSRF token, which is checked first (403)
     assert httpx.post(f"{url}/flows/", json={"name": "evil"}, headers=evil).status_code in refused
-    deployment = {"name": "evil", "flow_id": "00000000-0000-0000-0000-000000000000",
-                  "pull_steps": [{"prefect.deployments.steps.run_shell_script": {"script": "touch /tmp/pwned"}}]}  # fmt: skip
+    shell_step = {"prefect.deployments.steps.run_shell_script": {"script": "touch /tmp/pwned"}}
+    deployment = {"name": "evil", "flow_id": "00000000-0000-0000-0000-000000000000", "pull_steps": [shell_step]}
     assert httpx.post(f"{url}/deployments/", json=deployment, headers=evil).status_code in refused
     assert httpx.get(f"{url}/deployments/count", headers=evil).status_code == 401  # nothing to read either
     csrf = httpx.get(f"{url}/csrf-token", params={"client": "evil"}, headers=evil)
