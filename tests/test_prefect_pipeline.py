@@ -77,6 +77,18 @@ def test_a_second_run_skips_every_stage(pipeline_repo):
     assert outcome["promote@iris"] == "already v1"
 
 
+def test_a_damaged_output_is_replaced_not_a_traceback(pipeline_repo):
+    repo, _ = pipeline_repo
+    damaged = repo / "data/iris/split/train.parquet"
+    good = damaged.read_bytes()
+    damaged.write_bytes(b"not parquet any more")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        outcome = pipeline(["iris"])  # used to die with ConfirmRemoveError on every run
+    assert outcome["split@iris"] == "restored" and outcome["train@iris"] == "skipped"
+    assert damaged.read_bytes() == good
+
+
 def _retrain_iris(repo: Path, seed: int, margin: float) -> dict:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["workloads"]["iris"]["train"]["seed"] = seed
