@@ -46,10 +46,11 @@ def judge(metric: str, challenger: float, champion: float | None, margin: float)
         return Verdict(True, f"first model: {metric} {challenger:.6g}")
     gain = challenger - champion if HIGHER_IS_BETTER[metric] else champion - challenger
     better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
-    if abs(gain) <= 1e-12 * max(1.0, abs(champion)) and margin >= 0:
-        return Verdict(False, f"{metric} {challenger:.6g} ties the champion on the same holdout; the champion stays")
-    if gain >= margin:
+    tie = abs(gain) <= 1e-12 * max(1.0, abs(champion))
+    if gain >= margin and not (tie and margin >= 0):
         return Verdict(True, f"{metric} {challenger:.6g} vs champion {champion:.6g}: {gain:+.6g} ({better} is better)")
+    if tie and margin == 0:
+        return Verdict(False, f"{metric} {challenger:.6g} ties the champion on the same holdout; the champion stays")
     return Verdict(
         False,
         f"{metric} {challenger:.6g} vs champion {champion:.6g}: {gain:+.6g}, less than the margin {margin:g} "

@@ -209,8 +209,18 @@ def prefect_server(tmp_path_factory):
     env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))
     proc = start_server(home, env)
     yield env
+    stop(proc)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a server or worker: SIGTERM, and SIGKILL if it is still busy after 30 s (a worker
+    finishes its flow runs first)."""
     proc.terminate()
-    proc.wait(30)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(30)
 
 
 def api(env: dict[str, str]) -> httpx.Client:

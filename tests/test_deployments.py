@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, api, free_port, make_repo, project_env, run, start_server, tiny_params
+from conftest import ROOT, api, free_port, make_repo, project_env, run, start_server, stop, tiny_params
 
 from flows.deployments import prefect_yaml
 
@@ -151,16 +151,14 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
 
                 done = wait_for("the worker did not finish the runs", finished, 420, home / "worker.log")
             finally:
-                worker.terminate()
-                worker.wait(30)
+                stop(worker)
         assert {r["state"]["type"] for r in done} == {"COMPLETED"}, [(r["name"], r["state"]) for r in done]
         spans = sorted((r["start_time"], r["end_time"]) for r in done)
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # one at a time, none refused
         log = (home / "server.log").read_text()
         assert "Traceback" not in log and "bulk DML" not in log and " ERROR " not in log, log[-3000:]
     finally:
-        server.terminate()
-        server.wait(30)
+        stop(server)
 
 
 def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(repro_repo, tmp_path, monkeypatch):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import api, make_repo, project_env, run, tiny_params
+from conftest import api, make_repo, project_env, run, stop, tiny_params
 
 from flows.pipeline import pipeline
 from flows.remote import run_on_worker
@@ -79,8 +79,7 @@ def test_the_pipeline_sends_train_to_a_gpu_pool_worker_in_its_own_clone(prefect_
         }
         logs = {name: proc.communicate(timeout=600)[0] for name, proc in coordinators.items()}
     finally:
-        worker.terminate()
-        worker.wait(30)
+        stop(worker)
     for name, proc in coordinators.items():
         assert proc.returncode == 0, f"{name}:\n{logs[name]}\nworker:\n{(tmp_path / 'worker.log').read_text()}"
 
