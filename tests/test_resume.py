@@ -46,7 +46,9 @@ def test_an_interrupted_train_stage_resumes_from_its_checkpoint(repro_repo, tmp_
     assert not CHECKPOINT.exists()  # finished: nothing left to resume
 
 
-def test_a_checkpoint_from_other_inputs_is_not_resumed(repro_repo, tmp_path, monkeypatch):
+def killed_after_three_epochs(repro_repo, tmp_path, monkeypatch) -> str:
+    """Leave the checkpoint of a blobs training killed after epoch 3; its inputs' fingerprint.
+    The working directory stays ``repro_repo``."""
     from flows import train as stage
 
     monkeypatch.chdir(repro_repo)
@@ -55,7 +57,13 @@ def test_a_checkpoint_from_other_inputs_is_not_resumed(repro_repo, tmp_path, mon
         stage.train.fn("blobs", SPLIT, tmp_path / "killed")
     monkeypatch.undo()
     monkeypatch.chdir(repro_repo)
-    fingerprint = stage._fingerprint(SPLIT, stage.load_params("blobs"), None)
+    return stage._fingerprint(SPLIT, stage.load_params("blobs"), None)
+
+
+def test_a_checkpoint_from_other_inputs_is_not_resumed(repro_repo, tmp_path, monkeypatch):
+    from flows import train as stage
+
+    fingerprint = killed_after_three_epochs(repro_repo, tmp_path, monkeypatch)
     assert stage._resumable(CHECKPOINT, fingerprint, "blobs") is not None
     assert stage._resumable(CHECKPOINT, "other inputs", "blobs") is None
     stage.train.fn("blobs", SPLIT, tmp_path / "again")  # same inputs: resumes, and cleans up
@@ -65,13 +73,7 @@ def test_a_checkpoint_from_other_inputs_is_not_resumed(repro_repo, tmp_path, mon
 def test_a_damaged_checkpoint_is_ignored_with_a_warning(repro_repo, tmp_path, monkeypatch, caplog):
     from flows import train as stage
 
-    monkeypatch.chdir(repro_repo)
-    monkeypatch.setattr(stage.steps, "train", interrupt_after(3, stage.steps.train))
-    with pytest.raises(KeyboardInterrupt):
-        stage.train.fn("blobs", SPLIT, tmp_path / "killed")
-    monkeypatch.undo()
-    monkeypatch.chdir(repro_repo)
-    fingerprint = stage._fingerprint(SPLIT, stage.load_params("blobs"), None)
+    fingerprint = killed_after_three_epochs(repro_repo, tmp_path, monkeypatch)
     data = bytearray(CHECKPOINT.read_bytes())
     data[len(data) // 2] ^= 0x10  # one flipped bit in the tensors: still a readable zip
     CHECKPOINT.write_bytes(bytes(data))
