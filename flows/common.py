@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from flows.files import UMASK, remove_leftovers, replace_dir, write_atomic, write_json  # noqa: F401
 from steps import StepError
 
 PARAMS_FILE = Path("params.yaml")
@@ -150,71 +146,6 @@ def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue().to_pybytes()
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-# mkstemp/mkdtemp make private (0600/0700) files; outputs get what the user's umask says.
-UMASK = _umask()
-
-
-def remove_leftovers(path: Path) -> list[Path]:
-    """Remove the temp files and folders (``.<name>.*``) that a killed write of ``path`` left
-    beside it. Only for paths one process writes at a time (a stage's own outputs)."""
-    found = sorted(path.parent.glob(f".{path.name}.*")) if path.parent.exists() else []
-    for leftover in found:
-        shutil.rmtree(leftover) if leftover.is_dir() and not leftover.is_symlink() else leftover.unlink()
-    if found:
-        logging.getLogger("cairn").info("removed %d leftover(s) of an interrupted write: %s", len(found),
-                                        ", ".join(p.name for p in found))  # fmt: skip
-    return found
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write ``path`` so that it is either absent/old or complete: temp file, fsync, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
-
-
-@contextlib.contextmanager
-def replace_dir(path: Path) -> Iterator[Path]:
-    """Build a folder output in a temp folder beside it; swap it in only if the block succeeds.
-
-    A failed or killed stage leaves the old folder (or none), never a half-written one; what a
-    killed one left beside it is removed first.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_leftovers(path)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
-    os.chmod(tmp, 0o777 & ~UMASK)
-    try:
-        yield tmp
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            path.rename(old)
-        tmp.rename(path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def git_revision() -> str:

@@ -1,21 +1,35 @@
-"""dvc.lock survives a kill: the last good copy is kept and put back when DVC's is broken.
+"""dvc.lock survives a kill: DVC writes it atomically, and a broken one gets its last good copy back.
 
 DVC rewrites dvc.lock in place after every stage (about 0.4 s for 80 KB of YAML here); a
 process killed in that window leaves it empty or cut short, and every DVC command then fails
-with "'./dvc.lock' validation failed". Every stage process and every pipeline run keeps a copy
-of the lock as it was when it started (DVC had just read it, so it was good), and the pipeline
-flow, the watcher and `python -m flows recover` (which `make run` calls before `dvc repro`) put
-that copy back when the lock is broken. A stage whose entry is lost that way is stale again and
-comes back from DVC's run-cache (saved before the lock is written) or runs again.
+with "'./dvc.lock' validation failed". Two defences:
+
+* ``atomic_dvc_writes`` makes DVC write its files by temp file, fsync and rename, so a kill
+  leaves the old lock whole. The pipeline flow and the watcher turn it on in their process;
+  ``make setup`` installs a startup hook (``install_dvc_hook``) that turns it on in every `dvc`
+  command of the venv, `dvc repro` included.
+* Every stage process and every pipeline run keeps a copy of the lock as it was when it started
+  (DVC had just read it, so it was good). When the lock is broken anyway (a `dvc` from outside
+  the venv was killed, a disk filled up), the hook, the pipeline flow, the watcher and
+  `python -m flows recover` put that copy back and say so. A stage whose entry is lost that
+  way is stale again and comes back from DVC's run-cache (saved before the lock is written)
+  or runs again.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import stat
+import sys
+import sysconfig
+import tempfile
 from pathlib import Path
 
 import yaml
 
-from flows.common import InputError, log, write_atomic
+from flows.files import UMASK, remove_leftovers, write_atomic
+from steps import StepError
 
 LOCK = Path("dvc.lock")
 GOOD = Path(".cairn") / "dvc.lock.good"
@@ -44,7 +58,7 @@ def snapshot(lock: Path = LOCK, good: Path = GOOD) -> None:
 
 
 def recover(lock: Path = LOCK, good: Path = GOOD) -> bool:
-    """Put the last good copy back when ``lock`` is broken; True when it did. Raises InputError
+    """Put the last good copy back when ``lock`` is broken; True when it did. Raises StepError
     when the lock is broken and there is no good copy to put back."""
     if not lock.exists():
         return False
@@ -52,15 +66,88 @@ def recover(lock: Path = LOCK, good: Path = GOOD) -> bool:
     if why is None:
         return False
     if not good.exists() or problem(good.read_text(errors="replace")) is not None:
-        raise InputError(
+        raise StepError(
             f"{lock} is unusable ({why}) and there is no good copy in {good}; "
             f"`git checkout {lock}` brings back the committed one"
         )
     write_atomic(lock, good.read_bytes())
     stages = len(yaml.safe_load(good.read_text())["stages"])
-    log().warning(
+    logging.getLogger("cairn").warning(
         "%s was unusable (%s: a run was killed while DVC wrote it); put back the last good copy from %s "
         "(%d stages); stages done after it come back from DVC's run-cache or run again",
         lock, why, good, stages,
     )  # fmt: skip
     return True
+
+
+def atomic_dvc_writes() -> None:
+    """From now on, this process's DVC writes dvc.lock, dvc.yaml and its other YAML/JSON/TOML
+    files by temp file, fsync and rename instead of rewriting them in place."""
+    from dvc.utils.serialize import _common, _json, _toml, _yaml
+
+    in_place = _common._dump_data
+    if getattr(in_place, "cairn_atomic", False):
+        return
+
+    def dump_atomic(path, data, dumper, fs=None, **dumper_args):
+        if fs is not None and getattr(fs, "protocol", None) != "local":
+            return in_place(path, data, dumper, fs=fs, **dumper_args)
+        target = Path(os.fspath(path))
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~UMASK
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                dumper(data, out, **dumper_args)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    dump_atomic.cairn_atomic = True
+    # Each serializer module imported the function by name: replace it everywhere.
+    for module in (_common, _json, _toml, _yaml):
+        module._dump_data = dump_atomic
+
+
+def _repo_root(start: Path) -> Path | None:
+    for folder in (start, *start.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    return None
+
+
+def guard_dvc_command() -> None:
+    """What the startup hook runs at the start of every `dvc` command: put back a broken
+    dvc.lock (saying so on stderr), remove what a killed atomic write left, make writes atomic,
+    and put the venv first on PATH so that `.venv/bin/dvc repro` runs each stage's `python` from
+    the same venv without activating it."""
+    venv_bin = os.path.dirname(sys.executable)
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != venv_bin:
+        os.environ["PATH"] = os.pathsep.join([venv_bin, os.environ.get("PATH", "")])
+    root = _repo_root(Path.cwd())
+    try:
+        if root is not None:
+            remove_leftovers(root / LOCK)
+            recover(root / LOCK, root / GOOD)
+    except StepError as err:
+        print(f"cairn: {err}", file=sys.stderr)  # DVC's own error follows; nothing was changed
+    atomic_dvc_writes()
+
+
+HOOK = "cairn-dvc-guard.pth"
+# A .pth line that starts with "import" runs at every interpreter start of the venv: it costs
+# one basename comparison unless the program is `dvc`.
+HOOK_LINE = (
+    "import os, sys; os.path.basename((sys.argv or [''])[0]) == 'dvc' "
+    "and __import__('flows.lockfile', fromlist=['_']).guard_dvc_command()\n"
+)
+
+
+def install_dvc_hook() -> Path:
+    """Install the startup hook into this interpreter's site-packages (`make setup` calls it)."""
+    hook = Path(sysconfig.get_paths()["purelib"]) / HOOK
+    write_atomic(hook, HOOK_LINE)
+    return hook

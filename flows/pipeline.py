@@ -64,12 +64,14 @@ class Busy(StepError):
 @contextlib.contextmanager
 def checkout_lock(what: str) -> Iterator:
     """The DVC repository of the working directory, locked for the block (after putting back a
-    good dvc.lock if a kill broke it). Another run holding the lock is a one-line Busy error:
-    runs from deployments queue on the work pool's concurrency limit of 1 instead."""
+    good dvc.lock if a kill broke it), with DVC's writes made atomic. Another run holding the
+    lock is a one-line Busy error: runs from deployments queue on the work pool's concurrency
+    limit of 1 instead."""
     from dvc.lock import LockError
     from dvc.repo import Repo, lock_repo
 
     lockfile.recover()
+    lockfile.atomic_dvc_writes()
     try:
         with Repo(".") as repo, lock_repo(repo):
             lockfile.snapshot()

@@ -1,16 +1,19 @@
-"""dvc.lock survives a kill in the middle of DVC's rewrite: the last good copy comes back."""
+"""dvc.lock survives a kill in the middle of DVC's rewrite: DVC writes it atomically, and a broken
+one gets its last good copy back, under plain `dvc` commands too."""
 
 from __future__ import annotations
 
 import sys
+import sysconfig
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
 from conftest import make_repo, only_workloads, run
 
 from flows import lockfile
-from flows.common import InputError
+from steps import StepError
 
 
 def test_a_broken_lock_gets_its_last_good_copy_back(tmp_path):
@@ -26,17 +29,24 @@ def test_a_broken_lock_gets_its_last_good_copy_back(tmp_path):
         assert lock.read_text() == good.read_text()
     good.unlink()
     lock.write_text("")
-    with pytest.raises(InputError, match=r"dvc.lock is unusable \(it is empty\) and there is no good copy"):
+    with pytest.raises(StepError, match=r"dvc.lock is unusable \(it is empty\) and there is no good copy"):
         lockfile.recover(lock, good)
 
 
-KILL_DURING_LOCK_WRITE = textwrap.dedent("""
+def test_make_setup_installed_the_dvc_hook():
+    hook = Path(sysconfig.get_paths()["purelib"]) / lockfile.HOOK
+    assert hook.exists(), f"{hook} is missing: `make setup` (python -m flows install-dvc-hook) installs it"
+    assert hook.read_text() == lockfile.HOOK_LINE
+
+
+# DVC's own in-place rewrite, as a `dvc` without cairn's hook does it, cut short by a kill.
+KILL_DURING_IN_PLACE_WRITE = textwrap.dedent("""
     import os, signal, sys
     from dvc.utils.serialize import _common
 
     def half_then_die(path, data, dumper, fs=None, **kwargs):
         if str(path).endswith("dvc.lock"):
-            with open(path, "w") as f:  # DVC's own in-place rewrite, cut short by a kill
+            with open(path, "w") as f:
                 f.write("schema: '2.0'\\nstages:\\n  ")
                 f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
@@ -47,23 +57,69 @@ KILL_DURING_LOCK_WRITE = textwrap.dedent("""
     sys.exit(main(sys.argv[1:]))
 """)
 
+# What the hook does in every `dvc` of the venv, killed halfway through serializing the lock.
+KILL_DURING_ATOMIC_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    from flows import lockfile
+    from dvc.utils.serialize import _yaml
+
+    lockfile.atomic_dvc_writes()
+
+    def half_then_die(data, stream):
+        if "stages" in data:
+            stream.write("schema: '2.0'\\nstages:\\n  ")
+            stream.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(data, stream)
+
+    real, _yaml._dump = _yaml._dump, half_then_die
+    from dvc.cli import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
 
 @pytest.mark.slow
-def test_a_kill_while_dvc_writes_the_lock_is_recovered(tmp_path):
+def test_a_kill_while_dvc_writes_the_lock_loses_nothing(tmp_path):
     repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
     run(["dvc", "repro", "split@blobs"], repo)
     expected = (repo / "dvc.lock").read_text()
     run(["dvc", "repro", "train@blobs"], repo)
     reference = yaml.safe_load((repo / "dvc.lock").read_text())
-    (repo / "dvc.lock").write_text(expected)  # train@blobs stale again; its run is in the run-cache
-    run(["dvc", "checkout", "-q", "--force"], repo, check=False)
 
-    killed = run([sys.executable, "-c", KILL_DURING_LOCK_WRITE, "repro", "--force", "train@blobs"], repo, check=False)
+    def train_stale_again():  # its run stays in the run-cache
+        (repo / "dvc.lock").write_text(expected)
+        run(["dvc", "checkout", "-q", "--force"], repo, check=False)
+
+    # With the hook, the lock is written beside and renamed: a kill leaves the old one whole.
+    train_stale_again()
+    killed = run([sys.executable, "-c", KILL_DURING_ATOMIC_WRITE, "repro", "--force", "train@blobs"], repo, check=False)
     assert killed.returncode == -9
-    assert "validation failed" in run(["dvc", "status"], repo, check=False).stderr  # what a user met before
+    assert (repo / "dvc.lock").read_text() == expected
+    assert list(repo.glob(".dvc.lock.*"))  # the killed write's temp file...
+    status = run(["dvc", "status", "train@blobs"], repo)
+    assert not list(repo.glob(".dvc.lock.*"))  # ...is gone at the next dvc command
+    assert "changed" in status.stdout  # train@blobs is simply stale
 
-    recovered = run([sys.executable, "-m", "flows", "recover"], repo)
-    assert "put back the last good copy" in recovered.stdout + recovered.stderr
+    # Without it (a dvc from outside the venv), the lock is cut short; the next plain `dvc`
+    # command of the venv puts the last good copy back and says so.
+    train_stale_again()
+    killed = run(
+        [sys.executable, "-c", KILL_DURING_IN_PLACE_WRITE, "repro", "--force", "train@blobs"], repo, check=False
+    )
+    assert killed.returncode == -9
+    assert problem_of(repo) is not None
+    status = run(["dvc", "status"], repo)
+    assert "was unusable (" in status.stderr and "put back the last good copy" in status.stderr
+    assert problem_of(repo) is None
+
     run(["dvc", "repro", "train@blobs"], repo)
     assert yaml.safe_load((repo / "dvc.lock").read_text()) == reference  # the bytes of an uninterrupted run
     assert run(["dvc", "status", "--json", "train@blobs"], repo).stdout.strip() == "{}"
+
+    (repo / "dvc.lock").write_text("")  # `python -m flows recover`, which `make run` calls, does the same
+    recovered = run([sys.executable, "-m", "flows", "recover"], repo)
+    assert "put back the last good copy" in recovered.stdout + recovered.stderr
+
+
+def problem_of(repo: Path) -> str | None:
+    return lockfile.problem((repo / "dvc.lock").read_text())
