@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
+from flows import settings
 from flows.files import UMASK, remove_leftovers, replace_dir, write_atomic, write_json  # noqa: F401
 from steps import StepError
 
@@ -60,6 +61,9 @@ def check_params(params: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, 
         if not isinstance(entry, dict):
             raise InputError(f"{path}: workload {name!r} is {entry!r}; expected a mapping of settings")
         check_inside(entry.get("raw"), f"{path}: workloads.{name}.raw")
+        wrong = settings.problems(entry, f"{path}: workloads.{name}")
+        if wrong:
+            raise InputError("; ".join(wrong))
     return params
 
 

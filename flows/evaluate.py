@@ -5,7 +5,8 @@ Every workload writes the same files; what they hold follows the model's task:
 - metrics.json: classification: accuracy, loss, macro F1 (with precision, recall, F1, ROC AUC
   for two classes); regression: RMSE, MAE, R² per solver; reconstruction: MSE.
 - details.json: per class, confusion matrix, per slice (classification), else empty.
-- predictions.csv: actual and predicted class (a confusion plot), value, or pixel (a sample).
+- predictions.csv: per test row its key, actual and predicted class with the class probabilities
+  (a confusion plot) or value; for an autoencoder a sample of pixels.
 - curve.csv: the ROC curve (classification), else errors by quantile.
 - figure.png: confusion matrix, predicted vs actual, or originals over reconstructions.
 - loss.png: loss per epoch.
@@ -46,7 +47,9 @@ def _classification(fitted, test, schema, params, x, module, title) -> dict[str,
     return {
         "metrics.json": result,
         "details.json": details,
-        "predictions.csv": steps.predictions_csv(y, steps.decide(proba, threshold), classes),
+        "predictions.csv": steps.predictions_csv(
+            y, steps.decide(proba, threshold), classes, test.column("key").to_pylist(), proba
+        ),
         "curve.csv": steps.roc_curve_csv(y, proba),
         "figure.png": figures.confusion_png(details["confusion_matrix"], classes, title),
     }
@@ -60,7 +63,7 @@ def _regression(fitted, test, schema, params, x, module, title) -> dict[str, byt
     return {
         "metrics.json": steps.regression(y, variants, main),
         "details.json": {},
-        "predictions.csv": steps.predictions_csv(y, predicted),
+        "predictions.csv": steps.predictions_csv(y, predicted, keys=test.column("key").to_pylist()),
         "curve.csv": steps.error_curve_csv(predicted - y),
         "figure.png": figures.scatter_png(y, predicted, title),
     }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +21,6 @@ from flows.common import (
     report,
     require,
     run_record,
-    write_json,
 )
 from flows.evaluate import load_model
 from steps import models
@@ -49,6 +50,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     threshold = spec.get("threshold")
 
     onnx_files = module.to_onnx(fitted)
+    contract = steps.input_contract(params["schema"], spec)
     output = steps.OUTPUTS[spec["task"]]
     portable = steps.onnx_predict(onnx_files["model.onnx"], x, output)
     checks = {"ONNX (onnxruntime)": steps.parity(native, portable, threshold, is_classifier)}
@@ -57,12 +59,27 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         coefs = module.coefficients(fitted)
         from_json = module.predict_coefficients(coefs, x)
         checks["coefficients.json (numpy)"] = steps.parity(native, from_json, threshold, is_classifier)
-        extra["coefficients.json"] = json.dumps(coefs, indent=2) + "\n"
+        extra["coefficients.json"] = json.dumps(coefs | {"input": contract}, indent=2) + "\n"
     for what, result in checks.items():
         steps.check_parity(what, result, tolerance["min_label_agreement"], tolerance["max_diff"])
 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
     lineage = steps.lineage(lock, workload, params, git_revision())
+    lineage_json = json.dumps(lineage | {"checks": checks}, indent=2, sort_keys=True, default=str) + "\n"
+    # What a runtime shows of the model (Netron, onnxruntime's modelmeta): enough to use it right
+    # and to find the run that made it.
+    metadata = {
+        "workload": workload,
+        "task": spec["task"],
+        "label": params["schema"]["label"],
+        "feature_names": spec.get("feature_names"),
+        "classes": spec.get("classes"),
+        "input_contract": contract,
+        "cairn_version": importlib.metadata.version("cairn"),
+        "git_revision": lineage["git_revision"],
+        "lineage_sha256": hashlib.sha256(lineage_json.encode()).hexdigest(),
+    }
+    onnx_files = {name: steps.onnx_with_metadata(content, metadata) for name, content in onnx_files.items()}
     metrics = json.loads(require(evaluate / "metrics.json", "metrics").read_text())
     details = json.loads(require(evaluate / "details.json", "metric details").read_text())
     split_report = json.loads(require(split / "report.json", "split report").read_text())
@@ -73,9 +90,9 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
             (tmp / name).write_text(text)
         shutil.copyfile(train / "model.safetensors", tmp / "model.safetensors")
         shutil.copyfile(train / "model.json", tmp / "model.json")
-        write_json(tmp / "lineage.json", lineage | {"checks": checks})
+        (tmp / "lineage.json").write_text(lineage_json)
         files = {p.name: p.stat().st_size for p in tmp.iterdir()}
-        card = steps.model_card(workload, spec, metrics, details, checks, files, lineage, split_report)
+        card = steps.model_card(workload, spec, metrics, details, checks, files, lineage, split_report, contract)
         (tmp / "model_card.md").write_text(card)
 
     plots = {name.split(".")[0]: evaluate / name for name in ("figure.png", "loss.png", "curve.csv")}

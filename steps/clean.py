@@ -156,8 +156,9 @@ def _first(*lists: list[Reason | None]) -> list[Reason | None]:
 def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cleaned:
     """Split ingested rows into kept (parsed, typed) and quarantined (as ingested, plus 'reason').
 
-    ``params``: ``max_quarantined`` (share of rows; more is a CleanError naming the first bad
-    row) and ``dedupe`` (quarantine rows whose values repeat an earlier row's).
+    ``params``: ``max_quarantined`` (share of rows; ``check_share`` says whether it is exceeded)
+    and ``dedupe`` (quarantine rows whose values repeat an earlier row's; without it they are
+    kept and counted).
     """
     n = table.num_rows
     if n == 0:
@@ -176,18 +177,20 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
     seen_keys: set[str] = set()
     duplicates = list(none)
     first_of: dict[tuple, str] = {}
-    rows = zip(*(table.column(c).to_pylist() for c in columns), strict=True) if params.get("dedupe") else None
+    repeats = 0
+    rows = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
     for i, key in enumerate(table.column("key").to_pylist()):
         if key in seen_keys:
             duplicates[i] = ("duplicate key", f"duplicate key '{key}'")
         seen_keys.add(key)
-        if rows is not None:
-            values = next(rows)
-            if problems[i] is None and duplicates[i] is None:
-                if values in first_of:
+        values = next(rows)
+        if problems[i] is None and duplicates[i] is None:
+            if values in first_of:
+                repeats += 1
+                if params.get("dedupe"):
                     duplicates[i] = ("duplicate row", f"duplicate of row '{first_of[values]}'")
-                else:
-                    first_of[values] = key
+            else:
+                first_of[values] = key
 
     parsed = table
     parse_reasons = list(none)
@@ -229,11 +232,19 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
         "rows_quarantined": quarantined.num_rows,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
     }
-    share = quarantined.num_rows / n
-    if share > params["max_quarantined"]:
-        first = quarantined.slice(0, 1).to_pylist()[0]
-        raise CleanError(
-            f"clean: {quarantined.num_rows} of {n} rows ({share:.1%}) are bad, more than "
-            f"max_quarantined {params['max_quarantined']:.1%}; first: row '{first['key']}': {first['reason']}"
-        )
+    if not params.get("dedupe"):
+        report["duplicate_rows_kept"] = repeats  # clean.dedupe: true quarantines them
     return Cleaned(kept, quarantined, report)
+
+
+def check_share(cleaned: Cleaned, params: dict[str, Any], where: str) -> None:
+    """CleanError when more rows are bad than ``max_quarantined`` allows, naming the first bad row
+    and ``where`` the quarantine (written anyway) lists them all."""
+    n, bad = cleaned.report["rows_in"], cleaned.report["rows_quarantined"]
+    if bad / n > params["max_quarantined"]:
+        first = cleaned.quarantined.slice(0, 1).to_pylist()[0]
+        raise CleanError(
+            f"clean: {bad} of {n} rows ({bad / n:.1%}) are bad, more than "
+            f"max_quarantined {params['max_quarantined']:.1%}; first: row '{first['key']}': {first['reason']}; "
+            f"all of them, with reasons, in {where}"
+        )

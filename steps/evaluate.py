@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from typing import Any
 
 import numpy as np
@@ -106,12 +108,35 @@ def reconstruction(x: np.ndarray, recon: np.ndarray) -> dict[str, Any]:
     }
 
 
-def predictions_csv(actual: np.ndarray, predicted: np.ndarray, classes: list | None = None) -> str:
-    """One 'actual,predicted' line per test row (class names, or values): DVC's confusion or
-    scatter plot reads it."""
-    if classes is not None:
-        names = [str(c) for c in classes]
-        rows = [f"{names[a]},{names[p]}" for a, p in zip(actual, predicted, strict=True)]
-    else:
-        rows = [f"{a:.6g},{p:.6g}" for a, p in zip(actual, predicted, strict=True)]
-    return "actual,predicted\n" + "\n".join(rows) + "\n"
+# A spreadsheet runs a cell that starts with one of these as a formula ('=cmd|...'): text
+# cells that do get a leading apostrophe, which shows the text as it is (OWASP's advice).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(text: str) -> str:
+    """``text`` as a CSV cell a spreadsheet will not execute."""
+    return f"'{text}" if text.startswith(FORMULA_START) else text
+
+
+def predictions_csv(
+    actual: np.ndarray,
+    predicted: np.ndarray,
+    classes: list | None = None,
+    keys: list[str] | None = None,
+    proba: np.ndarray | None = None,
+) -> str:
+    """One line per test row: its key (when given), 'actual,predicted' (class names, or values;
+    DVC's confusion or scatter plot reads them) and, for a classifier, the probability of each
+    class ('p_<class>'). Text cells are made safe to open in a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    names = [safe_cell(str(c)) for c in classes] if classes is not None else None
+    header = (["key"] if keys is not None else []) + ["actual", "predicted"]
+    header += [f"p_{c}" for c in classes] if classes is not None and proba is not None else []
+    writer.writerow(header)
+    for i, (a, p) in enumerate(zip(actual, predicted, strict=True)):
+        row = [safe_cell(str(keys[i]))] if keys is not None else []
+        row += [names[a], names[p]] if names is not None else [f"{a:.6g}", f"{p:.6g}"]
+        row += [f"{v:.6g}" for v in proba[i]] if names is not None and proba is not None else []
+        writer.writerow(row)
+    return out.getvalue()

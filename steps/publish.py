@@ -94,6 +94,62 @@ def lineage(lock: dict[str, Any], workload: str, params: dict[str, Any], git_rev
     return {"workload": workload, "git_revision": git_revision, "params": params, "stages": stages}
 
 
+# How clean turns each kind of raw text into the number the model reads (steps/clean.py).
+PARSE_RULES = {
+    "number": "a decimal number: '42.5' -> 42.5",
+    "percent": "a percentage, the '%' dropped: '12.5%' -> 12.5",
+    "money": "an amount, '$' and thousands separators dropped: '$12,000.00' -> 12000.0",
+    "range_mid": "the middle of a range: '700-704' -> 702.0; a single number stays itself",
+    "category": "a category: trimmed, lower-cased, runs of spaces and '_' made one '_'",
+}
+
+
+def input_contract(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """How a raw record becomes the model's input row, in words and data a client in another
+    language can follow without reading cairn: the label, each raw column's parsing, the one-hot
+    naming of categories, and what becomes of missing or unseen values."""
+    from steps.clean import MISSING
+
+    if schema.get("image"):
+        image = schema["image"]
+        lo, hi = schema.get("range") or [None, None]
+        return {
+            "label": schema["label"],
+            "image": {"column": image["column"], "shape": image["shape"], "order": "row-major", "range": [lo, hi]},
+        }
+    parse = schema.get("parse") or {}
+    categorical = set(schema.get("categorical") or [])
+    columns = []
+    for column in spec["encoding"]["columns"]:
+        kind = "category" if column in categorical else parse.get(column, "number")
+        entry = {"column": column, "kind": kind, "rule": PARSE_RULES[kind]}
+        if column in spec["encoding"]["levels"]:
+            entry["one_hot"] = [f"{column}={level}" for level in spec["encoding"]["levels"][column]]
+        columns.append(entry)
+    return {
+        "label": schema["label"],
+        "key": schema.get("key"),
+        "columns": columns,
+        "features": "the model's inputs in order: each number column, each category as its one_hot names",
+        "one_hot": "feature 'column=level' is 1.0 when the parsed category equals level, else 0.0; "
+        "a level not seen in training gives all zeros",
+        "missing": f"a blank cell or one of {sorted(MISSING - {''})} (any case) is missing: cairn quarantines "
+        "such rows instead of predicting",
+    }
+
+
+def onnx_with_metadata(onnx_bytes: bytes, props: dict[str, Any]) -> bytes:
+    """``onnx_bytes`` with ``props`` as the model's metadata_props (values as JSON unless text)."""
+    import onnx
+
+    model = onnx.load_from_string(onnx_bytes)
+    del model.metadata_props[:]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    return model.SerializeToString()
+
+
 def model_card(
     workload: str,
     spec: dict[str, Any],
@@ -103,8 +159,10 @@ def model_card(
     files: dict[str, int],
     lineage_record: dict[str, Any],
     split_report: dict[str, Any],
+    contract: dict[str, Any] | None = None,
 ) -> str:
-    """The model card in Markdown: what the model is, on what data, how good, from where."""
+    """The model card in Markdown: what the model is, on what data, how good, from where, and
+    how a raw record becomes its input (``contract``, from input_contract)."""
     schema = spec["schema"]
     output = OUTPUTS[spec["task"]]
     inputs = (
@@ -150,7 +208,7 @@ def model_card(
 order: {inputs}.
 
 **Output** `{output}`: {outputs}.
-
+{_contract_md(contract)}
 ## Files
 
 {file_lines}
@@ -180,3 +238,29 @@ Rows: {sets}. Label column `{schema["label"]}`. Raw data: {raw}.
 git revision `{lineage_record["git_revision"]}`; stages ingest → clean → split → train → evaluate with
 their DVC hashes in `lineage.json`.
 """
+
+
+def _contract_md(contract: dict[str, Any] | None) -> str:
+    """The input contract as a Markdown section ('' for none or for images)."""
+    if not contract or "columns" not in contract:
+        return ""
+    rows = "\n".join(
+        f"| `{c['column']}` | {c['kind']} | {c['rule']} | {', '.join(f'`{n}`' for n in c.get('one_hot', [])) or '-'} |"
+        for c in contract["columns"]
+    )
+    return f"""
+## From a raw record to the input
+
+Label column `{contract["label"]}`. Each raw column, in the order the features come:
+
+| column | kind | parsing | one-hot features |
+|---|---|---|---|
+{rows}
+
+{_sentence(contract["one_hot"])} {_sentence(contract["missing"])}
+The same contract is in `coefficients.json` (`input`) and in `model.onnx`'s metadata (`input_contract`).
+"""
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."

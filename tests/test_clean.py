@@ -23,9 +23,10 @@ def test_rows_are_conserved_and_each_quarantined_row_has_its_reason():
         )
     )
     assert reasons == {
-        "p.csv:2": "missing or NaN value in column 'f1'",
-        "p.csv:5": "infinite value in column 'f1'",
-        "p.csv:9": "value 1000 in column 'f1' outside [0, 100]",
+        # keys name the file line: data row n is line n + 1, below the header
+        "p.csv:3": "missing or NaN value in column 'f1'",
+        "p.csv:6": "infinite value in column 'f1'",
+        "p.csv:10": "value 1000 in column 'f1' outside [0, 100]",
     }
     assert r["quarantined_by_reason"] == {"infinite value": 1, "missing value": 1, "out of range": 1}
     # quarantined rows keep every ingested column: nothing is lost
@@ -40,14 +41,33 @@ def test_duplicate_keys_and_missing_labels_are_quarantined():
     t = t.set_column(t.schema.get_field_index("kind"), "kind", pa.array(labels))
     result = clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
     assert sorted(result.quarantined.column("reason").to_pylist()) == [
-        "duplicate key 'p.csv:1'",
+        "duplicate key 'p.csv:2'",
         "missing label in column 'kind'",
     ]
 
 
-def test_too_many_bad_rows_is_an_error_naming_the_first():
-    with pytest.raises(clean.CleanError, match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:2': missing or NaN"):
-        clean.clean(table({2: "", 3: "", 4: ""}), BLOBS_SCHEMA, {"max_quarantined": 0.05})
+def test_too_many_bad_rows_is_an_error_naming_the_first_and_where_all_are():
+    params = {"max_quarantined": 0.05}
+    result = clean.clean(table({2: "", 3: "", 4: ""}), BLOBS_SCHEMA, params)
+    assert result.report["quarantined_by_reason"] == {"missing value": 3}  # counted before the verdict
+    with pytest.raises(
+        clean.CleanError,
+        match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:3': missing or NaN.*all of them, with reasons, in Q$",
+    ):
+        clean.check_share(result, params, "Q")
+
+
+def test_exact_duplicate_rows_are_counted_and_quarantined_with_dedupe():
+    t = table()
+    t = pa.concat_tables([t, t.slice(4, 2)])
+    keys = t.column("key").to_pylist()
+    t = t.set_column(t.schema.get_field_index("key"), "key", pa.array(keys[:30] + ["p.csv:40", "p.csv:41"]))
+    kept = clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
+    assert kept.report["duplicate_rows_kept"] == 2 and kept.report["rows_kept"] == 32
+    deduped = clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5, "dedupe": True})
+    assert "duplicate_rows_kept" not in deduped.report
+    reasons = deduped.quarantined.column("reason").to_pylist()
+    assert reasons == ["duplicate of row 'p.csv:6'", "duplicate of row 'p.csv:7'"]
 
 
 def test_image_rows_with_bad_pixels_are_quarantined():

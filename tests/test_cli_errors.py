@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import ROOT, blobs_csv, project_env, run, tiny_params
@@ -45,13 +47,12 @@ def error_line(result) -> str:
             "f1,f2\n1,2\n",
             "ingest: {name} has no column 'kind' named in the schema in params.yaml; it has: f1, f2",
         ),
-        (blobs_csv(10, 0, bad={7: "12,5"}), "ingest: {name} is not a well-formed CSV file"),
         (
             blobs_csv(10, 0, bad={7: "twelve"}),
-            "ingest: {name} column 'f1' has 'twelve' in data row 7; expected a number",
+            "ingest: {name} column 'f1' has 'twelve' on line 8; expected a number",
         ),
     ],
-    ids=["missing file", "empty file", "no label column", "malformed line", "non-numeric feature"],
+    ids=["missing file", "empty file", "no label column", "non-numeric feature"],
 )
 def test_bad_raw_file(workdir: Path, content, expected):
     raw = workdir / "bad.csv"
@@ -63,7 +64,7 @@ def test_bad_raw_file(workdir: Path, content, expected):
     assert not out.exists()  # nothing half-written
 
 
-def test_nan_features_beyond_the_allowed_share_fail_clean_without_output(workdir: Path):
+def test_nan_features_beyond_the_allowed_share_fail_clean_with_the_quarantine_to_look_at(workdir: Path):
     raw = workdir / "nan.csv"
     raw.write_text(blobs_csv(20, 0, bad={i: "NaN" for i in (3, 4, 5)}))
     result, ingested = ingest(workdir, raw)
@@ -76,10 +77,13 @@ def test_nan_features_beyond_the_allowed_share_fail_clean_without_output(workdir
     )
     assert result.returncode == 1
     assert (
-        "clean: 3 of 20 rows (15.0%) are bad, more than max_quarantined 10.0%; first: row 'nan.csv:3': "
+        "clean: 3 of 20 rows (15.0%) are bad, more than max_quarantined 10.0%; first: row 'nan.csv:4': "
         "missing or NaN value in column 'f1'" in error_line(result)
     )
-    assert not out.exists()
+    # The quarantine and the counts are there to look at; no clean rows for a later stage.
+    assert pq.read_table(out / "quarantine.parquet").num_rows == 3
+    assert json.loads((out / "report.json").read_text())["quarantined_by_reason"] == {"missing value": 3}
+    assert not (out / "clean.parquet").exists()
 
 
 def test_an_old_output_survives_a_failed_run(workdir: Path):
@@ -93,3 +97,27 @@ def test_an_old_output_survives_a_failed_run(workdir: Path):
     assert result.returncode == 1
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in out.parent.iterdir()] == ["ingest"]  # no temp folders left behind
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "expected"),
+    [
+        ("train", "epochs", "ten", "workloads.blobs.train.epochs is 'ten'; input should be a valid integer"),
+        ("train", "epochs", 0, "workloads.blobs.train.epochs is 0; input should be greater than or equal to 1"),
+        ("train", "lr", -1, "workloads.blobs.train.lr is -1; input should be greater than or equal to 0"),
+        ("train", "batch_size", 0, "workloads.blobs.train: batch_size is 0; with optimizer 'adam' it must be ≥ 1"),
+        ("clean", "max_quarantined", "lots",
+         "workloads.blobs.clean.max_quarantined is 'lots'; input should be a valid number"),
+        ("train", "optimiser", "sgd", "workloads.blobs.train.optimiser is not a setting cairn knows; train has: seed,"),
+    ],
+)  # fmt: skip
+def test_wrong_params_are_one_line_naming_key_value_and_what_is_allowed(workdir: Path, section, key, value, expected):
+    params = tiny_params()
+    params["workloads"]["blobs"][section][key] = value
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    raw = workdir / "good.csv"
+    raw.write_text(blobs_csv(10, 0))
+    result, out = ingest(workdir, raw)
+    assert result.returncode == 1
+    assert error_line(result).startswith("error: params.yaml: " + expected)
+    assert not out.exists()

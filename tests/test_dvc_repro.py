@@ -26,9 +26,12 @@ def test_rows_reconcile_from_raw_to_split(repro_repo: Path):
         "rows_kept": 149,
         "rows_quarantined": 1,
         "quarantined_by_reason": {"missing value": 1},
+        "duplicate_rows_kept": 0,
+        "blank_lines_skipped": 0,
     }
     quarantined = pq.read_table(repro_repo / "data/blobs/clean/quarantine.parquet").to_pylist()
-    assert [(q["key"], q["reason"]) for q in quarantined] == [("part-1.csv:4", "missing or NaN value in column 'f1'")]
+    # data row 4 of part-1.csv is on line 5, below the header
+    assert [(q["key"], q["reason"]) for q in quarantined] == [("part-1.csv:5", "missing or NaN value in column 'f1'")]
     split = json.loads((repro_repo / "data/blobs/split/report.json").read_text())
     assert sum(s["rows"] for s in split.values()) == 149
     # two raw partitions, two ingested partitions
@@ -68,6 +71,32 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
     assert lineage["checks"]["ONNX (onnxruntime)"]["label_agreement"] == 1.0
     card = (publish / "model_card.md").read_text()
     assert "# Model card: iris" in card and "| accuracy |" in card
+
+
+def test_published_files_say_how_to_use_them_without_cairn(repro_repo: Path):
+    import hashlib
+
+    import onnx
+
+    loans = repro_repo / "data/loans/publish"
+    contract = json.loads((loans / "coefficients.json").read_text())["input"]
+    assert contract["label"] == "defaulted"
+    by_column = {c["column"]: c for c in contract["columns"]}
+    assert by_column["fico_range"]["rule"] == "the middle of a range: '700-704' -> 702.0; a single number stays itself"
+    assert by_column["loan_amount"]["kind"] == "money"
+    assert "purpose=credit_card" in by_column["purpose"]["one_hot"]
+    assert "a level not seen in training gives all zeros" in contract["one_hot"]
+    assert "## From a raw record to the input" in (loans / "model_card.md").read_text()
+
+    meta = {p.key: p.value for p in onnx.load(str(loans / "model.onnx")).metadata_props}
+    assert meta["workload"] == "loans" and meta["label"] == "defaulted"
+    assert json.loads(meta["classes"]) == json.loads((loans / "model.json").read_text())["classes"]
+    assert json.loads(meta["input_contract"]) == contract
+    assert meta["lineage_sha256"] == hashlib.sha256((loans / "lineage.json").read_bytes()).hexdigest()
+
+    predictions = (repro_repo / "data/loans/evaluate/predictions.csv").read_text().splitlines()
+    assert predictions[0].split(",")[:3] == ["key", "actual", "predicted"] and predictions[0].count("p_") == 2
+    assert predictions[1].startswith("loans.csv:")  # the row's key: its line in the raw file
 
 
 def test_nothing_changed_means_nothing_runs(repro_repo: Path):

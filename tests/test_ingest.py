@@ -15,7 +15,7 @@ def test_csv_gets_the_explicit_schema_and_stable_keys():
     table = ingest.from_csv(blobs_csv(6, seed=0).encode(), "part-1.csv", BLOBS_SCHEMA)
     assert table.schema.names == ["key", "partition", "kind", "f1", "f2", "problem"]
     assert table.schema.field("f1").type == pa.float64()
-    assert table.column("key").to_pylist()[:2] == ["part-1.csv:1", "part-1.csv:2"]
+    assert table.column("key").to_pylist()[:2] == ["part-1.csv:2", "part-1.csv:3"]  # file lines; 1 is the header
     assert table.num_rows == 6
 
 
@@ -36,10 +36,12 @@ def test_csv_without_label_column_names_the_column_and_what_it_has():
         ingest.from_csv(b"f1,f2\n1,2\n", "p.csv", BLOBS_SCHEMA)
 
 
-def test_non_numeric_feature_names_file_column_row_and_value():
+def test_non_numeric_feature_names_file_column_line_and_value_and_the_fix():
     data = blobs_csv(8, seed=0, bad={5: "abc"}).encode()
-    with pytest.raises(ingest.IngestError, match=r"p\.csv column 'f1' has 'abc' in data row 5; expected a number"):
+    hint = "If the column holds text such as '12.5%', '$1,200' or '700-704', name it in schema.parse"
+    with pytest.raises(ingest.IngestError, match=r"p\.csv column 'f1' has 'abc' on line 6; expected a number\.") as err:
         ingest.from_csv(data, "p.csv", BLOBS_SCHEMA)
+    assert hint in str(err.value)
 
 
 def test_parquet_partition_is_projected_and_checked():

@@ -32,6 +32,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from steps import StepError
+from steps.ingest import resolve_features
 
 TASKS = ("classification", "regression", "reconstruction")
 
@@ -103,6 +104,7 @@ def fit_encoding(table: pa.Table, schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("image"):
         size = int(np.prod(schema["image"]["shape"]))
         return {"columns": [schema["image"]["column"]], "names": [f"pixel_{i}" for i in range(size)], "levels": {}}
+    schema = resolve_features(schema, table.column_names)  # features: null -> every other column
     levels = {
         c: sorted({v for v in table.column(c).to_pylist() if v is not None})
         for c in schema["features"]
@@ -122,8 +124,9 @@ def features(table: pa.Table, schema: dict[str, Any], encoding: dict[str, Any] |
         flat = column.flatten().to_numpy(zero_copy_only=False)
         return flat.astype(np.float32).reshape(len(column), column.type.list_size)  # a writable copy
     levels = (encoding or {}).get("levels", {})
+    columns = encoding["columns"] if encoding else resolve_features(schema, table.column_names)["features"]
     parts = []
-    for col in schema["features"]:
+    for col in columns:
         values = table.column(col).to_numpy(zero_copy_only=False)
         if col in levels:
             parts.append(np.stack([values == level for level in levels[col]], axis=1).reshape(len(values), -1))
