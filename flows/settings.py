@@ -8,7 +8,7 @@ depend on the model module or the generated source.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -61,20 +61,23 @@ class Train(Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     epochs: int = Field(ge=1)
     batch_size: int = Field(ge=0)
-    optimizer: Literal["adam", "sgd", "rmsprop", "none"]
+    optimizer: Literal["adam", "sgd", "rmsprop", "lbfgs", "none"]
     lr: Float = Field(ge=0.0)
     weight_decay: Float = Field(default=0.0, ge=0.0)
     schedule: Literal["cosine", "constant"] = "constant"
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     patience: int = Field(default=0, ge=0)
     warm_start: bool = False
+    # A binary classifier predicts class 1 from this probability: a value, or tuned on validation.
+    threshold: Literal["f1", "youden"] | Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
 
     @model_validator(mode="after")
     def _gradient_settings(self) -> Train:
-        # optimizer 'none' (a closed-form or tree model) ignores batch size and learning rate.
-        if self.optimizer != "none" and self.batch_size < 1:
+        # 'none' (a closed-form or tree model) ignores batch size and learning rate; 'lbfgs' is
+        # full-batch with a line search.
+        if self.optimizer not in ("none", "lbfgs") and self.batch_size < 1:
             raise ValueError(f"batch_size is {self.batch_size}; with optimizer {self.optimizer!r} it must be ≥ 1")
-        if self.optimizer != "none" and self.lr <= 0:
+        if self.optimizer not in ("none", "lbfgs") and self.lr <= 0:
             raise ValueError(f"lr is {self.lr}; with optimizer {self.optimizer!r} it must be > 0")
         return self
 

@@ -47,6 +47,9 @@ def metrics(y: np.ndarray, proba: np.ndarray, classes: list, threshold: float | 
             "roc_auc": round(float(roc_auc_score(y, proba[:, 1])), 6) if len(set(y)) == 2 else None,
             "threshold": threshold,
         }
+        if threshold is not None and threshold != 0.5:  # a tuned cut: the plain one beside it
+            at_half = metrics(y, proba, classes, 0.5)
+            result |= {"accuracy_at_0_5": at_half["accuracy"], "f1_at_0_5": at_half["f1"]}
     return result
 
 

@@ -1,5 +1,6 @@
 """train: turn train/val tables into arrays, fit the model that params name, and for a binary
-classifier choose the decision threshold on the validation set (never on test)."""
+classifier set the decision threshold (``train.threshold``: fixed, or tuned on the validation
+set, never on test)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,19 @@ from steps import models
 from steps.models import Data, Epoch, Fitted, OnEpoch
 
 
-def choose_threshold(y: np.ndarray, p1: np.ndarray) -> float:
-    """The probability cut that maximises F1 for class 1 on (validation) labels ``y``."""
+def choose_threshold(rule: str | float, y: np.ndarray, p1: np.ndarray) -> float:
+    """The probability of class 1 from which a binary classifier predicts class 1: a fixed value,
+    or the cut that maximises F1 ('f1') or Youden's J = TPR - FPR ('youden') on (validation)
+    labels ``y``. Tuned cuts follow a small validation set's noise: 0.5 is the default."""
+    if not isinstance(rule, str):
+        return float(rule)
+    if rule == "youden":
+        from sklearn.metrics import roc_curve
+
+        if len(set(y.tolist())) < 2:
+            return 0.5
+        fpr, tpr, cuts = roc_curve(y, p1)
+        return float(min(1.0, cuts[int(np.argmax(tpr - fpr))]))
     best, best_f1 = 0.5, -1.0
     for cut in np.unique(np.round(p1, 4)):
         predicted = p1 >= cut
@@ -74,7 +86,9 @@ def train(
         spec["warm_start"] = {"used": reason is None, "reason": reason or "same architecture"}
     fitted = module.fit(data, spec, params, on_epoch)
     if classes is not None and len(classes) == 2:
-        fitted.spec["threshold"] = choose_threshold(data.y_val, module.predict(fitted, data.x_val)[:, 1])
+        rule = params.get("threshold", 0.5)
+        fitted.spec["threshold"] = choose_threshold(rule, data.y_val, module.predict(fitted, data.x_val)[:, 1])
+        fitted.spec["threshold_rule"] = rule
     return fitted
 
 

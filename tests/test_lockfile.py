@@ -123,3 +123,15 @@ def test_a_kill_while_dvc_writes_the_lock_loses_nothing(tmp_path):
 
 def problem_of(repo: Path) -> str | None:
     return lockfile.problem((repo / "dvc.lock").read_text())
+
+
+def test_the_venvs_dvc_runs_stages_with_the_venvs_python_without_activation(tmp_path):
+    run(["git", "init", "-q"], tmp_path)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    run([dvc, "init", "-q"], tmp_path)
+    (tmp_path / "dvc.yaml").write_text(
+        "stages:\n  which:\n    cmd: python -c \"import sys; print(sys.prefix)\" > out.txt\n    outs: [out.txt]\n"
+    )
+    bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # as `.venv/bin/dvc repro` from a fresh shell
+    run([dvc, "repro", "-q"], tmp_path, env=bare)
+    assert (tmp_path / "out.txt").read_text().strip() == sys.prefix

@@ -115,3 +115,18 @@ def test_every_model_module_has_the_protocol(name):
     for attr in ("TASK", "fit", "predict", "to_onnx"):
         assert hasattr(module, attr), f"steps/models/{name}.py lacks {attr}"
     assert hasattr(module, "coefficients") == hasattr(module, "predict_coefficients")
+
+
+def test_logistic_with_lbfgs_reaches_scikit_learns_optimum():
+    from sklearn.linear_model import LogisticRegression
+
+    params, sets = prepared("loans", 3000)
+    assert params["train"]["optimizer"] == "lbfgs"
+    fitted = train.train(sets["train"], sets["val"], params["schema"], params["model"], params["train"])
+    x = {k: models.features(t, params["schema"], fitted.spec["encoding"]).astype(np.float64) for k, t in sets.items()}
+    y = models.labels(sets["train"], "defaulted", fitted.spec["classes"])
+    mean, std = x["train"].mean(axis=0), x["train"].std(axis=0)
+    theirs = LogisticRegression(C=np.inf, max_iter=10_000, tol=1e-10).fit((x["train"] - mean) / std, y)
+    ours = models.module("logistic").predict(fitted, x["test"].astype(np.float32))[:, 1]
+    assert np.abs(ours - theirs.predict_proba((x["test"] - mean) / std)[:, 1]).max() < 1e-3
+    assert len(fitted.history) < params["train"]["epochs"]  # it stopped because it converged

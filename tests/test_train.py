@@ -69,10 +69,13 @@ def test_weights_round_trip_through_safetensors(sets):
     assert np.array_equal(mlp.predict(again, x), mlp.predict(fitted, x))
 
 
-def test_a_binary_classifier_gets_its_threshold_from_validation():
+def test_a_binary_classifier_threshold_is_fixed_or_tuned_on_validation_as_params_say():
     y = np.array([0, 0, 1, 1, 1])
     p1 = np.array([0.1, 0.35, 0.3, 0.8, 0.9])
-    assert train.choose_threshold(y, p1) == 0.3  # catches every positive at one false positive
+    assert train.choose_threshold("f1", y, p1) == 0.3  # catches every positive at one false positive
+    assert train.choose_threshold("youden", y, p1) == 0.8  # TPR 2/3 at FPR 0: J = 0.67 beats 1 - 1/2
+    assert train.choose_threshold(0.5, y, p1) == 0.5
+    assert train.choose_threshold(0.7, y, p1) == 0.7
 
 
 def test_unknown_label_and_bad_params_are_clear_errors(sets):

@@ -58,9 +58,18 @@ def pick_device(wanted: str) -> torch.device:
 
 def _optimizer(params: dict[str, Any], weights) -> torch.optim.Optimizer:
     kinds = {"rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+    if params["optimizer"] == "lbfgs":
+        # Full-batch quasi-Newton with a line search: a convex model (logistic, linear) reaches its
+        # optimum, where SGD stops wherever the epochs run out.
+        return torch.optim.LBFGS(weights, lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20, tolerance_grad=1e-9,
+                                 tolerance_change=1e-12, line_search_fn="strong_wolfe")  # fmt: skip
     if params["optimizer"] not in kinds:
-        raise StepError(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)}")
+        raise StepError(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)} or 'lbfgs'")
     return kinds[params["optimizer"]](weights, lr=params["lr"], weight_decay=params["weight_decay"])
+
+
+LBFGS_ITERATIONS = 20  # per epoch: an epoch of L-BFGS is this many full-batch iterations
+CONVERGED = 1e-9  # L-BFGS stops when an epoch lowers the train loss by less than this, relatively
 
 
 LOSSES = {"cross_entropy": nn.functional.cross_entropy, "mse": nn.functional.mse_loss}
@@ -90,7 +99,9 @@ def fit(
     on_epoch: OnEpoch | None,
 ) -> Fitted:
     """Train the net ``net_for()`` builds with ``params`` (seed, device, epochs, batch_size,
-    optimizer, lr, weight_decay, schedule, monitor, patience) and keep its best validation epoch.
+    optimizer, lr, weight_decay, schedule, monitor, patience: 0 for none) and keep its best
+    validation epoch; with optimizer 'lbfgs', full-batch L-BFGS until the train loss stops
+    falling, keeping the last weights (the optimum of a convex model).
 
     ``loss`` 'cross_entropy' learns class indices; 'mse' learns ``data.y`` or, when y has no
     columns, the (normalised) input itself. Randomness comes from ``params['seed']`` alone.
@@ -115,10 +126,13 @@ def fit(
             net.load_state_dict({k.removeprefix("net."): torch.from_numpy(v) for k, v in data.start.items()})
         net = net.to(device)
         optimizer = _optimizer(params, net.parameters())
-        batch = params["batch_size"]
+        lbfgs = isinstance(optimizer, torch.optim.LBFGS)
+        batch = len(x_train) if lbfgs else params["batch_size"]
         steps = params["epochs"] * math.ceil(len(x_train) / batch)
         schedule = (
-            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps) if params["schedule"] == "cosine" else None
+            torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+            if params["schedule"] == "cosine" and not lbfgs
+            else None
         )
         order = torch.Generator().manual_seed(params["seed"])
         loss_fn = LOSSES[loss]
@@ -127,13 +141,15 @@ def fit(
         if data.resume is not None:
             loop = _restore(data.resume, net, optimizer, schedule, order, fitted, device)
         for epoch in range(len(fitted.history) + 1, params["epochs"] + 1):
-            if loop["waited"] >= params["patience"]:
-                break  # an interrupted run had already stopped early
+            if (params["patience"] and loop["waited"] >= params["patience"]) or loop.get("converged"):
+                break  # stopped early (or converged), maybe before an interruption
             started = time.perf_counter()
             net.train()
             perm = torch.randperm(len(x_train), generator=order).to(device)
             total = torch.zeros((), device=device)
-            for i in range(0, len(x_train), batch):
+            if lbfgs:
+                total += _lbfgs_epoch(net, optimizer, loss_fn, x_train, y_train, params["weight_decay"]) * len(x_train)
+            for i in range(0, len(x_train), batch) if not lbfgs else ():
                 idx = perm[i : i + batch]
                 optimizer.zero_grad()
                 step_loss = loss_fn(net(x_train[idx]), y_train[idx])
@@ -155,7 +171,13 @@ def fit(
             score = getattr(record, params["monitor"])
             if score is None:
                 raise StepError(f"train: monitor {params['monitor']!r} needs a classifier; use 'val_loss'")
-            if loop["best_score"] is None or better[params["monitor"]](score, loop["best_score"]):
+            if lbfgs:  # solved to convergence: the last weights are the optimum, not the best epoch
+                previous = fitted.history[-2].train_loss if len(fitted.history) > 1 else None
+                converged = previous is not None and previous - record.train_loss <= CONVERGED * max(1.0, abs(previous))
+                loop = {"best_score": score, "best_state": copy.deepcopy(net.state_dict()), "waited": 0,
+                        "converged": converged}  # fmt: skip
+                fitted.best_epoch = epoch
+            elif loop["best_score"] is None or better[params["monitor"]](score, loop["best_score"]):
                 loop = {"best_score": score, "best_state": copy.deepcopy(net.state_dict()), "waited": 0}
                 fitted.best_epoch = epoch
             else:
@@ -168,6 +190,23 @@ def fit(
     fitted.arrays = arrays_of(net, data)
     fitted.state = None
     return fitted
+
+
+def _lbfgs_epoch(net, optimizer, loss_fn, x: torch.Tensor, y: torch.Tensor, weight_decay: float) -> torch.Tensor:
+    """One epoch of full-batch L-BFGS; the train loss (mean, without the penalty) after it.
+    ``weight_decay`` is an L2 penalty of weight_decay / 2 * |W|² on the weights, not the biases."""
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = loss_fn(net(x), y)
+        if weight_decay:
+            loss = loss + weight_decay / 2 * sum((w**2).sum() for n, w in net.named_parameters() if "weight" in n)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        return loss_fn(net(x), y)
 
 
 def _state(net, optimizer, schedule, order, fitted: Fitted, loop: dict, device: torch.device) -> dict[str, Any]:
@@ -197,7 +236,7 @@ def _restore(state: dict[str, Any], net, optimizer, schedule, order, fitted: Fit
         torch.cuda.set_rng_state(state["cuda_rng"], device)
     fitted.history = [Epoch(**e) for e in state["history"]]
     fitted.best_epoch = state["best_epoch"]
-    return {k: state[k] for k in ("best_score", "best_state", "waited")}
+    return {k: state[k] for k in ("best_score", "best_state", "waited", "converged") if k in state}
 
 
 def state_to_bytes(state: dict[str, Any]) -> bytes:
