@@ -248,6 +248,14 @@ def from_csv(data: bytes, partition: str, schema: dict[str, Any], info: dict | N
             ),
         )
     except pa.ArrowInvalid as err:
+        if "straddling" in str(err):  # a "line" bigger than Arrow's block: no line breaks where expected
+            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+            lengths = np.diff(np.concatenate([[-1], ends, [len(data)]]))
+            longest = int(np.argmax(lengths))
+            raise IngestError(
+                f"ingest: {partition} line {longest + 1 + leading} is {lengths[longest] / 1e6:.1f} MB long; "
+                "expected one record per line (is it a CSV file with line breaks?)"
+            ) from None
         raise IngestError(f"ingest: {partition} is not a well-formed CSV file: {err}") from None
     rows = [n for n in lines.rows if n not in malformed]
     if len(rows) != raw.num_rows:  # line counting and Arrow disagree: number the rows instead

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from steps import models
+from steps import StepError, models
 from steps.models import Data, Epoch, Fitted, OnEpoch
 
 
@@ -58,6 +58,11 @@ def train(
     module = models.module(model_params["name"])
     label = schema["label"]
     classes = sorted(set(train_set.column(label).to_pylist())) if module.TASK == "classification" else None
+    if classes is not None and len(classes) < 2:
+        raise StepError(
+            f"train: the label '{label}' has {len(classes)} class(es) in the train rows "
+            f"({', '.join(map(repr, classes)) or 'none'}); a classifier needs at least two"
+        )
     encoding = models.fit_encoding(train_set, schema)
     x = models.features(train_set, schema, encoding)
     mean, std = models.fit_normalizer(x, model_params.get("normalize", "none"))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import run
+from conftest import blobs_csv, make_repo, only_workloads, run
 
 WORKLOADS = ("iris", "blobs", "sales", "loans", "forest", "digits")
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
@@ -158,3 +158,33 @@ def test_a_user_points_a_workload_at_their_own_parquet_with_dvc_exp_run(tmp_path
     assert "data/mine/shapes.parquet" in lineage["stages"]["ingest"]["deps"]
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     assert "mine" in json.dumps(shown) and "data/mine/shapes.parquet" in json.dumps(shown)
+
+
+def test_raw_data_tracked_by_dvc_comes_back_with_an_old_revision(tmp_path: Path):
+    """README "Version your raw data": `dvc add` the raw folder, and an old revision's model can be
+    reproduced after the raw file was overwritten."""
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+    raw = repo / "data/blobs/raw"
+
+    def track_and_commit(message: str) -> None:
+        run(["dvc", "add", "-q", "data/blobs/raw"], repo)
+        run(git + ["add", "data/blobs/raw.dvc", "data/blobs/.gitignore"], repo)
+        run(git + ["commit", "-qm", message], repo)
+
+    run(git + ["rm", "-r", "-q", "--cached", "data/blobs/raw"], repo)
+    track_and_commit("raw data in DVC")
+    run(["dvc", "repro", "ingest@blobs"], repo)
+    first = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest@blobs"]
+    old_bytes = (raw / "part-2.csv").read_bytes()
+
+    (raw / "part-2.csv").write_text(blobs_csv(70, seed=9))  # the user overwrites an export
+    track_and_commit("new export")
+    run(["dvc", "repro", "ingest@blobs"], repo)
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest@blobs"] != first
+
+    run(["git", "checkout", "-q", "HEAD~1"], repo)
+    run(["dvc", "checkout", "-q", "data/blobs/raw.dvc"], repo)
+    assert (raw / "part-2.csv").read_bytes() == old_bytes
+    run(["dvc", "repro", "ingest@blobs"], repo)
+    assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest@blobs"] == first

@@ -130,7 +130,7 @@ def test_the_venvs_dvc_runs_stages_with_the_venvs_python_without_activation(tmp_
     dvc = str(Path(sys.executable).parent / "dvc")
     run([dvc, "init", "-q"], tmp_path)
     (tmp_path / "dvc.yaml").write_text(
-        "stages:\n  which:\n    cmd: python -c \"import sys; print(sys.prefix)\" > out.txt\n    outs: [out.txt]\n"
+        'stages:\n  which:\n    cmd: python -c "import sys; print(sys.prefix)" > out.txt\n    outs: [out.txt]\n'
     )
     bare = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}  # as `.venv/bin/dvc repro` from a fresh shell
     run([dvc, "repro", "-q"], tmp_path, env=bare)

@@ -144,3 +144,26 @@ def test_predictions_name_each_row_give_probabilities_and_cannot_run_in_a_spread
         "p.csv:2,'=cmd|' /C calc'!A0,b,0.3,0.7",
         "'@sum,b,b,0.1,0.9",
     ]
+
+
+def test_a_file_without_line_breaks_names_the_long_line():
+    data = b"f1,f2,kind\n1,2,a\n" + b"1" * 3_000_000
+    with pytest.raises(ingest.IngestError) as err:
+        ingest.from_csv(data, "a.csv", BLOBS_SCHEMA)
+    assert str(err.value) == (
+        "ingest: a.csv line 3 is 3.0 MB long; expected one record per line (is it a CSV file with line breaks?)"
+    )
+
+
+def test_a_label_with_one_class_is_a_clear_error():
+    from conftest import TINY_MODEL, TINY_TRAIN
+
+    from steps import train
+    from steps.models import StepError
+
+    table = ingest.from_csv(b"f1,f2,kind\n" + b"".join(b"%d,%d,a\n" % (i, i) for i in range(20)), "a.csv", BLOBS_SCHEMA)
+    with pytest.raises(StepError) as err:
+        train.train(table, table, BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN)
+    assert str(err.value) == (
+        "train: the label 'kind' has 1 class(es) in the train rows ('a'); a classifier needs at least two"
+    )
