@@ -6,16 +6,15 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-from prefect import flow
 
-from flows.common import load_params, log, parquet_bytes, read_table, report, write_atomic, write_json
+from flows.common import load_params, log, parquet_bytes, read_table, report, stage_flow, write_atomic, write_json
 from steps.clean import check_share
 from steps.clean import clean as clean_rows
 from steps.figures import pairplot_png
 from steps.ingest import profile, resolve_features
 
 
-@flow(name="clean", flow_run_name="clean@{workload}", persist_result=False)
+@stage_flow("clean")
 def clean(workload: str, ingested: Path, out: Path) -> dict:
     """Write ``out``/clean.parquet, quarantine.parquet, report.json (a DVC metric), and the data
     profile: profile.json (type, missing, min/max/mean per column) and pairplot.png."""

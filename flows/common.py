@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +78,30 @@ def load_params(workload: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
     if workload not in workloads:
         raise InputError(f"{path} has no workload '{workload}'; it has: {', '.join(workloads) or 'none'}")
     return workloads[workload]
+
+
+def stage_flow(name: str) -> Callable:
+    """The Prefect flow of stage ``name``, run as '<name>@<workload>'. When the stage refuses its
+    input (a StepError), the run's first log line is that one-line error (which stage, what,
+    where); Prefect's traceback follows it, once."""
+    from prefect import flow
+
+    def wrap(fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def body(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except StepError as err:
+                from prefect.context import FlowRunContext
+
+                if FlowRunContext.get() is not None:  # untracked, `python -m flows` prints it
+                    workload = inspect.signature(fn).bind_partial(*args, **kwargs).arguments.get("workload")
+                    log().error("%s@%s failed: %s", name, workload, err)
+                raise
+
+        return flow(name=name, flow_run_name=name + "@{workload}", persist_result=False)(body)
+
+    return wrap
 
 
 def log() -> logging.Logger | logging.LoggerAdapter:

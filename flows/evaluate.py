@@ -19,9 +19,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from prefect import flow
 
-from flows.common import load_params, read_table, report, require, write_atomic, write_json
+from flows.common import load_params, read_table, report, require, stage_flow, write_atomic, write_json
 from steps import evaluate as steps
 from steps import figures, models
 
@@ -84,7 +83,7 @@ def _reconstruction(fitted, test, schema, params, x, module, title) -> dict[str,
 TASKS = {"classification": _classification, "regression": _regression, "reconstruction": _reconstruction}
 
 
-@flow(name="evaluate", flow_run_name="evaluate@{workload}", persist_result=False)
+@stage_flow("evaluate")
 def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
     """Write ``out``/ metrics.json, details.json, predictions.csv, curve.csv, figure.png, loss.png."""
     params = load_params(workload)

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from prefect import flow
 
-from flows.common import InputError, load_params, log, parquet_bytes, replace_dir, report, write_json
+from flows.common import InputError, load_params, log, parquet_bytes, replace_dir, report, stage_flow, write_json
 from steps import ingest as steps
 from steps import sources
 
@@ -103,7 +102,7 @@ def builtin(manifest: Path, schema: dict, source: dict | None) -> dict:
     raise InputError(f"ingest: {manifest} names builtin {name!r}; expected iris, mnist, {', '.join(generators)}")
 
 
-@flow(name="ingest", flow_run_name="ingest@{workload}", persist_result=False)
+@stage_flow("ingest")
 def ingest(workload: str, raw: Path, out: Path) -> dict:
     """Read every partition under ``raw``; write ``out``/<partition>.parquet and profile.json."""
     params = load_params(workload)

@@ -57,6 +57,10 @@ def _gate(publish_stage) -> str:
     return "promoted" if result["status"] == "champion" else "rejected"
 
 
+class StageFailed(StepError):
+    """A stage of the pipeline refused its input or failed: the stage's one-line error."""
+
+
 class Busy(StepError):
     """The checkout is locked by another run."""
 
@@ -132,15 +136,23 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
         stage.remove_outs(ignore_remove=False, force=False)
         try:
             repo.stage_cache.restore(stage, pull=pull)
-            logger.info("%s: restored from DVC's run-cache", name)
-            outcome[name] = "restored"
+            restored = True
         except RunCacheNotFoundError:
-            if name in pools:
+            restored = False
+        # Run outside the except block: a failing stage's error is not chained to the cache miss.
+        try:
+            if restored:
+                logger.info("%s: restored from DVC's run-cache", name)
+                outcome[name] = "restored"
+            elif name in pools:
                 send_to_worker(repo, graph, stage, pools[name])
                 outcome[name] = "worker"
             else:
                 run_stage(_command(stage))
                 outcome[name] = "ran"
+        except StepError as err:
+            logger.error("%s failed: %s", name, err)
+            raise StageFailed(f"{name} failed: {err}") from None
         lockfile.snapshot()  # the lock as it is before DVC rewrites it in place
         repo.commit(name, force=True)
     # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.

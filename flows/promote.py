@@ -25,9 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from prefect import flow
-
-from flows.common import InputError, check_name, load_params, log, read_table, report, require, write_json
+from flows.common import InputError, check_name, load_params, log, read_table, report, require, stage_flow, write_json
 from steps import models
 from steps import promote as steps
 from steps.publish import OUTPUTS, onnx_predict
@@ -114,7 +112,7 @@ def _score(model_dir: Path, test, schema: dict, metric: str) -> float:
     return steps.score(task, metric, y, prediction, spec["classes"], spec.get("threshold"))
 
 
-@flow(name="promote", flow_run_name="promote@{workload}", persist_result=False)
+@stage_flow("promote")
 def promote(workload: str, split: Path, publish: Path) -> dict:
     """Register the model in ``publish`` as a new version of ``workload``: champion if it beats
     the current champion on the test holdout in ``split`` by ``promote.margin`` of

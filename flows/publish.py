@@ -9,7 +9,6 @@ import shutil
 from pathlib import Path
 
 import yaml
-from prefect import flow
 
 from flows.common import (
     attach,
@@ -21,6 +20,7 @@ from flows.common import (
     report,
     require,
     run_record,
+    stage_flow,
 )
 from flows.evaluate import load_model
 from steps import models
@@ -29,7 +29,7 @@ from steps import publish as steps
 LOCK_FILE = Path("dvc.lock")
 
 
-@flow(name="publish", flow_run_name="publish@{workload}", persist_result=False)
+@stage_flow("publish")
 def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) -> dict:
     """Write ``out``/ model.onnx (+ encoder/decoder for autoencoders), coefficients.json (linear
     models), model.safetensors, model.json, model_card.md, lineage.json.

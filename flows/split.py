@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prefect import flow
-
-from flows.common import load_params, parquet_bytes, read_table, replace_dir, report, write_json
+from flows.common import load_params, parquet_bytes, read_table, replace_dir, report, stage_flow, write_json
 from steps import split as steps
 
 
-@flow(name="split", flow_run_name="split@{workload}", persist_result=False)
+@stage_flow("split")
 def split(workload: str, clean: Path, out: Path) -> dict:
     """Write ``out``/{train,val,test}.parquet and report.json."""
     params = load_params(workload)

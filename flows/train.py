@@ -6,10 +6,19 @@ import os
 from pathlib import Path
 
 import torch
-from prefect import flow
 from tqdm import tqdm
 
-from flows.common import load_params, log, read_table, remove_leftovers, report, require, run_record, write_atomic
+from flows.common import (
+    load_params,
+    log,
+    read_table,
+    remove_leftovers,
+    report,
+    require,
+    run_record,
+    stage_flow,
+    write_atomic,
+)
 from steps import models
 from steps import train as steps
 from steps.models import torchnet
@@ -18,7 +27,7 @@ from steps.models.torchnet import pick_device
 CHECKPOINTS = Path(".cairn") / "checkpoints"
 
 
-@flow(name="train", flow_run_name="train@{workload}", persist_result=False)
+@stage_flow("train")
 def train(workload: str, split: Path, out: Path) -> dict:
     """Write ``out``/model.safetensors, model.json and history.csv; checkpoint every epoch."""
     params = load_params(workload)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_repo, run
+from conftest import blobs_csv, make_repo, only_workloads, run
 
 from flows.pipeline import pipeline
 
@@ -139,3 +140,31 @@ def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
     weights = (repo / folder / "model.safetensors").read_bytes()
     assert spec["warm_start"] == {"used": True, "reason": "same architecture", "champion": version,
                                   "weights_sha256": hashlib.sha256(weights).hexdigest()}  # fmt: skip
+
+
+def test_a_failing_stage_says_what_failed_in_one_line_first(tmp_path, harness):
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.pipeline import StageFailed
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+    (repo / "data/blobs/raw/part-2.csv").write_text(blobs_csv(60, seed=2, bad={i: "NaN" for i in range(1, 31)}))
+    expected = "clean: 31 of 150 rows (20.7%) are bad, more than max_quarantined 10.0%; first: row 'part-1.csv:5'"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        with pytest.raises(StageFailed, match=r"^clean@blobs failed: " + re.escape(expected)):
+            pipeline(["blobs"])
+    with get_client(sync_client=True) as client:
+        runs = {r.name: r for r in client.read_flow_runs(limit=200)}
+        clean, parent = runs["clean@blobs"], runs["pipeline: blobs"]
+        assert clean.state.is_failed() and expected in clean.state.message
+        assert parent.state.is_failed() and "clean@blobs failed: " + expected in parent.state.message
+        for run_, first in ((clean, "clean@blobs failed: " + expected), (parent, "clean@blobs failed: " + expected)):
+            for _ in range(40):  # logs reach the API in batches, a moment after the run ends
+                logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_.id])))
+                errors = [entry.message for entry in sorted(logs, key=lambda e: e.timestamp) if entry.level >= 40]
+                if errors:
+                    break
+                time.sleep(0.5)
+            assert errors[0].startswith(first), errors[:2]
+            assert not any("During handling of the above" in m or "RunCacheNotFoundError" in m for m in errors)
