@@ -68,6 +68,7 @@ class Train(Section):
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     patience: int = Field(default=0, ge=0)
     warm_start: bool = False
+    threads: int = Field(default=2, ge=1)  # CPU threads: part of what fixes the model's bytes
     # A binary classifier predicts class 1 from this probability: a value, or tuned on validation.
     threshold: Literal["f1", "youden"] | Annotated[float, Field(gt=0.0, lt=1.0)] = 0.5
 

@@ -35,10 +35,14 @@ def train(workload: str, split: Path, out: Path) -> dict:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
     device = pick_device(params["train"]["device"])
+    # The kernels decide the bytes: the instruction set (flows/__init__.py) and the thread count
+    # that splits reductions. Both go into model.json; on CUDA the GPU model is the boundary.
+    torch.set_num_threads(params["train"].get("threads", 2))
+    kernels = {"device": device.type, "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+               "threads": torch.get_num_threads()}  # fmt: skip
     logger = log()
-    logger.info(
-        "train@%s: %s on %s (%d CPU threads)", workload, params["model"]["name"], device, torch.get_num_threads()
-    )
+    logger.info("train@%s: %s on %s (%s kernels, %d CPU threads)", workload, params["model"]["name"], device,
+                kernels["cpu_isa"], kernels["threads"])  # fmt: skip
 
     start, source = _warm_start(workload) if params["train"].get("warm_start") else (None, None)
     checkpoint = CHECKPOINTS / workload / "last.pt"
@@ -78,6 +82,7 @@ def train(workload: str, split: Path, out: Path) -> dict:
         verb = "started from" if fitted.spec["warm_start"]["used"] else "did not start from"
         logger.info("train@%s: %s champion v%d's weights (%s)", workload, verb, source["champion"],
                     fitted.spec["warm_start"]["reason"])  # fmt: skip
+    fitted.spec["kernels"] = kernels
     write_atomic(out / "model.safetensors", models.to_bytes(fitted))
     write_atomic(out / "model.json", models.spec_json(fitted.spec))
     write_atomic(out / "history.csv", steps.history_csv(fitted.history))

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 import yaml
 
+import flows  # noqa: F401 - before any test imports torch: it pins the CPU kernels (flows/__init__.py)
+
 ROOT = Path(__file__).resolve().parent.parent
 # Tests run offline: no telemetry calls from Prefect's test server.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

@@ -71,6 +71,9 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
     assert lineage["checks"]["ONNX (onnxruntime)"]["label_agreement"] == 1.0
     card = (publish / "model_card.md").read_text()
     assert "# Model card: iris" in card and "| accuracy |" in card
+    # what fixes the bytes of a trained model, recorded with it
+    kernels = json.loads((publish / "model.json").read_text())["kernels"]
+    assert kernels == {"device": "cpu", "cpu_isa": "AVX2", "threads": 2}
 
 
 def test_published_files_say_how_to_use_them_without_cairn(repro_repo: Path):

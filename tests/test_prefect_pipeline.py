@@ -147,6 +147,7 @@ def test_a_failing_stage_says_what_failed_in_one_line_first(tmp_path, harness):
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     from flows.pipeline import StageFailed
+
     repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
     (repo / "data/blobs/raw/part-2.csv").write_text(blobs_csv(60, seed=2, bad={i: "NaN" for i in range(1, 31)}))
     expected = "clean: 31 of 150 rows (20.7%) are bad, more than max_quarantined 10.0%; first: row 'part-1.csv:5'"

@@ -135,3 +135,12 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(sets):
     assert [e.epoch for e in resumed.history] == list(range(1, 10))
     assert train.history_csv(resumed.history) == train.history_csv(whole.history)
     assert models.to_bytes(resumed) == models.to_bytes(whole)  # dropout, shuffling, Adam, schedule: all as before
+
+
+def test_every_cairn_process_trains_with_the_avx2_kernels():
+    import subprocess
+    import sys
+
+    probe = "import flows, torch; print(torch.backends.cpu.get_cpu_capability())"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "AVX2"  # on any x86-64 CPU with AVX2, AVX-512 or not
