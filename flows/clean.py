@@ -7,7 +7,17 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from flows.common import load_params, log, parquet_bytes, read_table, report, stage_flow, write_atomic, write_json
+from flows.common import (
+    attach,
+    load_params,
+    log,
+    parquet_bytes,
+    read_table,
+    report,
+    stage_flow,
+    write_atomic,
+    write_json,
+)
 from steps.clean import check_share
 from steps.clean import clean as clean_rows
 from steps.figures import pairplot_png
@@ -46,4 +56,5 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
             out / "quarantine.parquet",
         )
     report(f"clean-{workload}", f"clean@{workload}", result.report)
+    attach(f"clean-{workload}", images={"pairplot": out / "pairplot.png"})
     return result.report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import inspect
 import json
@@ -144,18 +145,22 @@ def report(key: str, title: str, summary: dict[str, Any]) -> None:
         )
 
 
-def attach(key: str, markdown: str, links: dict[str, Path] | None = None) -> None:
-    """In a tracked run, attach a Markdown document (a model card) and links to files (plots)
-    to the run, so the Prefect UI shows them; outside one, do nothing."""
+def attach(key: str, markdown: str | None = None, images: dict[str, Path] | None = None) -> None:
+    """In a tracked run, attach a Markdown document (a model card) and PNG figures to the run, so
+    the Prefect UI shows them in the run's Artifacts tab; outside one, do nothing. A figure goes
+    as an image artifact whose URL is the PNG itself (a data: URL): it shows in any browser that
+    reaches the Prefect server, with no file server and no path on the worker's disk."""
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact
+    from prefect.artifacts import create_image_artifact, create_markdown_artifact
 
-    create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=key)
-    for name, path in (links or {}).items():
-        create_link_artifact(key=artifact_key(key, name), link=path.resolve().as_uri(), link_text=str(path))
+    if markdown is not None:
+        create_markdown_artifact(key=artifact_key(key), markdown=markdown, description=key)
+    for name, path in (images or {}).items():
+        url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+        create_image_artifact(image_url=url, key=artifact_key(key, name), description=f"{key}: {path.name}")
 
 
 def require(path: Path, what: str) -> Path:

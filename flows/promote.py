@@ -25,7 +25,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.common import InputError, check_name, load_params, log, read_table, report, require, stage_flow, write_json
+from flows.common import (
+    InputError,
+    artifact_key,
+    check_name,
+    load_params,
+    log,
+    read_table,
+    report,
+    require,
+    stage_flow,
+    write_json,
+)
 from steps import models
 from steps import promote as steps
 from steps.publish import OUTPUTS, onnx_predict
@@ -171,7 +182,40 @@ def promote(workload: str, split: Path, publish: Path) -> dict:
                                                        entry["status"], verdict.reason)  # fmt: skip
     summary = {"version": version, "status": entry["status"], "reason": verdict.reason, "new": True}
     report(f"promote-{workload}", f"promote@{workload}", summary)
+    history_artifact(workload)
     return summary
+
+
+def history_rows(workload: str) -> list[dict]:
+    """The registry's history of ``workload``, newest first, one row per version: what answers
+    "is this model better than last week's" in the Prefect UI."""
+    rows = []
+    for v in reversed(read_index(workload)["versions"]):
+        ((metric, value),) = v["metric"].items()
+        raw = next(iter(v.get("lineage", {}).get("ingest", {}).values()), None)
+        rows.append({
+            "version": f"v{v['version']}",
+            "registered": v.get("registered_at", "?"),
+            "status": v["status"],
+            metric: round(value, 6),
+            "champion then": "-" if not v.get("champion_then") else f"v{v['champion_then']['version']}: "
+                                                                  f"{v['champion_then'][metric]:.6g}",
+            "reason": v["reason"],
+            "data (ingest md5)": raw or "?",
+            "git revision": v.get("git_revision", "?")[:12],
+            "model sha256": v["model_sha256"][:12],
+        })  # fmt: skip
+    return rows
+
+
+def history_artifact(workload: str) -> None:
+    """The history as a table artifact 'registry-<workload>' (its versions are the UI's history)."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is not None:
+        create_table_artifact(table=history_rows(workload), key=artifact_key("registry", workload),
+                              description=f"{workload}: every registered model, newest first")  # fmt: skip
 
 
 def rollback(workload: str, to: int | None = None) -> dict:

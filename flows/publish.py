@@ -95,7 +95,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         card = steps.model_card(workload, spec, metrics, details, checks, files, lineage, split_report, contract)
         (tmp / "model_card.md").write_text(card)
 
-    plots = {name.split(".")[0]: evaluate / name for name in ("figure.png", "loss.png", "curve.csv")}
+    plots = {name.split(".")[0]: evaluate / name for name in ("figure.png", "loss.png")}
     attach(f"model-card-{workload}", card, plots)
     timing = steps.latency(onnx_files["model.onnx"], x, output)
     run_record(workload, "publish", {"latency_ms": timing, "files": files})

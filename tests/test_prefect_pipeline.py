@@ -58,7 +58,17 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
         assert {f"{kind}-{workload}" for kind in kinds} <= keys, workload
     assert "pipeline" in keys and "metrics" not in keys
     assert by_name["pipeline: all workloads"].parent_task_run_id is None  # named after what it runs
-    assert {"model-card-iris", "model-card-iris-figure", "model-card-digits-loss"} <= keys
+    assert {"model-card-iris", "model-card-iris-figure", "model-card-digits-loss", "clean-iris-pairplot"} <= keys
+    assert {f"registry-{w}" for w in ("iris", "blobs", "sales", "loans", "forest", "digits")} <= keys
+    with get_client(sync_client=True) as client:
+        artifacts = {a.key: a for a in client.read_artifacts(limit=200)}
+    # Figures are in the artifact itself, as PNG data: URLs the UI shows as images on any machine.
+    figure = artifacts["model-card-iris-figure"]
+    assert figure.type == "image" and figure.data.startswith("data:image/png;base64,iVBORw0KGgo")
+    history = artifacts["registry-iris"]
+    assert history.type == "table"
+    (row,) = json.loads(history.data)
+    assert row["version"] == "v1" and row["status"] == "champion" and set(row) >= {"git revision", "data (ingest md5)"}
 
 
 def test_pipeline_leaves_the_same_lock_as_dvc_repro(pipeline_repo, repro_repo):
