@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 # DVC runs each stage's `python -m flows ...` through the shell: make it find the venv's python.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup init run pipeline serve test test-fast lint bench
+.PHONY: setup init run pipeline serve test test-fast lint bench browser
 
 setup: $(VENV)/.installed
 
@@ -36,8 +36,15 @@ pipeline: init
 serve: init
 	BIN=$(BIN) deploy/serve.sh
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
+
+# Debian's chromium for the UI test (tests/test_ui.py), where apt can install it; else that test
+# is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || ( (apt-get install -y -q --no-install-recommends chromium \
+		|| (apt-get update -q && apt-get install -y -q --no-install-recommends chromium)) >/dev/null 2>&1 \
+		|| echo "note: chromium not installed (needs apt as root); tests/test_ui.py will be skipped" )
 
 # Without the tests marked slow (real Prefect servers, workers, several clones).
 test-fast: setup
