@@ -8,8 +8,9 @@ missing/NaN/infinite value, value out of range.
 
 from __future__ import annotations
 
+import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,20 @@ def _image_reasons(column: pa.ChunkedArray, name: str, lo: float, hi: float) -> 
     return reasons
 
 
+def _row_values(table: pa.Table, columns: list[str], schema: dict[str, Any]) -> Iterator[tuple]:
+    """Per row, what makes two rows the same: the label and feature values; for an image the
+    label and a digest of its pixels (a tuple of 784 floats per row would not fit in memory)."""
+    if not schema.get("image"):
+        return zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+    image = table.column(schema["image"]["column"])
+    filled = pc.fill_null(image, pa.scalar([0.0] * image.type.list_size, image.type))
+    pixels = pc.list_flatten(filled).to_numpy(zero_copy_only=False).reshape(len(image), image.type.list_size)
+    missing = image.is_null().to_numpy(zero_copy_only=False)
+    digests = (None if gone else hashlib.blake2b(row.tobytes(), digest_size=16).digest()
+               for row, gone in zip(pixels, missing, strict=True))  # fmt: skip
+    return zip(*(table.column(c).to_pylist() for c in columns), digests, strict=True)
+
+
 def _first(*lists: list[Reason | None]) -> list[Reason | None]:
     """Per row, the first reason of the lists given in order of precedence."""
     return [next((r for r in row if r is not None), None) for row in zip(*lists, strict=True)]
@@ -178,7 +193,7 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
     duplicates = list(none)
     first_of: dict[tuple, str] = {}
     repeats = 0
-    rows = zip(*(table.column(c).to_pylist() for c in columns), strict=True)
+    rows = _row_values(table, columns, schema)
     for i, key in enumerate(table.column("key").to_pylist()):
         if key in seen_keys:
             duplicates[i] = ("duplicate key", f"duplicate key '{key}'")

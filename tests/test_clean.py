@@ -94,3 +94,19 @@ def test_clean_does_not_change_its_input():
     before = t.to_pylist()
     clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
     assert t.to_pylist() == before
+
+
+def test_image_rows_are_the_same_only_when_their_pixels_are():
+    schema = {"label": "digit", "image": {"column": "px", "shape": [2, 2]}, "range": [0.0, 1.0], "key": None}
+    pixels = np.array([[0, 0.5, 1, 0], [0, 0.5, 1, 0], [0, 0, 0, 0.2]], dtype=np.float32)
+    t = pa.table(
+        {
+            "key": ["a", "b", "c"],
+            "partition": ["p"] * 3,
+            "digit": [1, 1, 1],
+            "px": pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 4),
+        }
+    )
+    assert clean.clean(t, schema, {"max_quarantined": 1.0}).report["duplicate_rows_kept"] == 1  # b, not c
+    deduped = clean.clean(t, schema, {"max_quarantined": 1.0, "dedupe": True})
+    assert deduped.quarantined.column("reason").to_pylist() == ["duplicate of row 'a'"]
