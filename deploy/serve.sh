@@ -35,4 +35,8 @@ for remote_pool in $(python -c "import yaml; print(*sorted(set((yaml.safe_load(o
   echo "work pool '$remote_pool': start its worker in its own clone: prefect worker start --pool $remote_pool"
 done
 prefect --no-prompt deploy --all
+# New raw data as events: a file landing in a raw folder starts its workload's run at once.
+python -m flows watch-files >.cairn-watch-files.log 2>&1 &
+watcher=$!
+trap 'kill $server $watcher 2>/dev/null' EXIT
 prefect worker start --pool "$pool"

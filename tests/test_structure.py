@@ -62,3 +62,39 @@ def test_readme_names_the_two_commands_and_ci_runs_the_tests():
     assert "make test" in (ROOT / ".ci/run").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert "\nrun:" in makefile and "\ntest:" in makefile
+
+
+def _cairn_imports(path: Path) -> set[str]:
+    """The flows/steps modules ``path`` imports (``from a.b import c`` may name module a.b.c)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in out if m.split(".")[0] in ("flows", "steps")}
+
+
+def _code_of(stage: str) -> set[Path]:
+    """Every file of cairn's code that a stage's process runs: its flow module, what that imports,
+    transitively, and the package __init__ files on the way."""
+    seen: set[Path] = set()
+    todo = [Path("flows") / f"{stage}.py"]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        todo += [p / "__init__.py" for p in path.parents if (ROOT / p / "__init__.py").exists()]
+        for module in _cairn_imports(ROOT / path):
+            base = Path(*module.split("."))
+            todo += [f for f in (base / "__init__.py", base.with_suffix(".py")) if (ROOT / f).exists()]
+    return seen
+
+
+def test_every_module_a_stage_runs_is_a_dep_so_a_code_change_reruns_it():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for stage, spec in stages.items():
+        deps = [Path(d) for d in spec["do"]["deps"] if "$" not in d and not d.startswith("data/")]
+        missing = sorted(str(f) for f in _code_of(stage) if not any(f == d or d in f.parents for d in deps))
+        assert not missing, f"dvc.yaml: stage {stage} runs {missing} but does not list them as deps"
