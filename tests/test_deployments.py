@@ -12,7 +12,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, api, free_port, make_repo, project_env, run, start_server, stop, tiny_params
+from conftest import (
+    ROOT,
+    api,
+    blobs_csv,
+    free_port,
+    make_repo,
+    only_workloads,
+    project_env,
+    run,
+    start_server,
+    stop,
+    tiny_params,
+)
 
 from flows.deployments import prefect_yaml
 
@@ -176,3 +188,45 @@ def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(re
     (clone / "data/blobs/raw/part-3.csv").write_text((clone / "data/blobs/raw/part-2.csv").read_text())
     with Repo(".") as repo:
         assert list(new_raw_data(repo)) == ["blobs"]
+
+
+@pytest.mark.slow
+def test_a_file_landing_in_raw_is_an_event_that_starts_its_workloads_run(tmp_path_factory):
+    """watch-files sees a new partition at once and emits cairn.raw.changed; the workload's
+    deployment trigger (prefect.yaml) creates its pipeline run, which the UI shows as started by
+    that event. On a real server, secured as `make serve` secures it."""
+    from flows.server import server_env
+
+    home = tmp_path_factory.mktemp("events")
+    env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))
+    server = start_server(home, env)
+    watcher = None
+    try:
+        repo = make_repo(home / "repo", only_workloads("blobs"))
+        prefect = str(Path(sys.executable).parent / "prefect")
+        run([sys.executable, "-m", "flows", "deployments"], repo, env=env)
+        run([prefect, "work-pool", "create", "cairn", "--type", "process"], repo, env=env)
+        run([prefect, "--no-prompt", "deploy", "--name", "blobs"], repo, env=env)
+        deployment = api(env).get("deployments/name/pipeline/blobs").json()["id"]
+        with open(home / "watch-files.log", "w") as log:
+            watcher = subprocess.Popen([sys.executable, "-m", "flows", "watch-files"], cwd=repo, env=env,
+                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for("watch-files did not start", lambda: "watching" in (home / "watch-files.log").read_text(), 60,
+                 home / "watch-files.log")  # fmt: skip
+        assert flow_runs(env, deployment) == []
+        (repo / "data/blobs/raw/part-3.csv").write_text(blobs_csv(30, seed=5))
+
+        def event():
+            found = api(env).post("events/filter", json={"filter": {"event": {"name": ["cairn.raw.changed"]}}})
+            return found.json()["events"]
+
+        (seen,) = wait_for("no cairn.raw.changed event", event, 60, home / "watch-files.log")
+        assert seen["resource"]["prefect.resource.id"] == "cairn.workload.blobs"
+        assert seen["payload"]["changes"] == ["data/blobs/raw/part-3.csv added"]
+        (started,) = wait_for("the trigger created no run", lambda: flow_runs(env, deployment), 60, home / "server.log")
+        assert started["parameters"] == {"workloads": ["blobs"]}
+        assert started["created_by"]["type"] == "AUTOMATION"  # the UI says what started it
+    finally:
+        if watcher is not None:
+            stop(watcher)
+        stop(server)
