@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import sys
 
+from flows.files import NoSpace
 from steps import StepError
 
 
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except (StepError, UsageError) as err:
         # Bad input: one line that names the file, column and row, and a non-zero exit.
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except NoSpace as err:
+        print(f"error: {err.strerror}", file=sys.stderr)
         return 1
     return 0
 

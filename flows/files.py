@@ -7,6 +7,7 @@ command, where pandas or pyarrow would cost time for nothing.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -39,17 +40,38 @@ def remove_leftovers(path: Path) -> list[Path]:
     return found
 
 
+NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
+
+
+class NoSpace(OSError):
+    """The disk (or quota) filled up while writing an output: nothing was replaced."""
+
+
+@contextlib.contextmanager
+def _space_for(path: Path) -> Iterator[None]:
+    """Turn a full disk while writing ``path`` into NoSpace, one line that names the output."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in NO_SPACE or isinstance(err, NoSpace):
+            raise
+        message = (f"no space left on the device of {path.parent} while writing {path.name} (the old output, "
+                   "if any, is untouched); free space and run again")  # fmt: skip
+        raise NoSpace(err.errno, message) from None
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write ``path`` so that it is either absent/old or complete: temp file, fsync, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o666 & ~UMASK)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        with _space_for(path):
+            os.fchmod(fd, 0o666 & ~UMASK)
+            with os.fdopen(fd, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -71,7 +93,8 @@ def replace_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     os.chmod(tmp, 0o777 & ~UMASK)
     try:
-        yield tmp
+        with _space_for(path):
+            yield tmp
         old = path.with_name(f".{path.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if path.exists():

@@ -18,6 +18,7 @@ from prefect import flow
 
 from flows import lockfile
 from flows.common import log, report, tracked
+from flows.files import NoSpace
 from flows.remote import check_ready, remote_stages, send_to_worker
 from flows.stages import STAGES, UsageError, parse, run_stage
 from steps import StepError
@@ -150,9 +151,10 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
             else:
                 run_stage(_command(stage))
                 outcome[name] = "ran"
-        except StepError as err:
-            logger.error("%s failed: %s", name, err)
-            raise StageFailed(f"{name} failed: {err}") from None
+        except (StepError, NoSpace) as err:
+            message = err.strerror if isinstance(err, NoSpace) else str(err)
+            logger.error("%s failed: %s", name, message)
+            raise StageFailed(f"{name} failed: {message}") from None
         lockfile.snapshot()  # the lock as it is before DVC rewrites it in place
         repo.commit(name, force=True)
     # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.

@@ -238,3 +238,19 @@ def api(env: dict[str, str]) -> httpx.Client:
     if token.status_code == 200:
         client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": me})
     return client
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    """A folder with cairn's code and the tiny params.yaml, for running stages by their command line."""
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    shutil.copytree(ROOT / "flows", tmp_path / "flows")
+    shutil.copytree(ROOT / "steps", tmp_path / "steps")
+    return tmp_path
+
+
+def error_line(result: subprocess.CompletedProcess) -> str:
+    """The one 'error: ...' line a failed command printed (and it printed exactly one)."""
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import ROOT, blobs_csv, project_env, run, tiny_params
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    shutil.copytree(ROOT / "flows", tmp_path / "flows")
-    shutil.copytree(ROOT / "steps", tmp_path / "steps")
-    return tmp_path
+from conftest import blobs_csv, error_line, project_env, run, tiny_params
 
 
 def ingest(workdir: Path, raw: Path):
@@ -30,12 +21,6 @@ def ingest(workdir: Path, raw: Path):
         check=False,
     )
     return result, out
-
-
-def error_line(result) -> str:
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, result.stderr
-    return lines[0]
 
 
 @pytest.mark.parametrize(

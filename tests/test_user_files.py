@@ -14,8 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import yaml
-from conftest import BLOBS_SCHEMA, ROOT, project_env, run, tiny_params
+from conftest import BLOBS_SCHEMA, project_env, run
 
 from steps import ingest
 
@@ -76,14 +75,6 @@ def test_features_null_means_every_column_but_key_and_label():
     schema = BLOBS_SCHEMA | {"features": None}
     table = ingest.from_csv((CORPUS / "tab.tsv").read_bytes(), "t.tsv", schema)
     assert table.schema.names == ["key", "partition", "kind", "f2", "f1", "problem"]  # file order
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Path:
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    shutil.copytree(ROOT / "flows", tmp_path / "flows")
-    shutil.copytree(ROOT / "steps", tmp_path / "steps")
-    return tmp_path
 
 
 def stage(workdir: Path, *args: str):
