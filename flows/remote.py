@@ -17,7 +17,10 @@ import os
 import re
 import subprocess
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from prefect import flow
 
@@ -27,8 +30,35 @@ from steps import StepError
 DEPLOYMENT = "stage-on-worker"
 
 
+T = TypeVar("T")
+
+
 class WorkerError(StepError):
     """A stage could not be reproduced on a worker, or its result not restored here."""
+
+
+# A DVC remote that is briefly unreachable (a network blip, a restarting object store) is
+# transient: each transfer is retried with exponential backoff, about two minutes in all.
+RETRY_DELAYS = (5, 10, 20, 40, 60)
+
+
+def with_retries(what: str, attempt: Callable[[], T], delays: tuple[float, ...] = RETRY_DELAYS,
+                 also: tuple[type, ...] = ()) -> T:  # fmt: skip
+    """``attempt()``, retried after each delay while it fails with an error of DVC or the OS (or
+    one of ``also``); the last failure is raised. Bad input (any other StepError) and a run-cache
+    that has no entry are answers, not faults: raised at once."""
+    from dvc.exceptions import DvcException
+    from dvc.stage.cache import RunCacheNotFoundError
+
+    for delay in (*delays, None):
+        try:
+            return attempt()
+        except also + (DvcException, OSError) as err:
+            if delay is None or isinstance(err, RunCacheNotFoundError):
+                raise
+            log().warning("%s failed (%s); retrying in %g s", what, redact(str(err)).splitlines()[0], delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def redact(text: str) -> str:
@@ -86,7 +116,8 @@ def run_on_worker(stage: str, repo_url: str, rev: str, lock: str | None = None) 
             (clone / "dvc.lock").write_text(lock)
         out = _sh(["dvc", "repro", "--pull", "--single-item", stage], clone)
         ran = f"Running stage '{stage}'" in out
-        _sh(["dvc", "push", "--run-cache", stage], clone)
+        push = ["dvc", "push", "--run-cache", stage]
+        with_retries(f"{stage}: pushing to the DVC remote", lambda: _sh(push, clone), also=(WorkerError,))
     log().info("%s: %s on a worker and pushed with its run-cache", stage, "reproduced" if ran else "found up to date")
     return {"stage": stage, "ran": ran}
 
@@ -181,14 +212,14 @@ def send_to_worker(repo, graph, stage, pool: str) -> None:
     root = Path(repo.root_dir)
     upstream = [s.addressing for s in graph.successors(stage)]  # DVC's edges point to dependencies
     if upstream:
-        repo.push(targets=upstream)  # the worker pulls these
+        with_retries(f"{stage.addressing}: pushing its inputs to the DVC remote", lambda: repo.push(targets=upstream))
     url, rev = _source(root)
     log().info("%s: sent to work pool '%s' (%s at %s)", stage.addressing, pool, url, rev[:12])
     parameters = {"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")}
     await_worker(pool, parameters, float(deploy_params().get("worker_timeout_seconds") or WAIT_SECONDS))
     try:
-        repo.stage_cache.pull(None)
-        repo.stage_cache.restore(stage, pull=True)
+        with_retries(f"{stage.addressing}: fetching the worker's run-cache", lambda: repo.stage_cache.pull(None))
+        with_retries(f"{stage.addressing}: restoring its outputs", lambda: repo.stage_cache.restore(stage, pull=True))
     except RunCacheNotFoundError:
         raise WorkerError(
             f"pipeline: the worker reproduced {stage.addressing}, but DVC's run-cache has no entry for this "

@@ -43,6 +43,9 @@ def server_env(port: int, auth: str, host: str = "127.0.0.1") -> dict[str, str]:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": f"{origin}/api",
         "PREFECT_API_AUTH_STRING": auth,
+        # A server restart or a network blip is transient: clients and workers retry each call
+        # with exponential backoff (2, 4, ... 128 s: about four minutes in all), then fail.
+        "PREFECT_CLIENT_MAX_RETRIES": "7",
     }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,147 @@ def test_a_full_disk_is_one_line_and_the_old_output_survives(workdir: Path, tiny
     subprocess.run(["mount", "-o", "remount,size=64m", str(tiny_disk)], check=True)  # space freed
     assert ingest().returncode == 0
     assert (out / "raw.parquet").stat().st_size > 100_000
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """A secured server, the iris deployment (a long training, so a fault lands in it) and a
+    process worker: (env, repo, start_worker, restart_server)."""
+    from conftest import free_port, make_repo, only_workloads, start_server, stop
+
+    from flows.server import server_env
+
+    env = project_env(PREFECT_HOME=str(tmp_path), **server_env(free_port(), "cairn:test-secret"),
+                      PREFECT_WORKER_QUERY_SECONDS="1")  # fmt: skip
+    procs = {"server": start_server(tmp_path, env)}
+    params = only_workloads("iris")
+    params["workloads"]["iris"]["train"] |= {"epochs": 400, "patience": 400}  # about 20 s of training
+    repo = make_repo(tmp_path / "repo", params)
+    prefect = str(Path(sys.executable).parent / "prefect")
+    run([sys.executable, "-m", "flows", "deployments"], repo, env=env)
+    run([prefect, "work-pool", "create", "cairn", "--type", "process"], repo, env=env)
+    run([prefect, "--no-prompt", "deploy", "--name", "iris"], repo, env=env)
+
+    def start_worker(name: str) -> subprocess.Popen:
+        log = open(tmp_path / f"{name}.log", "w")
+        procs[name] = subprocess.Popen([prefect, "worker", "start", "--pool", "cairn"], cwd=repo, env=env,
+                                       stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        return procs[name]
+
+    def restart_server(down_seconds: float) -> None:
+        stop(procs["server"])
+        time.sleep(down_seconds)
+        procs["server"] = start_server(tmp_path, env)
+
+    yield env, repo, start_worker, restart_server
+    for proc in procs.values():
+        if proc.poll() is None:
+            stop(proc)
+
+
+def runs_named(env: dict, prefix: str) -> list[dict]:
+    from conftest import api
+
+    found = api(env).post("flow_runs/filter", json={"limit": 200, "sort": "START_TIME_DESC"}).json()
+    return [r for r in found if r["name"].startswith(prefix)]
+
+
+def wait(what: str, check, seconds: float):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if found := check():
+            return found
+        time.sleep(1)
+    pytest.fail(what)
+
+
+def finished(env: dict, name: str, count: int = 1):
+    done = [r for r in runs_named(env, name) if r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+    return done if len(done) >= count else None
+
+
+def registry_champion(repo: Path) -> int | None:
+    import json
+
+    index = repo / "registry/iris/index.json"
+    return json.loads(index.read_text())["champion"] if index.exists() else None
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_stage_leaves_a_clear_state_and_a_rerun_completes(served):
+    env, repo, start_worker, _ = served
+    prefect = str(Path(sys.executable).parent / "prefect")
+    worker = start_worker("worker")
+    run([prefect, "deployment", "run", "pipeline/iris"], repo, env=env)
+    wait("train@iris never ran", lambda: [r for r in runs_named(env, "train@iris") if r["state"]["type"] == "RUNNING"],
+         180)  # fmt: skip
+    worker.kill()  # kill -9 of the worker process, mid-stage
+    (first,) = wait("the pipeline run never ended", lambda: finished(env, "pipeline: iris"), 300)
+    # The flow run's own process outlives its worker and finishes its work, or the run says it crashed.
+    print("first run after the worker was killed:", first["state"]["type"], first["state"].get("message"))
+    assert first["state"]["type"] in ("COMPLETED", "CRASHED"), first["state"]
+    leftovers = [p for p in (repo / "data/iris").glob(".*") if p.name != ".gitignore"]
+    assert not leftovers  # no half-written output
+
+    start_worker("worker-2")
+    run([prefect, "deployment", "run", "pipeline/iris"], repo, env=env)
+    done = wait("the rerun never ended", lambda: finished(env, "pipeline: iris", 2), 300)
+    assert done[0]["state"]["type"] == "COMPLETED", done[0]["state"]
+    assert registry_champion(repo) == 1  # one champion, not lost, not registered twice
+    assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+
+
+@pytest.mark.slow
+def test_a_server_restart_during_a_run_is_retried_through(served):
+    env, repo, start_worker, restart_server = served
+    prefect = str(Path(sys.executable).parent / "prefect")
+    start_worker("worker")
+    run([prefect, "deployment", "run", "pipeline/iris"], repo, env=env)
+    wait("train@iris never ran", lambda: [r for r in runs_named(env, "train@iris") if r["state"]["type"] == "RUNNING"],
+         180)  # fmt: skip
+    restart_server(down_seconds=5)  # the server is gone for ~10 s in the middle of training
+    (done,) = wait("the pipeline run never ended", lambda: finished(env, "pipeline: iris"), 300)
+    assert done["state"]["type"] == "COMPLETED", done["state"]
+    assert registry_champion(repo) == 1
+    assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+
+
+@pytest.mark.slow
+def test_a_dvc_remote_unreachable_for_a_while_is_retried_through(tmp_path: Path, monkeypatch):
+    """The coordinator's push of a stage's inputs (what a GPU worker pulls) against a local-folder
+    remote whose path is not a folder for ~8 s: retried with backoff, then done."""
+    import shutil
+    import threading
+
+    from conftest import make_repo, only_workloads
+    from dvc.repo import Repo
+
+    from flows import remote
+
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+    store = tmp_path / "store"
+    run(["dvc", "remote", "add", "-d", "store", str(store)], repo)
+    run(["dvc", "repro", "split@blobs"], repo)
+    aside = tmp_path / "store-aside"
+    store.mkdir()
+    store.rename(aside)
+    store.write_text("not a folder: the remote is unreachable")  # as a mount that is gone
+
+    def come_back():
+        time.sleep(8)
+        store.unlink()
+        aside.rename(store)
+
+    threading.Thread(target=come_back).start()
+    monkeypatch.chdir(repo)
+    messages = []
+    monkeypatch.setattr(remote, "log", lambda: type("L", (), {"warning": lambda *a: messages.append(a[1] % a[2:])})())
+    started = time.time()
+    with Repo(".") as dvc_repo:
+        pushed = remote.with_retries("pushing split@blobs", lambda: dvc_repo.push(targets=["split@blobs"]),
+                                     delays=(2, 4, 8, 16))  # fmt: skip
+    assert pushed >= 1 and time.time() - started >= 8
+    assert messages and messages[0].startswith("pushing split@blobs failed (")
+    assert "retrying in 2 s" in messages[0]
+    shutil.rmtree(repo / ".dvc/cache")
+    run(["dvc", "pull", "split@blobs"], repo)  # what was pushed is all there
