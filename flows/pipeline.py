@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from prefect import flow
 
 from flows import lockfile
-from flows.common import log, report, tracked
+from flows.common import git_revision, log, report, tracked
 from flows.files import NoSpace
 from flows.remote import check_ready, remote_stages, send_to_worker
 from flows.stages import STAGES, UsageError, parse, run_stage
@@ -164,10 +164,31 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
     counts = {
         k: list(outcome.values()).count(k) for k in ("ran", "worker", "restored", "skipped", "promoted", "rejected")
     }
-    report("pipeline", "pipeline", counts | {"stages": outcome})
+    report("pipeline", "pipeline", counts | {"stages": outcome, "git_revision": git_revision()})
+    produced_artifact(outcome)
     if not counts["ran"] and not counts["worker"] and not counts["restored"]:
         logger.info("pipeline: nothing changed in data, code or params; every stage skipped")
     return outcome
+
+
+def produced_artifact(outcome: dict[str, str]) -> None:
+    """In a tracked run, a table artifact 'pipeline-outputs': every output of the stages this run
+    covered with its DVC hash from dvc.lock, what the run did for it, and the git revision, so a
+    run in the UI names exactly the data and models it left."""
+    import yaml
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is None:
+        return
+    stages = (yaml.safe_load(lockfile.LOCK.read_text()) or {}).get("stages", {})
+    revision = git_revision()
+    rows = [
+        {"stage": name, "done": done, "output": out["path"], "md5": out.get("md5"), "git revision": revision[:12]}
+        for name, done in outcome.items()
+        for out in stages.get(name, {}).get("outs", [])
+    ]
+    create_table_artifact(table=rows, key="pipeline-outputs", description=f"outputs at git {revision}")
 
 
 def run_pipeline(workloads: list[str] | None = None) -> dict[str, str]:

@@ -65,6 +65,10 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
     # Figures are in the artifact itself, as PNG data: URLs the UI shows as images on any machine.
     figure = artifacts["model-card-iris-figure"]
     assert figure.type == "image" and figure.data.startswith("data:image/png;base64,iVBORw0KGgo")
+    outputs = json.loads(artifacts["pipeline-outputs"].data)
+    lock = yaml.safe_load((pipeline_repo[0] / "dvc.lock").read_text())["stages"]
+    row = next(r for r in outputs if r["stage"] == "train@iris" and r["output"].endswith("model.safetensors"))
+    assert row["md5"] == next(o["md5"] for o in lock["train@iris"]["outs"] if o["path"] == row["output"])
     history = artifacts["registry-iris"]
     assert history.type == "table"
     (row,) = json.loads(history.data)
