@@ -10,3 +10,8 @@ if CPU_ISA != "native":
     _os.environ.setdefault("ATEN_CPU_CAPABILITY", CPU_ISA)
     _os.environ.setdefault("DNNL_MAX_CPU_ISA", CPU_ISA.upper())
     _os.environ.setdefault("ONEDNN_MAX_CPU_ISA", CPU_ISA.upper())
+
+# A tool that handles private data does not phone home by default: Prefect's client-side usage
+# telemetry (sent when prefect is imported) is off unless the user sets DO_NOT_TRACK=0. The
+# server's analytics are off in flows/server.py, DVC's in .dvc/config.
+_os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
+from flows import datums
 from flows.common import InputError, load_params, log, parquet_bytes, replace_dir, report, stage_flow, write_json
 from steps import ingest as steps
 from steps import sources
@@ -61,18 +63,49 @@ def read_bytes(path: Path) -> bytes:
         raise InputError(f"ingest: {path} is not a readable {compression} file: {err}") from None
 
 
-def same_label_type(tables: dict[str, pa.Table], label: str) -> dict[str, pa.Table]:
-    """Partitions whose labels differ in type (integers in Parquet, text in CSV) all get text
-    labels: a CSV's '1' and a Parquet's 1 are the same class."""
-    types = {t.schema.field(label).type for t in tables.values()}
-    if len(types) < 2:
-        return tables
-    log().info("ingest: label '%s' is %s across partitions; read as text", label, " and ".join(map(str, types)))
-    out = {}
-    for name, table in tables.items():
-        i = table.schema.get_field_index(label)
-        out[name] = table.set_column(i, pa.field(label, pa.string()), pc.cast(table.column(label), pa.string()))
-    return out
+def text_labels_needed(labels: dict[str, pa.DataType], label: str) -> list[str]:
+    """The partitions whose label must become text: when partitions differ in label type
+    (integers in Parquet, text in CSV), a CSV's '1' and a Parquet's 1 are the same class."""
+    if len(set(labels.values())) < 2:
+        return []
+    log().info("ingest: label '%s' is %s across partitions; read as text", label,
+               " and ".join(sorted(map(str, set(labels.values())))))  # fmt: skip
+    return [stem for stem, kind_ in labels.items() if not pa.types.is_string(kind_)]
+
+
+def as_text_label(table: pa.Table, label: str) -> pa.Table:
+    i = table.schema.get_field_index(label)
+    return table.set_column(i, pa.field(label, pa.string()), pc.cast(table.column(label), pa.string()))
+
+
+def partition_results(path: Path, name: str, params: dict) -> tuple[dict[str, tuple[bytes, dict, dict]], bool]:
+    """{part: (Parquet bytes, how it was read, profile)} of one raw file, and whether they came
+    from the datum store (flows/datums.py) instead of being computed."""
+    schema = params["schema"]
+    data = path.read_bytes() if path.name == "source.json" else read_bytes(path)
+    datum = datums.key("ingest", name, data, {"schema": schema, "source": params.get("source")})
+    if (stored := datums.fetch("ingest", datum)) is not None:
+        meta = json.loads(stored["meta.json"])
+        parts = {part: (stored[f"{i}.parquet"], m["read"], m["profile"]) for i, (part, m) in enumerate(meta.items())}
+        return parts, True
+    info: dict = {}
+    if path.name == "source.json":
+        found = builtin(path, schema, params.get("source"))
+    elif kind(path)[0] in TEXT:
+        found = {name: steps.from_csv(data, name, schema, info)}
+    else:
+        found = {name: steps.from_parquet(data, name, schema)}
+    if info.get("encoding") not in (None, "utf-8"):
+        log().info("ingest: %s is %s text, not plain UTF-8; read as such", name, info["encoding"])
+    parts = {}
+    for part, table in found.items():
+        how = dict(info) or {"format": "parquet" if kind(path)[0] == ".parquet" else "built-in"}
+        how["rows"] = table.num_rows
+        parts[part] = (parquet_bytes(table), how, json.loads(json.dumps(steps.profile(table), default=str)))
+    meta = {part: {"read": how, "profile": prof} for part, (_, how, prof) in parts.items()}
+    files = {f"{i}.parquet": blob for i, (blob, _, _) in enumerate(parts.values())}
+    datums.store("ingest", datum, files | {"meta.json": json.dumps(meta).encode()})
+    return parts, False
 
 
 def builtin(manifest: Path, schema: dict, source: dict | None) -> dict:
@@ -107,41 +140,40 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
     """Read every partition under ``raw``; write ``out``/<partition>.parquet and profile.json."""
     params = load_params(workload)
     schema = params["schema"]
-    tables, read = {}, {}
     usable, skipped = partitions(raw)
     for path in skipped:
         log().warning("ingest: skipped %s: not a partition file cairn reads (.csv, .tsv, .txt, .parquet)", path)
-    for path in usable:
-        name = path.name if path == raw else path.relative_to(raw).as_posix()
-        info: dict = {}
-        if path.name == "source.json":
-            found = builtin(path, schema, params.get("source"))
-        elif kind(path)[0] in TEXT:
-            found = {name: steps.from_csv(read_bytes(path), name, schema, info)}
-        else:
-            found = {name: steps.from_parquet(read_bytes(path), name, schema)}
-        if info.get("encoding") not in (None, "utf-8"):
-            log().info("ingest: %s is %s text, not plain UTF-8; read as such", name, info["encoding"])
-        for part, table in found.items():
-            stem = steps.partition_stem(part)
-            if stem in tables:
-                raise InputError(f"ingest: two raw partitions of '{raw}' are both named '{stem}'")
-            tables[stem] = table
-            read[stem] = info or {
-                "format": "parquet" if part.endswith(".parquet") else "built-in",
-                "rows": table.num_rows,
-            }
-    tables = same_label_type(tables, schema["label"])
+    read, profiles, labels = {}, {}, {}
+    counts = {"computed": 0, "reused": 0}
+    # One partition at a time, straight into the output folder: memory holds one partition.
     with replace_dir(out) as tmp:
-        for stem, table in tables.items():
-            (tmp / f"{stem}.parquet").write_bytes(parquet_bytes(table))
-        write_json(tmp / "profile.json", {s: steps.profile(t) for s, t in tables.items()})
+        for path in usable:
+            name = path.name if path == raw else path.relative_to(raw).as_posix()
+            parts, reused = partition_results(path, name, params)
+            counts["reused" if reused else "computed"] += 1
+            for part, (blob, info, table_profile) in parts.items():
+                stem = steps.partition_stem(part)
+                if stem in read:
+                    raise InputError(f"ingest: two raw partitions of '{raw}' are both named '{stem}'")
+                (tmp / f"{stem}.parquet").write_bytes(blob)
+                read[stem], profiles[stem] = info, table_profile
+                labels[stem] = pq.read_schema(tmp / f"{stem}.parquet").field(schema["label"]).type
+        for stem in text_labels_needed(labels, schema["label"]):
+            table = pq.read_table(tmp / f"{stem}.parquet")
+            (tmp / f"{stem}.parquet").write_bytes(parquet_bytes(as_text_label(table, schema["label"])))
+            profiles[stem] = steps.profile(pq.read_table(tmp / f"{stem}.parquet"))
+        write_json(tmp / "profile.json", profiles)
         write_json(tmp / "read.json", {"partitions": read, "skipped": [p.as_posix() for p in skipped]})
     summary = {
-        "partitions": len(tables),
-        "rows": sum(t.num_rows for t in tables.values()),
+        "partitions": len(read),
+        "rows": sum(r["rows"] for r in read.values()),
         "blank_lines_skipped": sum(r.get("blank_lines_skipped", 0) for r in read.values()),
         "files_skipped": len(skipped),
+        "files_computed": counts["computed"],
+        "files_reused": counts["reused"],
     }
+    if counts["reused"]:
+        log().info("ingest@%s: %d file(s) computed, %d reused unchanged (flows/datums.py)", workload,
+                   counts["computed"], counts["reused"])  # fmt: skip
     report(f"ingest-{workload}", f"ingest@{workload}", summary)
     return summary

@@ -4,6 +4,7 @@ workers clone only what they allow, credentials never reach a log."""
 from __future__ import annotations
 
 import copy
+import os
 import sys
 
 import httpx
@@ -95,3 +96,16 @@ def test_the_server_refuses_what_an_attacker_sends(prefect_server):
     result = run([sys.executable, "-c", "from prefect import flow\n@flow\ndef ok(): return 1\nprint(ok())"],
                  ROOT, env=prefect_server)  # fmt: skip
     assert result.stdout.strip().endswith("1")
+
+
+def test_nothing_phones_home_by_default(tmp_path):
+    """Prefect's client telemetry is off in every cairn process; DVC's analytics are off in the
+    repository's config."""
+    import subprocess
+    import sys
+
+    probe = "import flows; from prefect._internal.analytics.enabled import is_telemetry_enabled as t; print(t())"
+    env = {k: v for k, v in os.environ.items() if k not in ("DO_NOT_TRACK", "CI")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "False"
+    assert "analytics = false" in (ROOT / ".dvc" / "config").read_text()

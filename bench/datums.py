@@ -1,0 +1,96 @@
+"""Growing with data: the ingest of one appended partition against a cold ingest of the corpus,
+and a bare pyarrow CSV -> Parquet loop over the same files, in the same run.
+
+    python bench/datums.py CORPUS [--append-seed 99]
+
+CORPUS is a folder of partitions from bench/corpus.py (outside git). In a scratch folder with
+cairn's code and a `big` workload (the loans schema, raw: CORPUS) it times:
+
+1. cold: `python -m flows ingest big` with an empty datum store (every partition parsed);
+2. append: one more partition (a copy of the first with another seed) and the same command
+   again (every other partition reused from `.cairn/datums/`);
+3. bare: `pyarrow.csv.read_csv` + `pyarrow.parquet.write_table` per file, malformed lines
+   dropped without a count, no checks.
+
+Each is a child process; GNU time measures its peak RSS. The appended file goes
+with the scratch folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from steps import sources  # noqa: E402
+
+BARE = """
+import sys, pathlib, pyarrow.csv as c, pyarrow.parquet as q
+out = pathlib.Path(sys.argv[2]); out.mkdir(exist_ok=True)
+for f in sorted(pathlib.Path(sys.argv[1]).glob("*.csv")):
+    skip = c.ParseOptions(invalid_row_handler=lambda row: "skip")  # dirty lines: dropped, uncounted
+    q.write_table(c.read_csv(f, parse_options=skip), out / (f.stem + ".parquet"), compression="zstd")
+"""
+
+
+def timed(cmd: list[str], cwd: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of ``cmd``, the RSS as GNU time measures the child."""
+    start = time.perf_counter()
+    result = subprocess.run(["/usr/bin/time", "-f", "%M", *cmd], cwd=cwd, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if result.returncode:
+        sys.exit(f"bench: {' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
+    return seconds, int(result.stderr.strip().splitlines()[-1]) / 1024
+
+
+def main() -> None:
+    cli = argparse.ArgumentParser()
+    cli.add_argument("corpus", type=Path)
+    cli.add_argument("--append-seed", type=int, default=99)
+    args = cli.parse_args()
+    corpus = args.corpus.resolve()
+    files = sorted(corpus.glob("*.csv"))
+    size = sum(f.stat().st_size for f in files)
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    loans = params["workloads"]["loans"]
+    with tempfile.TemporaryDirectory(prefix="cairn-datums-") as tmp:
+        work = Path(tmp)
+        shutil.copytree(ROOT / "flows", work / "flows")
+        shutil.copytree(ROOT / "steps", work / "steps")
+        # Inside the scratch repository (params refuse raw paths outside it): hard links, no copy.
+        (work / "corpus").mkdir()
+        for f in files:
+            try:
+                os.link(f, work / "corpus" / f.name)
+            except OSError:
+                shutil.copy2(f, work / "corpus" / f.name)
+        big = {**loans, "raw": "corpus", "source": None}
+        (work / "params.yaml").write_text(yaml.safe_dump({"deploy": params["deploy"], "workloads": {"big": big}}))
+        ingest = [sys.executable, "-m", "flows", "ingest", "big", "--raw", "corpus", "--out", "out/ingest"]
+        cold, cold_rss = timed(ingest, work)
+        extra = work / "corpus" / "part-append.csv"
+        rows = sum(1 for _ in files[0].open()) - 1
+        extra.write_bytes(sources.loans(loans["source"] | {"rows": rows, "seed": args.append_seed}))
+        append, append_rss = timed(ingest, work)
+        extra.unlink()
+        bare, bare_rss = timed([sys.executable, "-c", BARE, str(work / "corpus"), str(work / "bare")], work)
+    mb = size / 1e6
+    print(f"corpus: {len(files)} partitions, {mb:.0f} MB ({corpus})")
+    print("| run | seconds | MB/s | peak RSS (MB) |\n|---|---|---|---|")
+    print(f"| cold ingest (all partitions parsed) | {cold:.1f} | {mb / cold:.1f} | {cold_rss:.0f} |")
+    print(f"| ingest after appending 1 partition | {append:.1f} | - | {append_rss:.0f} |")
+    print(f"| bare pyarrow CSV -> Parquet loop | {bare:.1f} | {mb / bare:.1f} | {bare_rss:.0f} |")
+    print(f"append / cold = {append / cold:.1%}; cold throughput = {bare / cold:.2f} x the bare loop")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Datums: a new or changed raw partition costs that partition, and the result is the bytes of a
+from-scratch run (flows/datums.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from conftest import blobs_csv, make_repo, only_workloads, run
+
+
+def repro(repo: Path) -> str:
+    result = run(["dvc", "repro", "split@blobs"], repo)
+    return result.stdout + result.stderr
+
+
+def test_an_incremental_run_leaves_the_lock_and_outputs_of_a_full_run(tmp_path: Path):
+    grown = make_repo(tmp_path / "grown", only_workloads("blobs"))
+    raw = grown / "data/blobs/raw"
+    assert '"files_reused": 0' in repro(grown)  # the first run computes everything
+
+    # An out-of-order partition that repeats a row of part-2 (a duplicate across partitions),
+    # and a changed old partition.
+    duplicate = (raw / "part-2.csv").read_text().splitlines()[7]
+    others = blobs_csv(20, seed=8).splitlines()[1:]
+    (raw / "part-0.csv").write_text("\n".join(["f1,f2,kind", duplicate, *others]) + "\n")
+    (raw / "part-2.csv").write_text(blobs_csv(61, seed=2))
+    log = repro(grown)
+    assert "ingest@blobs: 2 file(s) computed, 1 reused unchanged" in log  # part-1 was not read again
+
+    (raw / "part-1.csv").unlink()  # a removed partition
+    log = repro(grown)
+    assert "ingest@blobs: 0 file(s) computed, 2 reused unchanged" in log
+
+    scratch = make_repo(tmp_path / "scratch", only_workloads("blobs"))
+    (scratch / "data/blobs/raw/part-1.csv").unlink()
+    for name in ("part-0.csv", "part-2.csv"):
+        (scratch / "data/blobs/raw" / name).write_bytes((raw / name).read_bytes())
+    assert '"files_reused": 0' in repro(scratch)
+
+    assert (grown / "dvc.lock").read_text() == (scratch / "dvc.lock").read_text()
+    for stage in ("ingest", "clean", "split"):
+        ours = sorted(p.relative_to(grown) for p in (grown / "data/blobs" / stage).rglob("*") if p.is_file())
+        theirs = sorted(p.relative_to(scratch) for p in (scratch / "data/blobs" / stage).rglob("*") if p.is_file())
+        assert ours == theirs
+        assert all((grown / p).read_bytes() == (scratch / p).read_bytes() for p in ours), stage
+    clean = (grown / "data/blobs/clean/report.json").read_text()
+    assert '"duplicate_rows_kept": 1' in clean  # across partitions, whatever their order
