@@ -5,7 +5,8 @@ runs), `python -m flows pipeline [workload ...]` (the Prefect pipeline, champion
 (prefect.yaml from params.yaml), `python -m flows server-env PORT` (the secure server's settings
 as shell exports, for deploy/serve.sh) and `python -m flows recover` (a dvc.lock broken by a
 kill gets its last good copy back; `make run` calls it before `dvc repro`) and
-`python -m flows watch-files` (new raw data as Prefect events that start the workloads'
+`python -m flows plan [workload ...]` (what the next run will do and why), `python -m flows
+watch-files` (new raw data as Prefect events that start the workloads'
 deployments; `make serve` runs it) and `python -m flows install-dvc-hook` (every `dvc`
 command of this venv writes dvc.lock atomically and puts back a broken one; `make setup` calls
 it)."""
@@ -63,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.lockfile import recover
 
             print("dvc.lock: put back the last good copy" if recover() else "dvc.lock: fine")
+        elif argv[:1] == ["plan"]:
+            from flows.plan import plan, render
+
+            print(render(plan(argv[1:] or None)))
         elif argv == ["watch-files"]:
             from flows.deployments import watch_files
 

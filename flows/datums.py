@@ -65,3 +65,8 @@ def store(stage: str, datum: str, files: dict[str, bytes]) -> None:
     for name, data in files.items():
         write_atomic(folder / name, data)
     write_atomic(folder / "manifest.json", json.dumps(sorted(files)))
+
+
+def has(stage: str, datum: str) -> bool:
+    """Whether ``datum`` is stored whole (its manifest written)."""
+    return (ROOT / stage / datum[:2] / datum / "manifest.json").exists()

@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
+import json
+import time
 from pathlib import Path
 from typing import Any
 
-from flows.common import check_name, load_params, log, tracked
+from flows.common import check_name, load_params, log, tracked, write_json
 
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
 ACTIONS = ("promote",)  # flows that run after the stages, outside DVC's DAG
@@ -88,7 +90,22 @@ def run_stage(argv: list[str]) -> Any:
 
     stage, args = parse(argv)
     lockfile.snapshot()  # under `dvc repro`, DVC has just read dvc.lock: a good copy to keep
+    started = time.perf_counter()
     if tracked():
-        return stage(**args)
-    log().info("%s@%s: no Prefect API configured, running untracked", stage.name, args["workload"])
-    return stage.fn(**args)
+        result = stage(**args)
+    else:
+        log().info("%s@%s: no Prefect API configured, running untracked", stage.name, args["workload"])
+        result = stage.fn(**args)
+    record_seconds(f"{stage.name}@{args['workload']}", time.perf_counter() - started)
+    return result
+
+
+TIMINGS = Path(".cairn") / "timings.json"
+
+
+def record_seconds(address: str, seconds: float) -> None:
+    """How long a stage took last time: `python -m flows plan` estimates from it. Gitignored,
+    never a DVC output. Two stage processes at once may lose one entry: only an estimate."""
+    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    timings[address] = round(seconds, 3)
+    write_json(TIMINGS, timings)

@@ -3,6 +3,8 @@ from-scratch run (flows/datums.py)."""
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 from conftest import blobs_csv, make_repo, only_workloads, run
@@ -24,6 +26,10 @@ def test_an_incremental_run_leaves_the_lock_and_outputs_of_a_full_run(tmp_path: 
     others = blobs_csv(20, seed=8).splitlines()[1:]
     (raw / "part-0.csv").write_text("\n".join(["f1,f2,kind", duplicate, *others]) + "\n")
     (raw / "part-2.csv").write_text(blobs_csv(61, seed=2))
+    plan = run([sys.executable, "-m", "flows", "plan", "blobs"], grown).stdout.splitlines()
+    ingest = r"ingest@blobs +run +[\d.]+ s  dep data/blobs/raw modified \(2 raw file\(s\) to compute, 1 reused\)$"
+    assert re.match(ingest, plan[1]), plan
+    assert re.match(r"clean@blobs +run if +[\d.]+ s  ingest@blobs changes its outputs$", plan[2]), plan
     log = repro(grown)
     assert "ingest@blobs: 2 file(s) computed, 1 reused unchanged" in log  # part-1 was not read again
 

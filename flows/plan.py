@@ -1,0 +1,94 @@
+"""`python -m flows plan [WORKLOAD ...]`: what the next `dvc repro` or pipeline run will do, and
+why, before it runs. `dvc status` says which stages are stale; this also says which dep, param
+or partition changed, how many raw files ingest will compute and how many it will reuse
+(flows/datums.py), what will run only if an upstream stage changes its outputs, and how long
+each stage took last time (.cairn/timings.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from flows.common import load_params
+from flows.stages import TIMINGS
+
+
+def reasons(status: list) -> list[str]:
+    """DVC's status entries of one stage as short sentences."""
+    out = []
+    for entry in status:
+        if isinstance(entry, str):
+            out.append(entry)
+            continue
+        for kind, changes in entry.items():
+            for path, what in changes.items() if isinstance(changes, dict) else [(changes, "")]:
+                if isinstance(what, dict):  # params.yaml: {key: modified}
+                    out += [f"param {key} {how}" for key, how in what.items()]
+                else:
+                    out.append(f"{kind.removeprefix('changed ').rstrip('s')} {path} {what}".strip())
+    return out
+
+
+def ingest_files(workload: str) -> dict[str, int]:
+    """{'compute': n, 'reuse': m}: the raw files of ``workload`` that ingest will parse, and those
+    whose result the datum store already has."""
+    from flows import datums
+    from flows.ingest import partitions, read_bytes
+
+    params = load_params(workload)
+    raw = Path(params["raw"])
+    counts = {"compute": 0, "reuse": 0}
+    for path in partitions(raw)[0]:
+        name = path.name if path == raw else path.relative_to(raw).as_posix()
+        data = path.read_bytes() if path.name == "source.json" else read_bytes(path)
+        datum = datums.key("ingest", name, data, {"schema": params["schema"], "source": params.get("source")})
+        counts["reuse" if datums.has("ingest", datum) else "compute"] += 1
+    return counts
+
+
+def plan(workloads: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per stage that will or may run, in the order they would run."""
+    from dvc.repo import Repo, lock_repo
+    from dvc.repo.reproduce import get_active_graph, plan_repro
+
+    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+    rows: list[dict[str, Any]] = []
+    with Repo(".") as repo, lock_repo(repo):  # DVC reads stage status under its lock
+        graph = get_active_graph(repo.index.graph)
+        targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
+        stale: set[str] = set()
+        for stage in plan_repro(graph, targets):
+            name = stage.addressing
+            upstream = sorted(s.addressing for s in graph.successors(stage) if s.addressing in stale)
+            if stage.changed():
+                row = {"stage": name, "will": "run", "why": reasons(stage.status().get(name, []))}
+            elif upstream:
+                verb = "changes its" if len(upstream) == 1 else "change their"
+                row = {"stage": name, "will": "run if", "why": [f"{', '.join(upstream)} {verb} outputs"]}
+            else:
+                continue
+            stale.add(name)
+            kind, _, workload = name.partition("@")
+            if kind == "ingest" and row["will"] == "run":
+                row["files"] = ingest_files(workload)
+            row["last_seconds"] = timings.get(name)
+            rows.append(row)
+    return rows
+
+
+def render(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "Nothing to run: every stage is up to date."
+    lines = [f"{'stage':<20} {'will':<7} {'last run':>9}  why"]
+    for row in rows:
+        last = f"{row['last_seconds']:.1f} s" if row.get("last_seconds") is not None else "-"
+        why = "; ".join(row["why"])
+        if "files" in row:
+            why += f" ({row['files']['compute']} raw file(s) to compute, {row['files']['reuse']} reused)"
+        lines.append(f"{row['stage']:<20} {row['will']:<7} {last:>9}  {why}")
+    runs = [r for r in rows if r["will"] == "run"]
+    total = sum(r["last_seconds"] or 0 for r in runs)
+    lines.append(f"{len(runs)} stage(s) will run (about {total:.0f} s by their last runs, less where ingest reuses "
+                 f"files); {len(rows) - len(runs)} may run after them")  # fmt: skip
+    return "\n".join(lines)
