@@ -46,6 +46,9 @@ def server_env(port: int, auth: str, host: str = "127.0.0.1") -> dict[str, str]:
         # A server restart or a network blip is transient: clients and workers retry each call
         # with exponential backoff (2, 4, ... 128 s: about four minutes in all), then fail.
         "PREFECT_CLIENT_MAX_RETRIES": "7",
+        # SQLite waits this long for a busy database instead of 10 s: a loaded 2-core machine
+        # (a training run beside the server) otherwise logs "database is locked".
+        "PREFECT_SERVER_DATABASE_TIMEOUT": "60",
     }
 
 

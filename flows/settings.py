@@ -95,7 +95,7 @@ class Publish(Section):
 
 class Promote(Section):
     metric: str
-    margin: Float = Field(default=0.0, ge=0.0)
+    margin: Float = 0.0  # below 0: a challenger slightly worse than the champion is promoted too
 
 
 class Workload(Section):
