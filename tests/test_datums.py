@@ -51,3 +51,34 @@ def test_an_incremental_run_leaves_the_lock_and_outputs_of_a_full_run(tmp_path: 
         assert all((grown / p).read_bytes() == (scratch / p).read_bytes() for p in ours), stage
     clean = (grown / "data/blobs/clean/report.json").read_text()
     assert '"duplicate_rows_kept": 1' in clean  # across partitions, whatever their order
+
+
+KILLED_WHILE_STORING = """
+import os, signal, sys
+from flows import datums, files
+from flows.__main__ import main
+
+real = datums.write_atomic
+def half_then_die(path, data):
+    real(path, data)
+    if path.name.endswith(".parquet"):  # a partition's result written, its manifest not yet
+        os.kill(os.getpid(), signal.SIGKILL)
+datums.write_atomic = half_then_die
+sys.exit(main(["ingest@blobs"]))
+"""
+
+
+def test_a_kill_during_an_incremental_run_then_a_rerun_gives_the_same_bytes(tmp_path: Path):
+    grown = make_repo(tmp_path / "grown", only_workloads("blobs"))
+    repro(grown)
+    (grown / "data/blobs/raw/part-3.csv").write_text(blobs_csv(40, seed=3))
+    killed = run([sys.executable, "-c", KILLED_WHILE_STORING], grown, check=False)
+    assert killed.returncode == -9
+    log = repro(grown)
+    assert "ingest@blobs: 1 file(s) computed, 2 reused unchanged" in log  # the half-stored datum: a miss
+
+    scratch = make_repo(tmp_path / "scratch", only_workloads("blobs"))
+    (scratch / "data/blobs/raw/part-3.csv").write_text(blobs_csv(40, seed=3))
+    repro(scratch)
+    assert (grown / "dvc.lock").read_text() == (scratch / "dvc.lock").read_text()
+    assert not [p for p in (grown / "data/blobs").glob(".*") if p.name != ".gitignore"]  # no leftovers
