@@ -18,17 +18,16 @@ with "'./dvc.lock' validation failed". Two defences:
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-import stat
 import sys
 import sysconfig
-import tempfile
 from pathlib import Path
 
 import yaml
 
-from flows.files import UMASK, remove_leftovers, write_atomic
+from flows.files import remove_leftovers, write_atomic
 from steps import StepError
 
 LOCK = Path("dvc.lock")
@@ -92,19 +91,10 @@ def atomic_dvc_writes() -> None:
     def dump_atomic(path, data, dumper, fs=None, **dumper_args):
         if fs is not None and getattr(fs, "protocol", None) != "local":
             return in_place(path, data, dumper, fs=fs, **dumper_args)
-        target = Path(os.fspath(path))
-        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~UMASK
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                dumper(data, out, **dumper_args)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        # Serialize in memory (dvc.lock is tens of KB), then the one atomic write cairn uses everywhere.
+        text = io.StringIO()
+        dumper(data, text, **dumper_args)
+        write_atomic(Path(os.fspath(path)), text.getvalue())
 
     dump_atomic.cairn_atomic = True
     # Each serializer module imported the function by name: replace it everywhere.
