@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import subprocess
 import sys
 import time
@@ -118,6 +119,20 @@ def wait_for(what: str, check, seconds: float, log_file: Path):
     pytest.fail(f"{what} within {seconds:g} s; server log:\n{log_file.read_text()[-3000:]}")
 
 
+# SQLite's immediate SQLITE_BUSY (PrefectHQ/prefect#10188): a Prefect service that starts a
+# deferred transaction, reads, then writes (marking a queued run Late) gets "database is locked"
+# at once, without waiting out busy_timeout, when another writer committed in between. Prefect
+# counts it as retryable and the service marks the run on its next loop: noise, not a fault.
+SQLITE_BUSY = "(sqlite3.OperationalError) database is locked"
+
+
+def server_errors(log: str) -> list[str]:
+    """The server log's error records (each with its traceback), less SQLite's transient lock."""
+    records = re.split(r"\n(?=\d\d:\d\d:\d\d\.\d+ \| )", log)
+    bad = [r for r in records if " ERROR " in r or "Traceback" in r or "bulk DML" in r]
+    return [r for r in bad if SQLITE_BUSY not in r]
+
+
 @pytest.mark.slow
 def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tmp_path_factory):
     """The whole scheduled path on a real server, secured as `make serve` secures it: the
@@ -167,8 +182,8 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
         assert {r["state"]["type"] for r in done} == {"COMPLETED"}, [(r["name"], r["state"]) for r in done]
         spans = sorted((r["start_time"], r["end_time"]) for r in done)
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # one at a time, none refused
-        log = (home / "server.log").read_text()
-        assert "Traceback" not in log and "bulk DML" not in log and " ERROR " not in log, log[-3000:]
+        errors = server_errors((home / "server.log").read_text())
+        assert not errors, "\n".join(errors)[-3000:]
     finally:
         stop(server)
 
