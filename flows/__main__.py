@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from flows.files import NoSpace
+from flows.execution.files import NoSpace
 from steps import StepError
 
 
@@ -24,7 +24,7 @@ def registry(argv: list[str]) -> None:
     """`registry list [WORKLOAD]` prints the versions; `registry rollback WORKLOAD [--to N]`."""
     import argparse
 
-    from flows import promote
+    from flows.operations import registry
 
     cli = argparse.ArgumentParser(prog="python -m flows registry")
     sub = cli.add_subparsers(dest="command", required=True)
@@ -34,46 +34,46 @@ def registry(argv: list[str]) -> None:
     back.add_argument("--to", type=int, help="the version to make champion (default: the previous champion)")
     args = cli.parse_args(argv)
     if args.command == "list":
-        print(promote.listing(args.workload))
+        print(registry.listing(args.workload))
     else:
-        chosen = promote.rollback(args.workload, args.to)
+        chosen = registry.rollback(args.workload, args.to)
         print(f"{args.workload}: v{chosen['version']} is the champion again ({chosen['reason']})")
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    from flows.stages import UsageError, run_stage
+    from flows.execution.stages import UsageError, run_stage
 
     try:
         if argv[:1] == ["pipeline"]:
-            from flows.pipeline import run_pipeline
+            from flows.execution.pipeline import run_pipeline
 
             run_pipeline(argv[1:] or None)
         elif argv[:1] == ["registry"]:
             registry(argv[1:])
         elif argv == ["deployments"]:
-            from flows.deployments import write_prefect_yaml
+            from flows.operations.deployments import write_prefect_yaml
 
             print(f"wrote {write_prefect_yaml()}")
         elif argv[:1] == ["server-env"] and len(argv) == 2 and argv[1].isdigit():
-            from flows.server import shell_exports
+            from flows.operations.server import shell_exports
 
             print(shell_exports(int(argv[1])))
         elif argv == ["recover"]:
-            from flows.lockfile import recover
+            from flows.execution.lockfile import recover
 
             print("dvc.lock: put back the last good copy" if recover() else "dvc.lock: fine")
         elif argv[:1] == ["plan"]:
-            from flows.plan import plan, render
+            from flows.execution.plan import plan, render
 
             print(render(plan(argv[1:] or None)))
         elif argv == ["watch-files"]:
-            from flows.deployments import watch_files
+            from flows.operations.deployments import watch_files
 
             watch_files()
         elif argv == ["install-dvc-hook"]:
-            from flows.lockfile import install_dvc_hook
+            from flows.execution.lockfile import install_dvc_hook
 
             print(f"installed {install_dvc_hook()}")
         else:

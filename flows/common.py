@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from flows import settings
-from flows.files import UMASK, remove_leftovers, replace_dir, write_atomic, write_json  # noqa: F401
+from flows.execution.files import UMASK, remove_leftovers, replace_dir, write_atomic, write_json  # noqa: F401
 from steps import StepError
 
 PARAMS_FILE = Path("params.yaml")

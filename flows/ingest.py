@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flows import datums
 from flows.common import InputError, load_params, log, parquet_bytes, replace_dir, report, stage_flow, write_json
+from flows.execution import datums
 from steps import ingest as steps
 from steps import sources
 
@@ -80,7 +80,7 @@ def as_text_label(table: pa.Table, label: str) -> pa.Table:
 
 def partition_results(path: Path, name: str, params: dict) -> tuple[dict[str, tuple[bytes, dict, dict]], bool]:
     """{part: (Parquet bytes, how it was read, profile)} of one raw file, and whether they came
-    from the datum store (flows/datums.py) instead of being computed."""
+    from the datum store (flows/execution/datums.py) instead of being computed."""
     schema = params["schema"]
     data = path.read_bytes() if path.name == "source.json" else read_bytes(path)
     datum = datums.key("ingest", name, data, {"schema": schema, "source": params.get("source")})
@@ -173,7 +173,7 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
         "files_reused": counts["reused"],
     }
     if counts["reused"]:
-        log().info("ingest@%s: %d file(s) computed, %d reused unchanged (flows/datums.py)", workload,
+        log().info("ingest@%s: %d file(s) computed, %d reused unchanged (flows/execution/datums.py)", workload,
                    counts["computed"], counts["reused"])  # fmt: skip
     report(f"ingest-{workload}", f"ingest@{workload}", summary)
     return summary

@@ -109,7 +109,7 @@ def _warm_start(workload: str) -> tuple[models.Fitted | None, dict | None]:
     import hashlib
     import json
 
-    from flows.promote import champion
+    from flows.operations.registry import champion
 
     current = champion(workload)
     if current is None:

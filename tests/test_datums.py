@@ -1,5 +1,5 @@
 """Datums: a new or changed raw partition costs that partition, and the result is the bytes of a
-from-scratch run (flows/datums.py)."""
+from-scratch run (flows/execution/datums.py)."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_an_incremental_run_leaves_the_lock_and_outputs_of_a_full_run(tmp_path: 
 
 KILLED_WHILE_STORING = """
 import os, signal, sys
-from flows import datums, files
+from flows.execution import datums, files
 from flows.__main__ import main
 
 real = datums.write_atomic

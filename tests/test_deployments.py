@@ -27,7 +27,7 @@ from conftest import (
     tiny_params,
 )
 
-from flows.deployments import prefect_yaml
+from flows.operations.deployments import prefect_yaml
 
 
 def test_prefect_yaml_is_generated_from_params():
@@ -36,7 +36,7 @@ def test_prefect_yaml_is_generated_from_params():
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert set(params["workloads"]) < set(deployments)
     assert deployments["retrain"]["schedules"] == [{"cron": params["deploy"]["retrain_cron"], "timezone": "UTC"}]
-    assert deployments["watch"]["entrypoint"] == "flows/deployments.py:watch"
+    assert deployments["watch"]["entrypoint"] == "flows/operations/deployments.py:watch"
 
 
 def test_container_files_ask_for_gpus_and_run_cairns_command_line():
@@ -86,7 +86,7 @@ def test_a_second_run_on_a_locked_checkout_is_refused_with_a_clear_message(repro
 
 
 def test_the_watcher_runs_only_workloads_with_new_raw_data(repro_repo, monkeypatch):
-    from flows.deployments import watch
+    from flows.operations.deployments import watch
 
     monkeypatch.chdir(repro_repo)
     assert watch.fn() == {}  # nothing new: nothing runs
@@ -139,7 +139,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
     server creates the watcher's runs from its interval schedule, a worker completes one, two
     runs of one checkout wait for each other (pool concurrency 1) instead of failing, and the
     server logs no error meanwhile."""
-    from flows.server import server_env
+    from flows.operations.server import server_env
 
     home = tmp_path_factory.mktemp("schedule")
     env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"),
@@ -192,7 +192,7 @@ def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(re
     """A clone has no DVC cache, so no outputs: that is not new data. A new partition is."""
     from dvc.repo import Repo
 
-    from flows.deployments import new_raw_data
+    from flows.operations.deployments import new_raw_data
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repro_repo), str(clone)], tmp_path)
@@ -210,7 +210,7 @@ def test_a_file_landing_in_raw_is_an_event_that_starts_its_workloads_run(tmp_pat
     """watch-files sees a new partition at once and emits cairn.raw.changed; the workload's
     deployment trigger (prefect.yaml) creates its pipeline run, which the UI shows as started by
     that event. On a real server, secured as `make serve` secures it."""
-    from flows.server import server_env
+    from flows.operations.server import server_env
 
     home = tmp_path_factory.mktemp("events")
     env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))

@@ -59,7 +59,7 @@ def served(tmp_path: Path):
     process worker: (env, repo, start_worker, restart_server)."""
     from conftest import free_port, make_repo, only_workloads, start_server, stop
 
-    from flows.server import server_env
+    from flows.operations.server import server_env
 
     env = project_env(PREFECT_HOME=str(tmp_path), **server_env(free_port(), "cairn:test-secret"),
                       PREFECT_WORKER_QUERY_SECONDS="1")  # fmt: skip
@@ -166,7 +166,7 @@ def test_a_dvc_remote_unreachable_for_a_while_is_retried_through(tmp_path: Path,
     from conftest import make_repo, only_workloads
     from dvc.repo import Repo
 
-    from flows import remote
+    from flows.operations import workers
 
     repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
     store = tmp_path / "store"
@@ -185,10 +185,10 @@ def test_a_dvc_remote_unreachable_for_a_while_is_retried_through(tmp_path: Path,
     threading.Thread(target=come_back).start()
     monkeypatch.chdir(repo)
     messages = []
-    monkeypatch.setattr(remote, "log", lambda: type("L", (), {"warning": lambda *a: messages.append(a[1] % a[2:])})())
+    monkeypatch.setattr(workers, "log", lambda: type("L", (), {"warning": lambda *a: messages.append(a[1] % a[2:])})())
     started = time.time()
     with Repo(".") as dvc_repo:
-        pushed = remote.with_retries("pushing split@blobs", lambda: dvc_repo.push(targets=["split@blobs"]),
+        pushed = workers.with_retries("pushing split@blobs", lambda: dvc_repo.push(targets=["split@blobs"]),
                                      delays=(2, 4, 8, 16))  # fmt: skip
     assert pushed >= 1 and time.time() - started >= 8
     assert messages and messages[0].startswith("pushing split@blobs failed (")

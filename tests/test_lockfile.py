@@ -12,7 +12,7 @@ import pytest
 import yaml
 from conftest import make_repo, only_workloads, run
 
-from flows import lockfile
+from flows.execution import lockfile
 from steps import StepError
 
 
@@ -60,7 +60,7 @@ KILL_DURING_IN_PLACE_WRITE = textwrap.dedent("""
 # What the hook does in every `dvc` of the venv, killed halfway through serializing the lock.
 KILL_DURING_ATOMIC_WRITE = textwrap.dedent("""
     import os, signal, sys
-    from flows import lockfile
+    from flows.execution import lockfile
     from dvc.utils.serialize import _yaml
 
     lockfile.atomic_dvc_writes()

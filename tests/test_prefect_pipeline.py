@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import blobs_csv, make_repo, only_workloads, run
 
-from flows.pipeline import pipeline
+from flows.execution.pipeline import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +115,7 @@ def _retrain_iris(repo: Path, seed: int, margin: float) -> dict:
 
 
 def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
-    from flows import promote
+    from flows.operations import registry
 
     repo, _ = pipeline_repo
     # A challenger cannot beat the champion by a whole accuracy point: rejected, with the reason.
@@ -123,23 +123,23 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
     assert outcome["train@iris"] == "ran" and outcome["promote@iris"] == "rejected"
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
-        index = promote.read_index("iris")
+        index = registry.read_index("iris")
         assert index["champion"] == 1
         assert index["versions"][1]["status"] == "rejected"
         assert "less than the margin 1" in index["versions"][1]["reason"]
         assert not (repo / "registry/iris/v2/model.onnx").exists()  # the record, not the weights
         # A margin below zero promotes any challenger; rollback brings back the one before.
         assert _retrain_iris(repo, seed=9, margin=-1.0)["promote@iris"] == "promoted"
-        assert promote.read_index("iris")["champion"] == 3
-        assert promote.rollback("iris")["version"] == 1
-        assert promote.read_index("iris")["champion"] == 1
-        assert re.search(r"iris +v3 +retired", promote.listing("iris"))
+        assert registry.read_index("iris")["champion"] == 3
+        assert registry.rollback("iris")["version"] == 1
+        assert registry.read_index("iris")["champion"] == 1
+        assert re.search(r"iris +v3 +retired", registry.listing("iris"))
 
 
 def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
     import hashlib
 
-    from flows import promote
+    from flows.operations import registry
 
     repo, _ = pipeline_repo
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -147,7 +147,7 @@ def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
-        version, folder = promote.champion("iris")
+        version, folder = registry.champion("iris")
         outcome = pipeline(["iris"])
     assert outcome["train@iris"] == "ran"
     spec = json.loads((repo / "data/iris/publish/model.json").read_text())
@@ -160,7 +160,7 @@ def test_a_failing_stage_says_what_failed_in_one_line_first(tmp_path, harness):
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    from flows.pipeline import StageFailed
+    from flows.execution.pipeline import StageFailed
 
     repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
     (repo / "data/blobs/raw/part-2.csv").write_text(blobs_csv(60, seed=2, bad={i: "NaN" for i in range(1, 31)}))

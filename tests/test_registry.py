@@ -9,15 +9,15 @@ import time
 
 import pytest
 
-from flows import promote
 from flows.common import InputError
+from flows.operations import registry
 
 
 def _register(root: str, n: int) -> None:
     import os
 
     os.environ["CAIRN_REGISTRY"] = root
-    with promote.locked("iris") as index:
+    with registry.locked("iris") as index:
         version = max((v["version"] for v in index["versions"]), default=0) + 1
         time.sleep(0.05)  # read-modify-write with room for another process to interleave
         index["versions"].append({"version": version, "writer": n})
@@ -32,7 +32,7 @@ def test_concurrent_changes_never_lose_a_registration(tmp_path, monkeypatch):
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    versions = promote.read_index("iris")["versions"]
+    versions = registry.read_index("iris")["versions"]
     assert sorted(v["version"] for v in versions) == [1, 2, 3, 4, 5, 6]
     assert sorted(v["writer"] for v in versions) == [0, 1, 2, 3, 4, 5]
 
@@ -45,20 +45,20 @@ def test_rollback_is_logged_and_the_champion_link_follows(tmp_path, monkeypatch)
     versions = [{"version": n, "status": s, "reason": "r", "metric": {"accuracy": 0.9}, "registered_at": "t"}
                 for n, s in ((1, "retired"), (2, "champion"))]  # fmt: skip
     (tmp_path / "iris" / "index.json").write_text(json.dumps({"champion": 2, "versions": versions}))
-    assert promote.rollback("iris")["version"] == 1
+    assert registry.rollback("iris")["version"] == 1
     assert (tmp_path / "iris" / "champion" / "model.onnx").read_text() == "model 1"  # what serves
-    event = promote.read_index("iris")["events"][-1]
+    event = registry.read_index("iris")["events"][-1]
     assert event["event"] == "rollback" and event["version"] == 1 and event["reason"] == "rolled back from v2"
-    assert "serving: iris v1" in promote.listing("iris")
+    assert "serving: iris v1" in registry.listing("iris")
 
 
 def test_bad_names_versions_and_indexes_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("CAIRN_REGISTRY", str(tmp_path))
     with pytest.raises(InputError, match="registry: workload '../../etc' is not a valid name"):
-        promote.rollback("../../etc")
+        registry.rollback("../../etc")
     with pytest.raises(InputError, match=r"registry: --to -1 is not a version number"):
-        promote.rollback("iris", -1)
+        registry.rollback("iris", -1)
     (tmp_path / "iris").mkdir()
     (tmp_path / "iris" / "index.json").write_text('{"champion": 1, "versi')  # cut short
     with pytest.raises(InputError, match=r"registry: .*iris/index.json is unreadable \("):
-        promote.read_index("iris")
+        registry.read_index("iris")

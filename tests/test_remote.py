@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import api, make_repo, project_env, run, stop, tiny_params
 
-from flows.pipeline import pipeline
-from flows.remote import run_on_worker
+from flows.execution.pipeline import pipeline
+from flows.operations.workers import run_on_worker
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -136,9 +136,9 @@ def test_remote_stages_must_name_stages_of_dvc_yaml(gpu_repo):
 def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
     from dvc.repo import Repo
 
-    from flows import remote
+    from flows.operations import workers
 
-    monkeypatch.setattr(remote, "tracked", lambda: True)
+    monkeypatch.setattr(workers, "tracked", lambda: True)
     run(["dvc", "remote", "add", "-d", "shared", str(gpu_repo.parent / "remote")], gpu_repo)
     with (gpu_repo / "steps/train.py").open("a") as f:
         f.write("# an uncommitted change\n")
@@ -146,19 +146,19 @@ def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
     with Repo(".") as repo:
         stage = next(s for s in repo.index.stages if s.addressing == "train@iris")
         with pytest.raises(
-            remote.WorkerError, match=r"but steps/train.py differ from the commit a worker would clone; commit first"
+            workers.WorkerError, match=r"but steps/train.py differ from the commit a worker would clone; commit first"
         ):
-            remote.check_ready(repo, stage, "gpu")
+            workers.check_ready(repo, stage, "gpu")
         run(GIT + ["commit", "-qam", "the change"], gpu_repo)
-        monkeypatch.setattr(remote, "deployment_exists", lambda name: False)
-        with pytest.raises(remote.WorkerError, match="no deployment 'stage-on-worker/gpu'; run `python -m flows dep"):
-            remote.check_ready(repo, stage, "gpu")
-        monkeypatch.setattr(remote, "deployment_exists", lambda name: name == "stage-on-worker/gpu")
-        remote.check_ready(repo, stage, "gpu")  # committed, deployed: ready
+        monkeypatch.setattr(workers, "deployment_exists", lambda name: False)
+        with pytest.raises(workers.WorkerError, match="no deployment 'stage-on-worker/gpu'; run `python -m flows dep"):
+            workers.check_ready(repo, stage, "gpu")
+        monkeypatch.setattr(workers, "deployment_exists", lambda name: name == "stage-on-worker/gpu")
+        workers.check_ready(repo, stage, "gpu")  # committed, deployed: ready
         run(["git", "init", "-q", "--bare", str(gpu_repo.parent / "origin.git")], gpu_repo)
         run(["git", "remote", "add", "origin", str(gpu_repo.parent / "origin.git")], gpu_repo)
-        with pytest.raises(remote.WorkerError, match="this commit is not on origin, where the worker clones from"):
-            remote.check_ready(repo, stage, "gpu")
+        with pytest.raises(workers.WorkerError, match="this commit is not on origin, where the worker clones from"):
+            workers.check_ready(repo, stage, "gpu")
 
 
 @pytest.mark.slow
@@ -167,7 +167,7 @@ def test_a_stage_no_worker_takes_is_cancelled_after_the_timeout(prefect_server):
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from flows import remote
+    from flows.operations import workers
 
     parameters = {"stage": "train@iris", "repo_url": "/nowhere", "rev": "HEAD", "lock": None}
     server = {PREFECT_API_URL: prefect_server["PREFECT_API_URL"],
@@ -175,11 +175,11 @@ def test_a_stage_no_worker_takes_is_cancelled_after_the_timeout(prefect_server):
     with temporary_settings(server):
         with get_client(sync_client=True) as client:
             client.create_work_pool(WorkPoolCreate(name="idle", type="process"))
-        remote.run_on_worker.to_deployment(name="idle").apply(work_pool_name="idle")
-        assert remote.deployment_exists("stage-on-worker/idle")
+        workers.run_on_worker.to_deployment(name="idle").apply(work_pool_name="idle")
+        assert workers.deployment_exists("stage-on-worker/idle")
         expected = r"waited 3 s for work pool 'idle' and cancelled its run, still \w+; is a worker of that pool running"
-        with pytest.raises(remote.WorkerError, match=expected):
-            remote.await_worker("idle", parameters, timeout=3)
+        with pytest.raises(workers.WorkerError, match=expected):
+            workers.await_worker("idle", parameters, timeout=3)
         with get_client(sync_client=True) as client:
             runs = [r for r in client.read_flow_runs() if r.parameters.get("repo_url") == "/nowhere"]
     assert [r.state.type.value for r in runs] == ["CANCELLED"]  # it cannot start later, unwatched

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from conftest import ROOT, api, make_repo, run, tiny_params
 
-from flows import remote
 from flows.common import InputError, check_inside, check_name
+from flows.operations import workers
 
 
 def only_iris(**extra) -> dict:
@@ -48,25 +48,25 @@ def test_params_yaml_cannot_run_commands_through_dvc_repro(tmp_path):
 
 
 def test_credentials_are_redacted_everywhere_they_are_shown():
-    assert remote.redact("https://ci:ghp_secret@git.example/org/cairn.git") == "https://git.example/org/cairn.git"
-    assert remote.redact("fatal: could not read from 'https://tok@host/x' (https://a:b@c/d)") == (
+    assert workers.redact("https://ci:ghp_secret@git.example/org/cairn.git") == "https://git.example/org/cairn.git"
+    assert workers.redact("fatal: could not read from 'https://tok@host/x' (https://a:b@c/d)") == (
         "fatal: could not read from 'https://host/x' (https://c/d)"
     )
-    assert remote.redact("git@github.com:org/cairn.git") == "git@github.com:org/cairn.git"  # no secret there
+    assert workers.redact("git@github.com:org/cairn.git") == "git@github.com:org/cairn.git"  # no secret there
 
 
 def test_a_worker_clones_only_allowed_repositories(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CAIRN_WORKER_REPOS", raising=False)
-    with pytest.raises(remote.WorkerError, match="refusing to clone 'https://evil.example/x.git'"):
-        remote.run_on_worker.fn("train@iris", "https://user:pw@evil.example/x.git", "0" * 40)
+    with pytest.raises(workers.WorkerError, match="refusing to clone 'https://evil.example/x.git'"):
+        workers.run_on_worker.fn("train@iris", "https://user:pw@evil.example/x.git", "0" * 40)
     assert not list(tmp_path.iterdir())  # nothing cloned
     monkeypatch.setenv("CAIRN_WORKER_REPOS", "https://evil.example/x.git")
-    with pytest.raises(remote.WorkerError, match="is not a stage address at a commit hash"):
-        remote.run_on_worker.fn("train@iris; id", "https://evil.example/x.git", "HEAD")
+    with pytest.raises(workers.WorkerError, match="is not a stage address at a commit hash"):
+        workers.run_on_worker.fn("train@iris; id", "https://evil.example/x.git", "HEAD")
     # The worker clones with its own credentials for a URL it allows; the run's parameters have none.
     monkeypatch.setenv("CAIRN_WORKER_REPOS", "https://ci:secret@git.example/cairn.git")
-    assert remote.allowed_repos()["https://git.example/cairn.git"] == "https://ci:secret@git.example/cairn.git"
+    assert workers.allowed_repos()["https://git.example/cairn.git"] == "https://ci:secret@git.example/cairn.git"
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from conftest import ROOT
 
-from flows.stages import STAGES, stage_flow, stage_paths
+from flows.execution.stages import STAGES, stage_flow, stage_paths
 
 
 def imports(path: Path) -> set[str]:

@@ -21,10 +21,11 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from flows.files import write_atomic
+from flows.execution.files import write_atomic
 
 ROOT = Path(".cairn") / "datums"
-PACKAGES = (Path(__file__).resolve().parent, Path(__file__).resolve().parent.parent / "steps")
+FLOWS = Path(__file__).resolve().parents[1]
+PACKAGES = (FLOWS, FLOWS.parent / "steps")
 
 
 @cache

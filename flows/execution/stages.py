@@ -18,6 +18,7 @@ from flows.common import check_name, load_params, log, tracked, write_json
 
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
 ACTIONS = ("promote",)  # flows that run after the stages, outside DVC's DAG
+MODULES = {"promote": "flows.operations.registry"}  # the rest: flows/<stage>.py
 USAGE = (
     "python -m flows STAGE@WORKLOAD | python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH"
     " | python -m flows pipeline [WORKLOAD ...]"
@@ -33,7 +34,7 @@ def stage_flow(name: str):
     """The Prefect flow of stage ``name`` (flows/<name>.py defines a flow called <name>)."""
     if name not in STAGES + ACTIONS:
         raise UsageError(f"unknown stage {name!r}; expected one of {', '.join(STAGES + ACTIONS)}")
-    return getattr(importlib.import_module(f"flows.{name}"), name)
+    return getattr(importlib.import_module(MODULES.get(name, f"flows.{name}")), name)
 
 
 def stage_paths(stage: str, workload: str) -> dict[str, Path]:
@@ -86,7 +87,7 @@ def run_stage(argv: list[str]) -> Any:
     pipeline); without one it runs as a plain function, so a `dvc repro` stage process never
     pays for starting a temporary Prefect server.
     """
-    from flows import lockfile
+    from flows.execution import lockfile
 
     stage, args = parse(argv)
     lockfile.snapshot()  # under `dvc repro`, DVC has just read dvc.lock: a good copy to keep

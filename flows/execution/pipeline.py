@@ -5,7 +5,7 @@ restore it from DVC's run-cache if that has it, else run its command line in thi
 (a Prefect subflow, so the UI shows it as its own run) and `dvc commit` it, which writes the
 same dvc.lock entry and run-cache entry that `dvc repro` writes. A stage that
 ``deploy.remote_stages`` sends to a work pool (train on a GPU pool) runs on a worker of that
-pool instead and comes back through the run-cache (flows/remote.py).
+pool instead and comes back through the run-cache (flows/operations/workers.py).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 from prefect import flow
 
-from flows import lockfile
 from flows.common import git_revision, log, report, tracked
-from flows.files import NoSpace
-from flows.remote import check_ready, remote_stages, send_to_worker
-from flows.stages import STAGES, UsageError, parse, run_stage
+from flows.execution import lockfile
+from flows.execution.files import NoSpace
+from flows.execution.stages import STAGES, UsageError, parse, run_stage
+from flows.operations.workers import check_ready, remote_stages, send_to_worker
 from steps import StepError
 
 COMMAND = ["python", "-m", "flows", "$DVC_STAGE"]

@@ -1,6 +1,6 @@
 """Writes that survive a kill: an output is either its old self (or absent) or complete.
 
-Standard library only: DVC's startup hook (flows/lockfile.py) imports this in every `dvc`
+Standard library only: DVC's startup hook (flows/execution/lockfile.py) imports this in every `dvc`
 command, where pandas or pyarrow would cost time for nothing.
 """
 

@@ -1,7 +1,7 @@
 """`python -m flows plan [WORKLOAD ...]`: what the next `dvc repro` or pipeline run will do, and
 why, before it runs. `dvc status` says which stages are stale; this also says which dep, param
 or partition changed, how many raw files ingest will compute and how many it will reuse
-(flows/datums.py), what will run only if an upstream stage changes its outputs, and how long
+(flows/execution/datums.py), what will run only if an upstream stage changes its outputs, and how long
 each stage took last time (.cairn/timings.json)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.common import load_params
-from flows.stages import TIMINGS
+from flows.execution.stages import TIMINGS
 
 
 def reasons(status: list) -> list[str]:
@@ -33,7 +33,7 @@ def reasons(status: list) -> list[str]:
 def ingest_files(workload: str) -> dict[str, int]:
     """{'compute': n, 'reuse': m}: the raw files of ``workload`` that ingest will parse, and those
     whose result the datum store already has."""
-    from flows import datums
+    from flows.execution import datums
     from flows.ingest import partitions, read_bytes
 
     params = load_params(workload)

@@ -23,7 +23,7 @@ import yaml
 from prefect import flow
 
 from flows.common import PARAMS_FILE, log
-from flows.pipeline import checkout_lock, run_pipeline
+from flows.execution.pipeline import checkout_lock, run_pipeline
 
 PREFECT_FILE = Path("prefect.yaml")
 RAW_CHANGED = "cairn.raw.changed"  # the event: resource 'cairn.workload.<name>', payload: the files
@@ -38,7 +38,7 @@ def prefect_yaml(params: dict[str, Any]) -> str:
         {
             "name": name,
             "description": f"Run the pipeline for {name}: every stale stage, then the champion gate.",
-            "entrypoint": "flows/pipeline.py:pipeline",
+            "entrypoint": "flows/execution/pipeline.py:pipeline",
             "parameters": {"workloads": [name]},
             "work_pool": {"name": pool},
             # New raw data is an event (watch_files): it starts this deployment's run at once.
@@ -59,7 +59,7 @@ def prefect_yaml(params: dict[str, Any]) -> str:
     deployments.append({
         "name": "retrain",
         "description": "Scheduled retraining of every workload; stages with no change are skipped.",
-        "entrypoint": "flows/pipeline.py:pipeline",
+        "entrypoint": "flows/execution/pipeline.py:pipeline",
         "parameters": {"workloads": None},
         "work_pool": {"name": pool},
         "schedules": [{"cron": deploy["retrain_cron"], "timezone": deploy["timezone"]}],
@@ -67,7 +67,7 @@ def prefect_yaml(params: dict[str, Any]) -> str:
     deployments.append({
         "name": "watch",
         "description": "Retrain the workloads whose raw data changed (a new partition file).",
-        "entrypoint": "flows/deployments.py:watch",
+        "entrypoint": "flows/operations/deployments.py:watch",
         "work_pool": {"name": pool},
         "schedules": [{"interval": deploy["watch_seconds"]}],
     })  # fmt: skip
@@ -75,7 +75,7 @@ def prefect_yaml(params: dict[str, Any]) -> str:
         deployments.append({
             "name": pool,
             "description": f"Reproduce one stage in a fresh clone on a '{pool}' worker; push it to DVC's remote.",
-            "entrypoint": "flows/remote.py:run_on_worker",
+            "entrypoint": "flows/operations/workers.py:run_on_worker",
             "work_pool": {"name": pool},
         })  # fmt: skip
     # No pull step: `prefect deploy` records the checkout it runs in, where a process worker

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import yaml
 
-from flows.files import remove_leftovers, write_atomic
+from flows.execution.files import remove_leftovers, write_atomic
 from steps import StepError
 
 LOCK = Path("dvc.lock")
@@ -132,7 +132,7 @@ HOOK = "cairn-dvc-guard.pth"
 # one basename comparison unless the program is `dvc`.
 HOOK_LINE = (
     "import os, sys; os.path.basename((sys.argv or [''])[0]) == 'dvc' "
-    "and __import__('flows.lockfile', fromlist=['_']).guard_dvc_command()\n"
+    "and __import__('flows.execution.lockfile', fromlist=['_']).guard_dvc_command()\n"
 )
 
 
