@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -11,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from flows.common import InputError, load_params, log, parquet_bytes, replace_dir, report, stage_flow, write_json
-from flows.execution import datums
+from flows.execution import datums, fanout
 from steps import ingest as steps
 from steps import sources
 
@@ -78,40 +79,91 @@ def as_text_label(table: pa.Table, label: str) -> pa.Table:
     return table.set_column(i, pa.field(label, pa.string()), pc.cast(table.column(label), pa.string()))
 
 
-def partition_results(path: Path, name: str, params: dict) -> tuple[dict[str, tuple[bytes, dict, dict]], bool]:
-    """{part: (Parquet bytes, how it was read, profile)} of one raw file, and whether they came
-    from the datum store (flows/execution/datums.py) instead of being computed."""
+def file_name(path: Path, raw: Path) -> str:
+    """A raw file's name in keys and messages: its path under the raw folder."""
+    return path.name if path == raw else path.relative_to(raw).as_posix()
+
+
+def load(path: Path) -> bytes:
+    """What a partition's datum key and its computation read: the decompressed bytes (a
+    source.json manifest as it is)."""
+    return path.read_bytes() if path.name == "source.json" else read_bytes(path)
+
+
+def datum_key(name: str, data: bytes, params: dict) -> str:
+    return datums.key("ingest", name, data, {"schema": params["schema"], "source": params.get("source")})
+
+
+Parts = dict[str, tuple[bytes, dict, dict]]  # {part: (Parquet bytes, how it was read, profile)}
+
+
+def compute_batch(payload: tuple[dict, list[tuple[str, bytes]]]) -> list[Parts]:
+    """The partitions of a batch of raw files, computed from their bytes alone (a fan-out worker,
+    flows/execution/fanout.py, may be another process or machine): ``payload`` is (the workload's
+    params, [(file name, bytes), ...]); one ``Parts`` per file, in order."""
+    params, files = payload
+    return [compute(name, data, params) for name, data in files]
+
+
+def compute(name: str, data: bytes, params: dict) -> Parts:
     schema = params["schema"]
-    data = path.read_bytes() if path.name == "source.json" else read_bytes(path)
-    datum = datums.key("ingest", name, data, {"schema": schema, "source": params.get("source")})
-    if (stored := datums.fetch("ingest", datum)) is not None:
-        meta = json.loads(stored["meta.json"])
-        parts = {part: (stored[f"{i}.parquet"], m["read"], m["profile"]) for i, (part, m) in enumerate(meta.items())}
-        return parts, True
     info: dict = {}
-    if path.name == "source.json":
-        found = builtin(path, schema, params.get("source"))
-    elif kind(path)[0] in TEXT:
+    if Path(name).name == "source.json":
+        found = builtin(name, data, schema, params.get("source"))
+    elif kind(Path(name))[0] in TEXT:
         found = {name: steps.from_csv(data, name, schema, info)}
     else:
         found = {name: steps.from_parquet(data, name, schema)}
-    if info.get("encoding") not in (None, "utf-8"):
-        log().info("ingest: %s is %s text, not plain UTF-8; read as such", name, info["encoding"])
     parts = {}
     for part, table in found.items():
-        how = dict(info) or {"format": "parquet" if kind(path)[0] == ".parquet" else "built-in"}
+        how = dict(info) or {"format": "parquet" if kind(Path(name))[0] == ".parquet" else "built-in"}
         how["rows"] = table.num_rows
         parts[part] = (parquet_bytes(table), how, json.loads(json.dumps(steps.profile(table), default=str)))
+    return parts
+
+
+def fetch(datum: str) -> Parts | None:
+    """A file's partitions as the datum store (flows/execution/datums.py) has them, or None."""
+    if (stored := datums.fetch("ingest", datum)) is None:
+        return None
+    meta = json.loads(stored["meta.json"])
+    return {part: (stored[f"{i}.parquet"], m["read"], m["profile"]) for i, (part, m) in enumerate(meta.items())}
+
+
+def keep(datum: str, parts: Parts) -> None:
     meta = {part: {"read": how, "profile": prof} for part, (_, how, prof) in parts.items()}
     files = {f"{i}.parquet": blob for i, (blob, _, _) in enumerate(parts.values())}
     datums.store("ingest", datum, files | {"meta.json": json.dumps(meta).encode()})
-    return parts, False
 
 
-def builtin(manifest: Path, schema: dict, source: dict | None) -> dict:
-    """Tables of a built-in source named by a source.json manifest; generated sources take
-    their settings from the workload's ``source`` params."""
-    spec = json.loads(manifest.read_text())
+def all_parts(usable: list[Path], raw: Path, params: dict) -> Iterator[tuple[str, Parts, bool]]:
+    """(file name, its partitions, reused?) of every raw file: stored datums at once, the rest
+    computed by the fan-out runner in batches, as they come back."""
+    misses = []
+    for path in usable:
+        name = file_name(path, raw)
+        data = load(path)
+        datum = datum_key(name, data, params)
+        if (parts := fetch(datum)) is not None:
+            yield name, parts, True
+        else:
+            misses.append((path, name, datum, len(data)))
+        del data
+    run = fanout.settings()
+    plan = fanout.batches(misses, [size for *_, size in misses], run)
+    if misses:
+        log().info("ingest: %d raw file(s) to compute in %d batch(es) on %s", len(misses), len(plan), run.runner)
+    payloads = ((params, [(name, load(path)) for path, name, _, _ in batch]) for batch in plan)
+    for batch, results in zip(plan, fanout.fan_out(compute_batch, payloads, "ingest", run), strict=True):
+        for (_, name, datum, _), parts in zip(batch, results, strict=True):
+            keep(datum, parts)
+            yield name, parts, False
+
+
+def builtin(manifest: str, text: bytes, schema: dict, source: dict | None) -> dict:
+    """Tables of the built-in source that the source.json manifest ``manifest`` (its bytes:
+    ``text``) names; generated sources take their settings from the workload's ``source``."""
+    spec = json.loads(text)
     name = spec.get("builtin")
     generators = {"sales": sources.sales, "loans": sources.loans}
     if name in generators:
@@ -145,17 +197,21 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
         log().warning("ingest: skipped %s: not a partition file cairn reads (.csv, .tsv, .txt, .parquet)", path)
     read, profiles, labels = {}, {}, {}
     counts = {"computed": 0, "reused": 0}
-    # One partition at a time, straight into the output folder: memory holds one partition.
+    found: dict[str, Parts] = {}
+    # Straight into the output folder as partitions come back: memory holds a few, not all.
     with replace_dir(out) as tmp:
-        for path in usable:
-            name = path.name if path == raw else path.relative_to(raw).as_posix()
-            parts, reused = partition_results(path, name, params)
+        for name, parts, reused in all_parts(usable, raw, params):
             counts["reused" if reused else "computed"] += 1
-            for part, (blob, info, table_profile) in parts.items():
+            for part, (blob, info, _) in parts.items():
+                (tmp / f"{steps.partition_stem(part)}.parquet").write_bytes(blob)
+                if info.get("encoding") not in (None, "utf-8"):
+                    log().info("ingest: %s is %s text, not plain UTF-8; read as such", name, info["encoding"])
+            found[name] = {part: (b"", info, prof) for part, (_, info, prof) in parts.items()}
+        for path in usable:  # the summaries in raw file order, whatever order the runner kept
+            for part, (_, info, table_profile) in found[file_name(path, raw)].items():
                 stem = steps.partition_stem(part)
                 if stem in read:
                     raise InputError(f"ingest: two raw partitions of '{raw}' are both named '{stem}'")
-                (tmp / f"{stem}.parquet").write_bytes(blob)
                 read[stem], profiles[stem] = info, table_profile
                 labels[stem] = pq.read_schema(tmp / f"{stem}.parquet").field(schema["label"]).type
         for stem in text_labels_needed(labels, schema["label"]):

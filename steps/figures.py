@@ -9,28 +9,26 @@ import numpy as np
 import pyarrow as pa
 
 
-def _pyplot():
-    import matplotlib
+def _subplots(*grid: int, figsize: tuple[float, float], squeeze: bool = True):
+    """(figure, axes) without pyplot: no global figure manager, so stages that draw at once in
+    threads of one pipeline run (flows/execution/pipeline.py) never share state, and no display."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*grid, squeeze=squeeze)
 
 
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     # No software/date metadata: equal figures must give equal bytes.
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": None})
-    _pyplot().close(fig)
     return buf.getvalue()
 
 
 def confusion_png(matrix: list[list[int]], classes: list, title: str) -> bytes:
-    plt = _pyplot()
     matrix_ = np.asarray(matrix)
     size = max(4.0, 0.5 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig, ax = _subplots(figsize=(size, size))
     ax.imshow(matrix_, cmap="Blues")
     ticks = range(len(classes))
     ax.set_xticks(ticks, [str(c) for c in classes], rotation=45)
@@ -53,9 +51,8 @@ def confusion_png(matrix: list[list[int]], classes: list, title: str) -> bytes:
 
 
 def loss_png(history: list[dict[str, float]], title: str) -> bytes:
-    plt = _pyplot()
     epochs = [h["epoch"] for h in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = _subplots(figsize=(6, 4))
     ax.plot(epochs, [h["train_loss"] for h in history], label="train")
     ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
     if not history:
@@ -70,9 +67,8 @@ def loss_png(history: list[dict[str, float]], title: str) -> bytes:
 
 def image_grid_png(originals: np.ndarray, reconstructions: np.ndarray, shape: list[int], title: str) -> bytes:
     """Originals (top row) over their reconstructions (bottom row)."""
-    plt = _pyplot()
     n = len(originals)
-    fig, axes = plt.subplots(2, n, figsize=(n * 1.1, 2.6))
+    fig, axes = _subplots(2, n, figsize=(n * 1.1, 2.6))
     for i in range(n):
         for row, images in enumerate((originals, reconstructions)):
             axes[row, i].imshow(images[i].reshape(shape), cmap="gray", vmin=0, vmax=1)
@@ -83,8 +79,7 @@ def image_grid_png(originals: np.ndarray, reconstructions: np.ndarray, shape: li
 
 def scatter_png(actual: np.ndarray, predicted: np.ndarray, title: str) -> bytes:
     """Predicted against actual, with the diagonal a perfect model would sit on."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig, ax = _subplots(figsize=(5, 5))
     ax.scatter(actual, predicted, s=4, alpha=0.5)
     lo, hi = float(min(actual.min(), predicted.min())), float(max(actual.max(), predicted.max()))
     ax.plot([lo, hi], [lo, hi], color="gray", linewidth=1)
@@ -98,7 +93,6 @@ def scatter_png(actual: np.ndarray, predicted: np.ndarray, title: str) -> bytes:
 def pairplot_png(table: pa.Table, columns: list[str], label: str | None, title: str, max_rows: int = 2000) -> bytes:
     """Scatter plots of every pair of up to 8 numeric columns (histograms on the diagonal),
     coloured by the label, on at most ``max_rows`` rows (the first ones: deterministic)."""
-    plt = _pyplot()
     columns = columns[:8]
     sample = table.slice(0, max_rows)
     data = {c: sample.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in columns}
@@ -106,7 +100,7 @@ def pairplot_png(table: pa.Table, columns: list[str], label: str | None, title: 
     levels = sorted({str(g) for g in groups})
     colour = np.array([levels.index(str(g)) for g in groups])
     k = max(1, len(columns))
-    fig, axes = plt.subplots(k, k, figsize=(2 * k + 1, 2 * k + 1), squeeze=False)
+    fig, axes = _subplots(k, k, figsize=(2 * k + 1, 2 * k + 1), squeeze=False)
     for i, ci in enumerate(columns):
         for j, cj in enumerate(columns):
             ax = axes[i, j]

@@ -1,0 +1,77 @@
+"""Fan-out (flows/execution/fanout.py): the runner is a setting that changes the speed, never a
+byte of the output; batching caps the number of tasks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import blobs_csv, make_repo, only_workloads, project_env, run
+
+from flows.execution import fanout
+
+
+def test_batches_keep_order_cap_the_task_count_and_are_never_empty():
+    run_ = fanout.Execution(max_tasks=3, batch_mb=1)
+    items = list("abcdefgh")
+    cut = fanout.batches(items, [2**19] * len(items), run_)  # 8 half-MB items, 1 MB batches: capped at 3
+    assert [x for b in cut for x in b] == items and len(cut) == 3 and all(cut)
+    assert fanout.batches(items, [10] * len(items), run_) == [items]  # small items: one batch
+    assert fanout.batches([], [], run_) == []
+
+
+def _square(payload: int) -> int:
+    return payload * payload
+
+
+@pytest.mark.parametrize("runner", fanout.RUNNERS)
+def test_fan_out_gives_results_in_input_order_on_every_runner(runner):
+    run_ = fanout.Execution(runner=runner, workers=2)
+    assert list(fanout.fan_out(_square, iter(range(9)), "square", run_)) == [x * x for x in range(9)]
+
+
+def test_a_bad_execution_setting_is_one_line_naming_it(tmp_path: Path):
+    (tmp_path / "params.yaml").write_text("execution: {runner: spark}\n")
+    with pytest.raises(ValueError, match=r"execution.runner is 'spark'"):
+        fanout.settings(tmp_path / "params.yaml")
+
+
+def ingest_bytes(repo: Path, runner: str, files: int = 5) -> dict[str, bytes]:
+    """The ingest output of blobs under ``runner``, from scratch (no datum store)."""
+    run(["rm", "-rf", ".cairn/datums", "data/blobs/ingest"], repo)
+    result = run(["python", "-m", "flows", "ingest@blobs"], repo, env=project_env(CAIRN_RUNNER=runner))
+    assert f"ingest: {files} raw file(s) to compute in {files} batch(es) on {runner}" in result.stderr
+    folder = repo / "data/blobs/ingest"
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_every_runner_writes_the_same_ingest_bytes_in_several_batches(tmp_path: Path):
+    params = only_workloads("blobs")
+    params["execution"] = {"batch_mb": 0.0001, "workers": 2}  # 100-byte batches: one file each
+    repo = make_repo(tmp_path / "repo", params)
+    for i in range(3, 6):
+        (repo / "data/blobs/raw" / f"part-{i}.csv").write_text(blobs_csv(30, seed=i))
+    outputs = {runner: ingest_bytes(repo, runner) for runner in fanout.RUNNERS}
+    assert len(outputs["serial"]) == 7  # 5 partitions + profile.json + read.json
+    for runner in ("threads", "processes", "dask"):
+        assert outputs[runner] == outputs["serial"], runner
+
+
+@pytest.mark.slow
+def test_a_tracked_ingest_fans_out_as_prefect_task_runs_on_a_real_dask_cluster(tmp_path: Path, prefect_server):
+    """Under a Prefect API the batches are task runs of prefect-dask's DaskTaskRunner on a Dask
+    LocalCluster (two worker processes), and the bytes are those of the serial loop."""
+    from conftest import api
+
+    params = only_workloads("blobs")
+    params["execution"] = {"batch_mb": 0.0001, "workers": 2, "runner": "dask"}
+    repo = make_repo(tmp_path / "repo", params)
+    serial = ingest_bytes(repo, "serial", files=2)
+    run(["rm", "-rf", ".cairn/datums", "data/blobs/ingest"], repo)
+    result = run(["python", "-m", "flows", "ingest@blobs"], repo, env=prefect_server)
+    assert "fan-out on DaskTaskRunner (2 worker(s))" in result.stdout + result.stderr
+    folder = repo / "data/blobs/ingest"
+    assert {p.name: p.read_bytes() for p in sorted(folder.iterdir())} == serial
+    body = {"task_runs": {"name": {"like_": "ingest-batch"}}, "limit": 50}
+    tasks = api(prefect_server).post("task_runs/filter", json=body).json()
+    assert len(tasks) == 2 and {t["state"]["type"] for t in tasks} == {"COMPLETED"}, tasks
