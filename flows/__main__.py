@@ -1,5 +1,5 @@
 """Command line: `python -m flows <stage> <workload> --<input> PATH ... --out PATH` (what dvc.yaml
-runs), `python -m flows pipeline [workload ...]` (the Prefect pipeline, champion gate included),
+runs), `python -m flows pipeline [--jobs N] [workload ...]` (the Prefect pipeline, champion gate included),
 `python -m flows promote <workload> --split PATH --publish PATH` (the gate alone), and
 `python -m flows registry list|rollback` (the model registry), `python -m flows deployments`
 (prefect.yaml from params.yaml), `python -m flows server-env PORT` (the secure server's settings
@@ -40,6 +40,19 @@ def registry(argv: list[str]) -> None:
         print(f"{args.workload}: v{chosen['version']} is the champion again ({chosen['reason']})")
 
 
+def pipeline_args(argv: list[str]) -> tuple[list[str] | None, int | None]:
+    """`pipeline [--jobs N] [WORKLOAD ...]`: (workloads or None for all, jobs or None)."""
+    import argparse
+
+    cli = argparse.ArgumentParser(prog="python -m flows pipeline")
+    cli.add_argument("--jobs", "-j", type=int, help="stages at once (default: execution.jobs in params.yaml)")
+    cli.add_argument("workloads", nargs="*")
+    args = cli.parse_args(argv)
+    if args.jobs is not None and args.jobs < 1:
+        cli.error(f"--jobs must be 1 or more, not {args.jobs}")
+    return args.workloads or None, args.jobs
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
@@ -49,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["pipeline"]:
             from flows.execution.pipeline import run_pipeline
 
-            run_pipeline(argv[1:] or None)
+            run_pipeline(*pipeline_args(argv[1:]))
         elif argv[:1] == ["registry"]:
             registry(argv[1:])
         elif argv == ["deployments"]:

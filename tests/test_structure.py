@@ -98,3 +98,17 @@ def test_every_module_a_stage_runs_is_a_dep_so_a_code_change_reruns_it():
         deps = [Path(d) for d in spec["do"]["deps"] if "$" not in d and not d.startswith("data/")]
         missing = sorted(str(f) for f in _code_of(stage) if not any(f == d or d in f.parents for d in deps))
         assert not missing, f"dvc.yaml: stage {stage} runs {missing} but does not list them as deps"
+
+
+def test_every_model_that_trains_with_torch_is_exclusive_in_the_pipelines_waves():
+    """torch's global RNG is seeded per fit: two such fits in threads of one pipeline run would
+    interleave their draws, so each torch model says EXCLUSIVE and trains alone."""
+    import importlib
+
+    for path in sorted((ROOT / "steps/models").glob("*.py")):
+        if path.stem in ("__init__", "torchnet"):
+            continue
+        module = importlib.import_module(f"steps.models.{path.stem}")
+        uses_torch = any(getattr(v, "__name__", "").startswith(("torch", "steps.models.torchnet", "steps.models.mlp"))
+                         for v in vars(module).values())  # fmt: skip
+        assert getattr(module, "EXCLUSIVE", False) == uses_torch, path.stem

@@ -56,6 +56,31 @@ def snapshot(lock: Path = LOCK, good: Path = GOOD) -> None:
         write_atomic(good, data)
 
 
+def stage_order(lock: Path = LOCK) -> list[str]:
+    """The stage entries of ``lock`` in file order ([] when there is none or it is broken)."""
+    text = lock.read_text() if lock.exists() else ""
+    return [] if problem(text) else list(yaml.safe_load(text)["stages"])
+
+
+def order_stages(before: list[str], plan: list[str], lock: Path = LOCK) -> None:
+    """Put ``lock``'s entries in the order `dvc repro` leaves them: those there before the run
+    (``before``) keep their place, new ones follow in plan order. DVC appends an entry when it
+    first commits a stage, so stages finishing in any order (the pipeline's waves) would
+    otherwise give a lock that differs in bytes, not in content. Rewritten through DVC's own
+    YAML round trip: every entry keeps its exact text."""
+    current = stage_order(lock)
+    new = [n for n in plan if n in current and n not in before]
+    wanted = [n for n in before if n in current] + new + [n for n in current if n not in before and n not in new]
+    if wanted == current:
+        return
+    from dvc.utils.serialize import modify_yaml
+
+    atomic_dvc_writes()
+    with modify_yaml(str(lock)) as data:
+        for name in wanted:
+            data["stages"][name] = data["stages"].pop(name)
+
+
 def recover(lock: Path = LOCK, good: Path = GOOD) -> bool:
     """Put the last good copy back when ``lock`` is broken; True when it did. Raises StepError
     when the lock is broken and there is no good copy to put back."""

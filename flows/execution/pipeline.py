@@ -11,16 +11,19 @@ pool instead and comes back through the run-cache (flows/operations/workers.py).
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import shlex
 from collections.abc import Iterator
+from typing import Any
 
 from prefect import flow
 
-from flows.common import git_revision, log, report, tracked
-from flows.execution import lockfile
+from flows.common import git_revision, load_params, log, report, tracked
+from flows.execution import fanout, lockfile
 from flows.execution.files import NoSpace
 from flows.execution.stages import STAGES, UsageError, parse, run_stage
-from flows.operations.workers import check_ready, remote_stages, send_to_worker
+from flows.operations.workers import await_worker, bring_back, check_ready, hand_over, remote_stages, worker_timeout
 from steps import StepError
 
 COMMAND = ["python", "-m", "flows", "$DVC_STAGE"]
@@ -97,8 +100,9 @@ def run_name() -> str:
 
 
 @flow(name="pipeline", flow_run_name=run_name, persist_result=False)
-def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
-    """Bring every stage of ``workloads`` (default: all in params.yaml) up to date.
+def pipeline(workloads: list[str] | None = None, jobs: int | None = None) -> dict[str, str]:
+    """Bring every stage of ``workloads`` (default: all in params.yaml) up to date, up to
+    ``jobs`` stages at once (default: ``execution.jobs`` in params.yaml).
 
     Then runs the champion gate for each workload. Runs in the repository root (the working
     directory). Returns {stage address: 'skipped' | 'restored' | 'ran' | 'worker'} and, per workload,
@@ -107,16 +111,13 @@ def pipeline(workloads: list[str] | None = None) -> dict[str, str]:
     # DVC's repository lock for the whole run: a second run on this checkout is refused
     # (DVC gives up after a few seconds) instead of interleaving its stages with ours.
     with checkout_lock("pipeline") as repo:
-        return _run(repo, workloads)
+        return _run(repo, workloads, jobs or fanout.settings().jobs)
 
 
-def _run(repo, workloads: list[str] | None) -> dict[str, str]:
+def _run(repo, workloads: list[str] | None, jobs: int) -> dict[str, str]:
     from dvc.repo.reproduce import get_active_graph, plan_repro
-    from dvc.stage.cache import RunCacheNotFoundError
 
     logger = log()
-    outcome: dict[str, str] = {}
-    pull = _fetch_run_cache(repo)
     graph = get_active_graph(repo.index.graph)
     pools = remote_stages()
     if unknown := sorted(set(pools) - {s.addressing for s in graph}):
@@ -124,51 +125,147 @@ def _run(repo, workloads: list[str] | None) -> dict[str, str]:
     targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
     if workloads and not targets:
         raise UsageError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
-    for stage in plan_repro(graph, targets):  # before any stage runs: fail early, lose nothing
+    plan = list(plan_repro(graph, targets))
+    for stage in plan:  # before any stage runs: fail early, lose nothing
         if stage.addressing in pools:
             check_ready(repo, stage, pools[stage.addressing])
-    for stage in plan_repro(graph, targets):
-        name = stage.addressing
-        if not stage.changed():
-            logger.info("%s: up to date, skipped", name)
-            outcome[name] = "skipped"
-            continue
-        # As `dvc repro` does: outputs go first, so a damaged one is replaced, never merged with.
-        stage.remove_outs(ignore_remove=False, force=False)
-        try:
-            repo.stage_cache.restore(stage, pull=pull)
-            restored = True
-        except RunCacheNotFoundError:
-            restored = False
-        # Run outside the except block: a failing stage's error is not chained to the cache miss.
-        try:
-            if restored:
-                logger.info("%s: restored from DVC's run-cache", name)
-                outcome[name] = "restored"
-            elif name in pools:
-                send_to_worker(repo, graph, stage, pools[name])
-                outcome[name] = "worker"
-            else:
-                run_stage(_command(stage))
-                outcome[name] = "ran"
-        except (StepError, NoSpace) as err:
-            message = err.strerror if isinstance(err, NoSpace) else str(err)
-            logger.error("%s failed: %s", name, message)
-            raise StageFailed(f"{name} failed: {message}") from None
-        lockfile.snapshot()  # the lock as it is before DVC rewrites it in place
-        repo.commit(name, force=True)
+    outcome = Waves(repo, graph, plan, pools, jobs).run()
     # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.
-    for stage in plan_repro(graph, targets):
+    for stage in plan:
         if stage.addressing.startswith("publish@"):
             outcome[stage.addressing.replace("publish@", "promote@")] = _gate(stage)
     counts = {
         k: list(outcome.values()).count(k) for k in ("ran", "worker", "restored", "skipped", "promoted", "rejected")
     }
-    report("pipeline", "pipeline", counts | {"stages": outcome, "git_revision": git_revision()})
+    report("pipeline", "pipeline", counts | {"stages": outcome, "jobs": jobs, "git_revision": git_revision()})
     produced_artifact(outcome)
     if not counts["ran"] and not counts["worker"] and not counts["restored"]:
         logger.info("pipeline: nothing changed in data, code or params; every stage skipped")
     return outcome
+
+
+def exclusive(stage) -> bool:
+    """Whether ``stage`` trains a model whose fit uses process-wide state (torch's global RNG):
+    at most one such stage runs at a time in this process (steps/models: ``EXCLUSIVE``)."""
+    name, _, workload = stage.addressing.partition("@")
+    if name != "train":
+        return False
+    from steps import models
+
+    return getattr(models.module(load_params(workload)["model"]["name"]), "EXCLUSIVE", False)
+
+
+class Waves:
+    """DVC's DAG in waves: every stage whose upstream stages are done and committed starts, up
+    to ``jobs`` at once, each in a thread of its own (a Prefect subflow of the pipeline run).
+
+    Every DVC call (is it stale, restore from the run-cache, `dvc commit`, pushes for worker
+    pools) stays in this, the coordinator thread, one at a time; a stage thread only runs the
+    stage's flow or waits for its worker. A stage on a work pool takes no local slot. When a
+    stage fails, the running ones finish and are committed, nothing new starts, and the run
+    ends with the failing stage's one-line error. New dvc.lock entries are put in plan order
+    at the end, so the lock is byte for byte that of `dvc repro` or ``jobs=1``.
+    """
+
+    def __init__(self, repo, graph, plan: list, pools: dict[str, str], jobs: int):
+        self.repo, self.graph, self.plan, self.pools, self.jobs = repo, graph, plan, pools, jobs
+        names = {s.addressing for s in plan}
+        # DVC's edges point from a stage to the stages it depends on.
+        self.upstream = {s.addressing: [u.addressing for u in graph.successors(s) if u.addressing in names]
+                         for s in plan}  # fmt: skip
+        self.outcome: dict[str, str] = {}
+        self.failed: list[str] = []
+        self.pull = _fetch_run_cache(repo)
+
+    def run(self) -> dict[str, str]:
+        import concurrent.futures as cf
+
+        before = lockfile.stage_order()
+        running: dict[cf.Future, Any] = {}
+        try:
+            with cf.ThreadPoolExecutor(max(self.jobs, 1), thread_name_prefix="stage") as pool:
+                while True:
+                    if not self.failed:
+                        self._start_ready(pool, running)
+                    if not running:
+                        break
+                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                    for future in done:
+                        self._finish(running.pop(future), future)
+        finally:
+            lockfile.order_stages(before, [s.addressing for s in self.plan])
+        if self.failed:
+            raise StageFailed(self.failed[0])
+        return {s.addressing: self.outcome[s.addressing] for s in self.plan if s.addressing in self.outcome}
+
+    def _start_ready(self, pool, running: dict) -> None:
+        """Decide, restore or start every stage that can go now, in plan order."""
+        local = [s for s in running.values() if s.addressing not in self.pools]
+        busy = {s.addressing for s in running.values()}
+        for stage in self.plan:
+            name = stage.addressing
+            if name in self.outcome or name in busy:
+                continue
+            if not all(self.outcome.get(u) in DONE for u in self.upstream[name]):
+                continue
+            remote = name in self.pools
+            if not remote and (len(local) >= self.jobs or (exclusive(stage) and any(map(exclusive, local)))):
+                continue
+            if not stage.changed():
+                log().info("%s: up to date, skipped", name)
+                self.outcome[name] = "skipped"
+                continue
+            # As `dvc repro` does: outputs go first, so a damaged one is replaced, never merged with.
+            stage.remove_outs(ignore_remove=False, force=False)
+            if self._restore(stage):
+                continue
+            if remote:
+                try:
+                    parameters = hand_over(self.repo, self.graph, stage, self.pools[name])
+                except (StepError, NoSpace) as err:
+                    return self._fail(name, err)
+                job = functools.partial(await_worker, self.pools[name], parameters, worker_timeout())
+            else:
+                job = functools.partial(run_stage, _command(stage))
+                local.append(stage)
+            # The copied context makes the stage's flow a subflow of this pipeline run.
+            running[pool.submit(contextvars.copy_context().run, job)] = stage
+
+    def _restore(self, stage) -> bool:
+        from dvc.stage.cache import RunCacheNotFoundError
+
+        try:
+            self.repo.stage_cache.restore(stage, pull=self.pull)
+        except RunCacheNotFoundError:
+            return False
+        log().info("%s: restored from DVC's run-cache", stage.addressing)
+        self._commit(stage, "restored")
+        return True
+
+    def _finish(self, stage, future) -> None:
+        name = stage.addressing
+        try:
+            future.result()
+            if name in self.pools:
+                bring_back(self.repo, stage)
+        except (StepError, NoSpace) as err:
+            return self._fail(name, err)
+        self._commit(stage, "worker" if name in self.pools else "ran")
+
+    def _fail(self, name: str, err: StepError | NoSpace) -> None:
+        """Record a stage's refusal or failure as its one-line error."""
+        message = err.strerror if isinstance(err, NoSpace) else str(err)
+        log().error("%s failed: %s", name, message)
+        self.outcome[name] = "failed"
+        self.failed.append(f"{name} failed: {message}")
+
+    def _commit(self, stage, how: str) -> None:
+        lockfile.snapshot()  # the lock as it is before DVC rewrites it
+        self.repo.commit(stage.addressing, force=True)
+        self.outcome[stage.addressing] = how
+
+
+DONE = ("skipped", "restored", "ran", "worker")
 
 
 def produced_artifact(outcome: dict[str, str]) -> None:
@@ -191,9 +288,9 @@ def produced_artifact(outcome: dict[str, str]) -> None:
     create_table_artifact(table=rows, key="pipeline-outputs", description=f"outputs at git {revision}")
 
 
-def run_pipeline(workloads: list[str] | None = None) -> dict[str, str]:
+def run_pipeline(workloads: list[str] | None = None, jobs: int | None = None) -> dict[str, str]:
     """The pipeline flow, tracked when a Prefect API is configured, else as a plain function."""
     if tracked():
-        return pipeline(workloads)
+        return pipeline(workloads, jobs)
     log().info("pipeline: no Prefect API configured, running untracked")
-    return pipeline.fn(workloads)
+    return pipeline.fn(workloads, jobs)

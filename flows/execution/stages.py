@@ -10,6 +10,7 @@ import argparse
 import importlib
 import inspect
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ ACTIONS = ("promote",)  # flows that run after the stages, outside DVC's DAG
 MODULES = {"promote": "flows.operations.registry"}  # the rest: flows/<stage>.py
 USAGE = (
     "python -m flows STAGE@WORKLOAD | python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH"
-    " | python -m flows pipeline [WORKLOAD ...]"
+    " | python -m flows pipeline [--jobs N] [WORKLOAD ...]"
     " | python -m flows registry {list [WORKLOAD] | rollback WORKLOAD [--to N]}"
 )
 
@@ -102,11 +103,13 @@ def run_stage(argv: list[str]) -> Any:
 
 
 TIMINGS = Path(".cairn") / "timings.json"
+_TIMINGS_LOCK = threading.Lock()  # the pipeline runs stages in threads of one process
 
 
 def record_seconds(address: str, seconds: float) -> None:
     """How long a stage took last time: `python -m flows plan` estimates from it. Gitignored,
     never a DVC output. Two stage processes at once may lose one entry: only an estimate."""
-    timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
-    timings[address] = round(seconds, 3)
-    write_json(TIMINGS, timings)
+    with _TIMINGS_LOCK:
+        timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
+        timings[address] = round(seconds, 3)
+        write_json(TIMINGS, timings)

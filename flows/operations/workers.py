@@ -207,16 +207,31 @@ def deployment_exists(name: str) -> bool:
 
 def send_to_worker(repo, graph, stage, pool: str) -> None:
     """Have a worker of ``pool`` reproduce ``stage``, then restore it here from the run-cache."""
-    from dvc.stage.cache import RunCacheNotFoundError
+    parameters = hand_over(repo, graph, stage, pool)
+    await_worker(pool, parameters, worker_timeout())
+    bring_back(repo, stage)
 
+
+def worker_timeout() -> float:
+    return float(deploy_params().get("worker_timeout_seconds") or WAIT_SECONDS)
+
+
+def hand_over(repo, graph, stage, pool: str) -> dict:
+    """Push ``stage``'s inputs to the DVC remote; the parameters of its worker run. DVC calls:
+    the pipeline's coordinator thread makes them, never a thread that waits for a worker."""
     root = Path(repo.root_dir)
     upstream = [s.addressing for s in graph.successors(stage)]  # DVC's edges point to dependencies
     if upstream:
         with_retries(f"{stage.addressing}: pushing its inputs to the DVC remote", lambda: repo.push(targets=upstream))
     url, rev = _source(root)
     log().info("%s: sent to work pool '%s' (%s at %s)", stage.addressing, pool, url, rev[:12])
-    parameters = {"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")}
-    await_worker(pool, parameters, float(deploy_params().get("worker_timeout_seconds") or WAIT_SECONDS))
+    return {"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")}
+
+
+def bring_back(repo, stage) -> None:
+    """Fetch the run-cache a worker pushed and restore ``stage``'s outputs from it."""
+    from dvc.stage.cache import RunCacheNotFoundError
+
     try:
         with_retries(f"{stage.addressing}: fetching the worker's run-cache", lambda: repo.stage_cache.pull(None))
         with_retries(f"{stage.addressing}: restoring its outputs", lambda: repo.stage_cache.restore(stage, pull=True))

@@ -11,6 +11,8 @@ A model is a module in this package (its name is ``model.name`` in params.yaml) 
 - ``to_onnx(fitted) -> {file name: ONNX bytes}``;
 - optionally ``coefficients(fitted) -> dict``: plain JSON another language can compute with,
   and ``predict_coefficients(coefs, x)``: that computation in numpy, to check the JSON;
+- optionally ``EXCLUSIVE = True`` when ``fit`` uses process-wide state (torch's global RNG):
+  the pipeline's waves (flows/execution/pipeline.py) then train one such model at a time;
 - optionally ``WARM_START = True`` when ``fit`` starts from ``data.start`` (fine-tuning);
   a model that sets ``fitted.state`` each epoch goes on from ``data.resume`` (checkpoints).
 

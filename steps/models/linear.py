@@ -18,6 +18,7 @@ from steps import StepError
 from steps.models import Data, Epoch, Fitted, OnEpoch, torchnet
 
 TASK = "regression"
+EXCLUSIVE = True  # fit seeds torch's global RNG: one such training at a time per process
 SOLVERS = ("closed", "sgd")
 
 

@@ -14,6 +14,7 @@ import numpy as np
 from steps.models import Data, Fitted, OnEpoch, mlp
 
 TASK = "classification"
+EXCLUSIVE = True  # fit seeds torch's global RNG: one such training at a time per process
 WARM_START = True
 
 

@@ -11,6 +11,7 @@ from steps.models import Data, Fitted, OnEpoch, torchnet
 
 WARM_START = True  # fit starts from data.start when given
 TASK = "classification"
+EXCLUSIVE = True  # fit seeds torch's global RNG: one such training at a time per process
 
 
 def build(n_in: int, n_out: int, config: dict[str, Any]) -> nn.Module:
