@@ -68,6 +68,12 @@ def check_params(params: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, 
         wrong = settings.problems(entry, f"{path}: workloads.{name}")
         if wrong:
             raise InputError("; ".join(wrong))
+    for name, entry in (params.get("score") or {}).items():
+        if name not in workloads:
+            raise InputError(
+                f"{path}: score names '{name}', which is not a workload; workloads: {', '.join(workloads)}"
+            )
+        check_inside((entry or {}).get("inbox"), f"{path}: score.{name}.inbox")
     return params
 
 

@@ -179,7 +179,7 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
     if n == 0:
         raise CleanError("clean: no rows were ingested; expected at least one")
     label = schema["label"]
-    columns = [label] + list(schema.get("features") or [])
+    columns = [c for c in [label, *(schema.get("features") or [])] if c is not None]  # label None: to score
     none: list[Reason | None] = [None] * n
 
     has_problem = "problem" in table.column_names
@@ -215,7 +215,7 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
         parsed = parsed.set_column(parsed.schema.get_field_index(col), col, typed)
     parsed = parsed.drop_columns(["problem"]) if has_problem else parsed
 
-    label_missing = parsed.column(label).is_null().to_numpy(zero_copy_only=False)
+    label_missing = parsed.column(label).is_null().to_numpy(zero_copy_only=False) if label else np.zeros(n, bool)
     label_reasons = [("missing label", f"missing label in column '{label}'") if m else None for m in label_missing]
     if schema.get("image"):
         lo, hi = (float(v) for v in schema["range"])

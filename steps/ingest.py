@@ -46,7 +46,8 @@ def arrow_schema(schema: dict[str, Any], label_type: pa.DataType) -> pa.Schema:
     """
     text = text_columns(schema)
     fields = [pa.field("key", pa.string(), nullable=False), pa.field("partition", pa.string())]
-    fields.append(pa.field(schema["label"], pa.string() if schema["label"] in text else label_type))
+    if schema["label"] is not None:  # None: rows to score, which have no label (flows/score.py)
+        fields.append(pa.field(schema["label"], pa.string() if schema["label"] in text else label_type))
     if schema.get("image"):
         size = int(np.prod(schema["image"]["shape"]))
         fields.append(pa.field(schema["image"]["column"], pa.list_(pa.float32(), size)))
@@ -83,7 +84,7 @@ def resolve_features(schema: dict[str, Any], columns: list[str]) -> dict[str, An
 
 def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: list[int] | None = None) -> pa.Table:
     """Keep only the schema's columns, in schema order, with the schema's types."""
-    label_type = table.schema.field(schema["label"]).type
+    label_type = table.schema.field(schema["label"]).type if schema["label"] is not None else pa.null()
     if pa.types.is_integer(label_type):
         label_type = pa.int64()
     elif not pa.types.is_string(label_type):
@@ -106,7 +107,7 @@ def _require_columns(names: list[str], schema: dict[str, Any], where: str) -> No
 
 
 def _wanted(schema: dict[str, Any]) -> list[str]:
-    wanted = [schema["label"]] + list(schema.get("features") or [])
+    wanted = [c for c in [schema["label"], *(schema.get("features") or [])] if c is not None]
     if schema.get("image"):
         wanted.append(schema["image"]["column"])
     if schema.get("key"):
@@ -213,8 +214,7 @@ def from_csv(data: bytes, partition: str, schema: dict[str, Any], info: dict | N
     leading, data = data[: len(data) - len(stripped)].count(b"\n"), stripped
     if not data.strip():
         raise IngestError(
-            f"ingest: {partition} is empty; expected a header line with the columns "
-            f"{schema['label']}, {', '.join(schema.get('features') or [])}"
+            f"ingest: {partition} is empty; expected a header line with the columns {', '.join(_wanted(schema))}"
         )
     if schema.get("image"):
         raise IngestError(f"ingest: {partition}: image workloads read Parquet, not CSV")

@@ -97,14 +97,16 @@ def tiny_params() -> dict:
     digits["model"]["hidden"] = [32, 16]
     digits["train"] |= {"epochs": 12, "batch_size": 32, "lr": 0.005}
     deploy = yaml.safe_load((ROOT / "params.yaml").read_text())["deploy"]
-    return {"deploy": deploy, "workloads": {"iris": iris, "blobs": blobs, "sales": sales, "loans": loans,
-                                            "forest": forest, "digits": digits}}  # fmt: skip
+    return {"deploy": deploy, "score": {"blobs": {"inbox": "data/blobs/inbox"}},
+            "workloads": {"iris": iris, "blobs": blobs, "sales": sales, "loans": loans, "forest": forest,
+                          "digits": digits}}  # fmt: skip
 
 
 def only_workloads(*names: str) -> dict:
     """tiny_params with only the workloads ``names``: a smaller DAG for a focused test."""
     params = tiny_params()
     params["workloads"] = {name: params["workloads"][name] for name in names}
+    params["score"] = {name: inbox for name, inbox in params["score"].items() if name in names}
     return params
 
 
@@ -149,6 +151,8 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
     (path / "data/blobs/raw").mkdir(parents=True)
     (path / "data/blobs/raw/part-1.csv").write_text(blobs_csv(90, seed=1, bad={4: "NaN"}))
     (path / "data/blobs/raw/part-2.csv").write_text(blobs_csv(60, seed=2))
+    (path / "data/blobs/inbox").mkdir(parents=True)  # new rows to score (flows/score.py)
+    (path / "data/blobs/inbox/new-1.csv").write_text(blobs_csv(20, seed=11, bad={3: "NaN"}))
     for name in ("sales", "loans"):
         (path / f"data/{name}/raw").mkdir(parents=True)
         shutil.copy(ROOT / f"data/{name}/raw/source.json", path / f"data/{name}/raw/source.json")

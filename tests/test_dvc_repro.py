@@ -15,7 +15,8 @@ STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
 
 def test_every_stage_ran_and_the_lock_knows_it(repro_repo: Path):
     lock = yaml.safe_load((repro_repo / "dvc.lock").read_text())["stages"]
-    assert sorted(lock) == sorted(f"{s}@{w}" for s in STAGES for w in WORKLOADS)
+    every = [f"{s}@{w}" for s in STAGES for w in WORKLOADS] + ["score@blobs"]  # the one inbox: blobs
+    assert sorted(lock) == sorted(every)
     assert run(["dvc", "status", "--json"], repro_repo).stdout.strip() == "{}"
 
 
@@ -105,7 +106,7 @@ def test_published_files_say_how_to_use_them_without_cairn(repro_repo: Path):
 def test_nothing_changed_means_nothing_runs(repro_repo: Path):
     out = run(["dvc", "repro"], repro_repo)
     assert "Running stage" not in out.stdout
-    assert out.stdout.count("didn't change, skipping") == len(STAGES) * len(WORKLOADS)
+    assert out.stdout.count("didn't change, skipping") == len(STAGES) * len(WORKLOADS) + 1  # and score@blobs
 
 
 def test_a_param_change_is_seen_only_by_the_stages_that_read_it(repro_repo: Path):

@@ -37,7 +37,7 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
 
     _, outcome = pipeline_repo
     stages = {k: v for k, v in outcome.items() if not k.startswith("promote@")}
-    assert set(stages.values()) == {"ran"} and len(stages) == 36
+    assert set(stages.values()) == {"ran"} and len(stages) == 37  # 6 stages per workload, score@blobs
     assert {v for k, v in outcome.items() if k.startswith("promote@")} == {"promoted"}  # first models
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(limit=200)
@@ -49,7 +49,7 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
             flow_run_filter=FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=False)),
             limit=200,
         )
-        assert len(subflows) == 36 + 6  # six stages and the champion gate per workload
+        assert len(subflows) == 37 + 6  # the stages and the champion gate per workload
         # (with fastapi >= 0.151 the server refuses this client's null limit and offset: 422)
         keys = {a.key for a in client.read_artifacts(limit=200)}
     # One key per workload: the UI's history of 'metrics-iris' follows iris alone.

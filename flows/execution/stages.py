@@ -17,7 +17,7 @@ from typing import Any
 
 from flows.common import check_name, load_params, log, tracked, write_json
 
-STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
+STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish", "score")
 ACTIONS = ("promote",)  # flows that run after the stages, outside DVC's DAG
 MODULES = {"promote": "flows.operations.registry"}  # the rest: flows/<stage>.py
 USAGE = (
@@ -51,6 +51,10 @@ def stage_paths(stage: str, workload: str) -> dict[str, Path]:
         "evaluate": {"split": data / "split", "train": data / "train"},
         "publish": {"split": data / "split", "train": data / "train", "evaluate": data / "evaluate"},
     }
+    if stage == "score":  # only for the workloads of params.yaml's `score` section
+        from flows.score import inbox_of
+
+        return {"inbox": inbox_of(workload), "publish": data / "publish", "out": data / "score"}
     if stage not in inputs:
         raise UsageError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     return inputs[stage] | {"out": data / stage}

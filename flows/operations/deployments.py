@@ -94,22 +94,23 @@ def new_raw_data(repo) -> dict[str, list[str]]:
     records for their ingest stage: a new, changed or removed partition file. Only the raw
     dependency counts, not missing outputs: a fresh clone (no DVC cache) has new raw data
     only where its files differ from the committed dvc.lock."""
-    params = yaml.safe_load(PARAMS_FILE.read_text())["workloads"]
-    changed = {}
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    watched = {("ingest", w): e["raw"] for w, e in params["workloads"].items()}
+    watched |= {("score", w): e["inbox"] for w, e in (params.get("score") or {}).items()}  # new rows to score
+    changed: dict[str, list[str]] = {}
     for stage in repo.index.stages:
         kind, _, workload = stage.addressing.partition("@")
-        if kind != "ingest" or workload not in params:
-            continue
         for dep in stage.deps:
-            if dep.def_path == params[workload]["raw"] and (status := dep.status()):
-                changed[workload] = [f"{path} {what}" for path, what in status.items()]
+            if dep.def_path == watched.get((kind, workload)) and (status := dep.status()):
+                changed.setdefault(workload, []).extend(f"{path} {what}" for path, what in status.items())
     return changed
 
 
 def raw_folders() -> dict[Path, str]:
-    """{raw folder or file (absolute): workload} of every workload in params.yaml."""
-    workloads = yaml.safe_load(PARAMS_FILE.read_text())["workloads"]
-    return {Path(entry["raw"]).resolve(): name for name, entry in workloads.items()}
+    """{raw folder or file, or score inbox (absolute): workload} of params.yaml."""
+    params = yaml.safe_load(PARAMS_FILE.read_text())
+    folders = {Path(entry["raw"]).resolve(): name for name, entry in params["workloads"].items()}
+    return folders | {Path(e["inbox"]).resolve(): name for name, e in (params.get("score") or {}).items()}
 
 
 def changed_workloads(changes: set[tuple[Any, str]], folders: dict[Path, str]) -> dict[str, list[str]]:

@@ -1,0 +1,69 @@
+"""score@<workload>: new data in the inbox scored by the published model, file by file, with the
+same reading and cleaning rules as ingest and clean (flows/score.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import yaml
+from conftest import blobs_csv, make_repo, only_workloads, run
+
+
+def repro(repo: Path) -> str:
+    result = run(["dvc", "repro", "score@blobs"], repo)
+    return result.stdout + result.stderr
+
+
+def outputs(repo: Path) -> dict[str, bytes]:
+    folder = repo / "data/blobs/score"
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anything(tmp_path: Path):
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+    repro(repo)
+    report = json.loads((repo / "data/blobs/score/report.json").read_text())
+    sha = hashlib.sha256((repo / "data/blobs/publish/model.onnx").read_bytes()).hexdigest()
+    assert report == {"partitions": 1, "rows_in": 20, "rows_scored": 19, "rows_quarantined": 1,
+                      "quarantined_by_reason": {"missing value": 1}, "model_sha256": sha}  # fmt: skip
+    scores = pq.read_table(repo / "data/blobs/score/partitions/new-1.parquet").to_pylist()
+    truth = {f"new-1.csv:{i + 2}": line.split(",")[2] for i, line in enumerate(blobs_csv(20, 11).splitlines()[1:])}
+    assert sum(s["predicted"] == truth[s["key"]] for s in scores) >= 17  # the inbox's own labels are ignored
+    assert all(abs(sum(s["probabilities"]) - 1) < 1e-5 and s["model_sha256"] == sha for s in scores)
+    (quarantined,) = pq.read_table(repo / "data/blobs/score/quarantine.parquet").to_pylist()
+    assert quarantined["key"] == "new-1.csv:4" and "'f1'" in quarantined["reason"]
+
+    # One more file: only it is scored; the bytes and lock are those of a from-scratch run.
+    (repo / "data/blobs/inbox/new-2.csv").write_text(blobs_csv(30, seed=12))
+    log = repro(repo)
+    assert "score: 1 inbox file(s) to score" in log and '"files_reused": 1' in log
+    scratch = make_repo(tmp_path / "scratch", only_workloads("blobs"))
+    shutil.copy(repo / "data/blobs/inbox/new-2.csv", scratch / "data/blobs/inbox/new-2.csv")
+    assert '"files_reused": 0' in repro(scratch)
+    assert outputs(repo) == outputs(scratch)
+    assert (repo / "dvc.lock").read_text() == (scratch / "dvc.lock").read_text()
+
+    # A new model scores everything again, and says so in every row.
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["workloads"]["blobs"]["train"]["seed"] = 8
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    log = repro(repo)
+    new_sha = hashlib.sha256((repo / "data/blobs/publish/model.onnx").read_bytes()).hexdigest()
+    assert new_sha != sha and "score: 2 inbox file(s) to score" in log
+    for name in ("new-1", "new-2"):
+        assert set(pq.read_table(repo / f"data/blobs/score/partitions/{name}.parquet")["model_sha256"].to_pylist()) == {
+            new_sha
+        }
+
+
+def test_an_inbox_file_without_the_models_columns_is_an_error_naming_it(tmp_path: Path):
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+    (repo / "data/blobs/inbox/wrong.csv").write_text("a,b\n1,2\n")
+    result = run(["dvc", "repro", "score@blobs"], repo, check=False)
+    assert result.returncode != 0
+    assert "error: ingest: wrong.csv has no column 'f1' named in the schema" in result.stderr
+    assert not (repo / "data/blobs/score/partitions").exists()  # nothing half-written
