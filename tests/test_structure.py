@@ -101,8 +101,9 @@ def test_every_module_a_stage_runs_is_a_dep_so_a_code_change_reruns_it():
 
 
 def test_every_model_that_trains_with_torch_is_exclusive_in_the_pipelines_waves():
-    """torch's global RNG is seeded per fit: two such fits in threads of one pipeline run would
-    interleave their draws, so each torch model says EXCLUSIVE and trains alone."""
+    """torch's global RNG is seeded per fit and torch.onnx.export sets a global flag (a second
+    export at once fails 'GLOBALS.in_onnx_export must be False'): each torch model says
+    EXCLUSIVE, and the pipeline's waves train or export one at a time."""
     import importlib
 
     for path in sorted((ROOT / "steps/models").glob("*.py")):

@@ -145,10 +145,13 @@ def _run(repo, workloads: list[str] | None, jobs: int) -> dict[str, str]:
 
 
 def exclusive(stage) -> bool:
-    """Whether ``stage`` trains a model whose fit uses process-wide state (torch's global RNG):
-    at most one such stage runs at a time in this process (steps/models: ``EXCLUSIVE``)."""
+    """Whether ``stage`` trains or exports a model that uses process-wide torch state (the global
+    RNG a fit seeds, the flag torch.onnx.export sets): at most one such stage runs at a time in
+    this process. ``EXCLUSIVE`` in steps/models says a model uses torch: its fit seeds the global
+    RNG, and its to_onnx calls torch.onnx.export, whose global flag makes a second export at once
+    fail ('GLOBALS.in_onnx_export must be False', seen in bench/parallel.py)."""
     name, _, workload = stage.addressing.partition("@")
-    if name != "train":
+    if name not in ("train", "publish"):
         return False
     from steps import models
 
@@ -157,14 +160,15 @@ def exclusive(stage) -> bool:
 
 class Waves:
     """DVC's DAG in waves: every stage whose upstream stages are done and committed starts, up
-    to ``jobs`` at once, each in a thread of its own (a Prefect subflow of the pipeline run).
+        to ``jobs`` at once, each in a thread of its own (a Prefect subflow of the pipeline run).
 
-    Every DVC call (is it stale, restore from the run-cache, `dvc commit`, pushes for worker
-    pools) stays in this, the coordinator thread, one at a time; a stage thread only runs the
-    stage's flow or waits for its worker. A stage on a work pool takes no local slot. When a
-    stage fails, the running ones finish and are committed, nothing new starts, and the run
-    ends with the failing stage's one-line error. New dvc.lock entries are put in plan order
-    at the end, so the lock is byte for byte that of `dvc repro` or ``jobs=1``.
+        Every DVC call (is it stale, restore from the run-cache, `dvc commit`, pushes for worker
+        pools) stays in this, the coordinator thread, one at a time; a stage thread only runs the
+        stage's flow or waits for its worker. A stage on a work pool takes no local slot; torch
+    fits and ONNX exports run one at a time (``exclusive``). When a
+        stage fails, the running ones finish and are committed, nothing new starts, and the run
+        ends with the failing stage's one-line error. New dvc.lock entries are put in plan order
+        at the end, so the lock is byte for byte that of `dvc repro` or ``jobs=1``.
     """
 
     def __init__(self, repo, graph, plan: list, pools: dict[str, str], jobs: int):
