@@ -27,7 +27,7 @@ def pipeline_repo(tmp_path_factory, harness) -> tuple[Path, dict]:
     repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
-        outcome = pipeline(None)
+        outcome = pipeline(None, 2)  # two stages at once: the lock must still be dvc repro's
     return repo, outcome
 
 
@@ -76,8 +76,8 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
 
 
 def test_pipeline_leaves_the_same_lock_as_dvc_repro(pipeline_repo, repro_repo):
-    """Byte for byte: the pipeline ran two stages at once (execution.jobs: 2, the default), in
-    whatever order they finished, and `dvc repro` one by one."""
+    """Byte for byte: the pipeline ran two stages at once (--jobs 2), in whatever order they
+    finished, and `dvc repro` one by one."""
     repo, _ = pipeline_repo
     assert (repo / "dvc.lock").read_text() == (repro_repo / "dvc.lock").read_text()
     assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"

@@ -47,7 +47,7 @@ class Execution(BaseModel):
     changing them never reruns a stage: they change the speed, not the bytes."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    jobs: int = Field(default=2, ge=1)  # stages at once in the pipeline flow
+    jobs: int = Field(default=1, ge=1)  # local stages at once in the pipeline flow
     runner: Literal["serial", "threads", "processes", "dask"] = "threads"
     workers: int = Field(default=2, ge=1)
     dask_address: str | None = None  # tcp://scheduler:8786; null: a LocalCluster of `workers`

@@ -187,7 +187,10 @@ class Waves:
         before = lockfile.stage_order()
         running: dict[cf.Future, Any] = {}
         try:
-            with cf.ThreadPoolExecutor(max(self.jobs, 1), thread_name_prefix="stage") as pool:
+            # A thread per local slot, and one per worker-pool stage: waiting for a worker
+            # never holds up local work, even with jobs=1.
+            threads = self.jobs + len(self.pools)
+            with cf.ThreadPoolExecutor(threads, thread_name_prefix="stage") as pool:
                 while True:
                     if not self.failed:
                         self._start_ready(pool, running)
