@@ -148,7 +148,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
     server = start_server(home, env)
     try:
         params = tiny_params()
-        params["workloads"] = {"iris": params["workloads"]["iris"]}
+        params["workloads"], params["score"] = {"iris": params["workloads"]["iris"]}, {}
         params["deploy"]["watch_seconds"] = 10
         repo = make_repo(home / "repo", params)
         prefect = str(Path(sys.executable).parent / "prefect")

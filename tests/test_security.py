@@ -18,6 +18,7 @@ from flows.operations import workers
 def only_iris(**extra) -> dict:
     params = tiny_params()
     params["workloads"] = {"iris": params["workloads"]["iris"]} | extra
+    params["score"] = {}
     return params
 
 
