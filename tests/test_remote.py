@@ -187,14 +187,15 @@ def test_a_stage_no_worker_takes_is_cancelled_after_the_timeout(prefect_server):
 
 @pytest.mark.slow
 def test_two_stages_on_worker_pools_run_at_once_not_one_after_the_other(prefect_server, tmp_path):
-    """With --jobs 2, train@iris and train@blobs go to the 'gpu' pool together: two process
+    """With --jobs 2, train@iris and train@blobs go to the 'pair' pool together: two process
     workers reproduce them at the same time (their worker runs overlap), and the coordinator
     ends with the lock of a local `dvc repro`."""
     env = prefect_server | {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
     params = tiny_params()
     params["workloads"] = {w: params["workloads"][w] for w in ("iris", "blobs")}
     params["score"] = {}
-    params["deploy"]["remote_stages"] = {"train@iris": "gpu", "train@blobs": "gpu"}
+    # A pool of its own: the module's server already has a 'gpu' pool from another test.
+    params["deploy"]["remote_stages"] = {"train@iris": "pair", "train@blobs": "pair"}
     origin = make_repo(tmp_path / "origin", params)
     run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], origin)
     run([sys.executable, "-m", "flows", "deployments"], origin)
@@ -203,11 +204,11 @@ def test_two_stages_on_worker_pools_run_at_once_not_one_after_the_other(prefect_
     for name in ("worker", "coordinator", "local"):
         run(["git", "clone", "-q", str(origin), str(tmp_path / name)], tmp_path)
     prefect = str(Path(sys.executable).parent / "prefect")
-    run([prefect, "work-pool", "create", "gpu", "--type", "process"], tmp_path / "worker", env=env)
-    run([prefect, "--no-prompt", "deploy", "--name", "gpu"], tmp_path / "worker", env=env)
+    run([prefect, "work-pool", "create", "pair", "--type", "process"], tmp_path / "worker", env=env)
+    run([prefect, "--no-prompt", "deploy", "--name", "pair"], tmp_path / "worker", env=env)
     workers = [
         subprocess.Popen(
-            [prefect, "worker", "start", "--pool", "gpu", "--name", f"w{i}", "--limit", "1"],
+            [prefect, "worker", "start", "--pool", "pair", "--name", f"w{i}", "--limit", "1"],
             cwd=tmp_path / "worker",
             env=env,
             stdout=open(tmp_path / f"worker{i}.log", "w"),
@@ -220,9 +221,10 @@ def test_two_stages_on_worker_pools_run_at_once_not_one_after_the_other(prefect_
     finally:
         for worker in workers:
             stop(worker)
-    assert "train@iris: sent to work pool 'gpu'" in result.stderr and "train@blobs: sent" in result.stderr
-    runs = api(env).post("flow_runs/filter", json={"limit": 200, "offset": 0}).json()
-    spans = sorted((r["start_time"], r["end_time"]) for r in runs if r["name"].endswith(" on a worker"))
+    assert "train@iris: sent to work pool 'pair'" in result.stderr and "train@blobs: sent" in result.stderr
+    pool = api(env).get("deployments/name/stage-on-worker/pair").json()["id"]  # this test's runs only
+    body = {"limit": 200, "offset": 0, "deployments": {"id": {"any_": [pool]}}}
+    spans = sorted((r["start_time"], r["end_time"]) for r in api(env).post("flow_runs/filter", json=body).json())
     assert len(spans) == 2 and spans[1][0] < spans[0][1], spans  # the second began before the first ended
     run(["dvc", "repro"], tmp_path / "local")
     assert (tmp_path / "coordinator/dvc.lock").read_text() == (tmp_path / "local/dvc.lock").read_text()
