@@ -39,13 +39,20 @@ def session(onnx: bytes, sha256: str):
     return _SESSIONS[sha256]
 
 
+def unlabelled(schema: dict[str, Any]) -> dict[str, Any]:
+    """The schema of rows to score: no label column, and no parse or category rule for it."""
+    label = schema["label"]
+    parse = {c: kind for c, kind in (schema.get("parse") or {}).items() if c != label} or None
+    categorical = [c for c in schema.get("categorical") or [] if c != label] or None
+    return {**schema, "label": None, "parse": parse, "categorical": categorical}
+
+
 def read(name: str, data: bytes, schema: dict[str, Any]) -> pa.Table:
     """An inbox partition (delimited text or Parquet) as ingest reads raw data, without a label."""
-    unlabelled = {**schema, "label": None}
     suffixes = [s.lower() for s in Path(name).suffixes]
     if ".parquet" in suffixes:
-        return from_parquet(data, name, unlabelled)
-    return from_csv(data, name, unlabelled)
+        return from_parquet(data, name, schema)
+    return from_csv(data, name, schema)
 
 
 def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str) -> tuple[pa.Table, pa.Table, dict]:
@@ -55,7 +62,7 @@ def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str
     ``predicted`` (value); or ``reconstruction_error`` (mean squared, per row); and the
     ``model_sha256`` of the model that scored the row.
     """
-    schema = {**spec["schema"], "label": None}
+    schema = unlabelled(spec["schema"])
     table = read(name, data, schema)
     if table.num_rows == 0:
         empty = pa.table({"key": pa.array([], pa.string())})

@@ -67,3 +67,13 @@ def test_an_inbox_file_without_the_models_columns_is_an_error_naming_it(tmp_path
     assert result.returncode != 0
     assert "error: ingest: wrong.csv has no column 'f1' named in the schema" in result.stderr
     assert not (repo / "data/blobs/score/partitions").exists()  # nothing half-written
+
+
+def test_rows_to_score_have_no_label_rule():
+    """A label that schema.parse or schema.categorical names (loans: 'defaulted') is absent from
+    an inbox; scoring must not look for it (it did, found in a real loans export)."""
+    from steps.score import unlabelled
+
+    schema = {"label": "defaulted", "features": ["a"], "parse": {"defaulted": "category", "a": "percent"},
+              "categorical": ["defaulted"]}  # fmt: skip
+    assert unlabelled(schema) == {"label": None, "features": ["a"], "parse": {"a": "percent"}, "categorical": None}

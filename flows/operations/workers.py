@@ -1,6 +1,6 @@
 """Stages reproduced on a worker (a GPU pool, say), in its own clone, handed back through DVC's remote.
 
-Coordinator side (`send_to_worker`, called by the pipeline for the stages that
+Coordinator side (`hand_over`, `await_worker`, `bring_back`, called by the pipeline for the stages that
 ``deploy.remote_stages`` in params.yaml names): push the stage's inputs to the default DVC
 remote, start the `stage-on-worker/<pool>` deployment with the git revision and the current
 dvc.lock, wait for it, then fetch the run-cache and restore the stage without running it.
@@ -203,13 +203,6 @@ def deployment_exists(name: str) -> bool:
         except ObjectNotFound:
             return False
     return True
-
-
-def send_to_worker(repo, graph, stage, pool: str) -> None:
-    """Have a worker of ``pool`` reproduce ``stage``, then restore it here from the run-cache."""
-    parameters = hand_over(repo, graph, stage, pool)
-    await_worker(pool, parameters, worker_timeout())
-    bring_back(repo, stage)
 
 
 def worker_timeout() -> float:
