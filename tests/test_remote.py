@@ -216,6 +216,9 @@ def test_two_stages_on_worker_pools_run_at_once_not_one_after_the_other(prefect_
         )  # fmt: skip
         for i in range(2)
     ]
+    # Both trains' upstream stages first, so the two are ready, and handed over, at the same
+    # moment: otherwise blobs' local stages may still run when iris' worker run has ended.
+    run(["dvc", "repro", "split@iris", "split@blobs"], tmp_path / "coordinator")
     try:
         result = run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2"], tmp_path / "coordinator", env=env)
     finally:
