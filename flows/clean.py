@@ -1,27 +1,113 @@
-"""clean flow: ingested partitions -> clean rows, quarantined rows with reasons, a report."""
+"""clean flow: ingested partitions -> clean rows, quarantined rows with reasons, a report.
+
+Partition by partition, in bounded memory. What needs one partition alone (parsing, checking
+each row, the digests of its key and values) is a datum (flows/execution/datums.py): kept by the
+partition's bytes, the schema and cairn's code, computed on the fan-out runner only for new or
+changed partitions. What needs all of them (a key or row repeating one in an earlier partition,
+``max_quarantined`` over all rows, the profile) is settled over the digests alone (32 bytes a
+row), then the outputs are written one partition at a time: the same bytes whether a partition
+was reused or computed.
+"""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from flows.common import (
+    InputError,
     attach,
     load_params,
     log,
     parquet_bytes,
-    read_table,
     report,
     stage_flow,
     write_atomic,
     write_json,
 )
-from steps.clean import check_share
-from steps.clean import clean as clean_rows
+from flows.execution import datums, fanout
+from flows.execution.files import commit, staged
+from steps import clean as steps
 from steps.figures import pairplot_png
-from steps.ingest import profile, resolve_features
+from steps.ingest import resolve_features
+
+PAIRPLOT_ROWS = 2000
+
+
+def datum_key(stem: str, data: bytes, schema: dict) -> str:
+    return datums.key("clean", stem, data, {"schema": schema})
+
+
+def check_batch(payload: tuple[dict, list[tuple[str, bytes]]]) -> list[dict[str, bytes]]:
+    """The checks of a batch of ingested partitions, from their Parquet bytes alone (a fan-out
+    worker may be another process or machine): the parsed rows and the per-row checks."""
+    schema, parts = payload
+    out = []
+    for _, data in parts:
+        checked = steps.check(pq.read_table(pa.BufferReader(data)), schema)
+        out.append({"parsed.parquet": parquet_bytes(checked.parsed), "checks.parquet": parquet_bytes(checked.checks)})
+    return out
+
+
+def checked_partitions(files: list[Path], schema: dict) -> tuple[list[Path], int]:
+    """The datum folder of each ingested partition, in order (computing the missing ones on the
+    fan-out runner), and how many were reused."""
+    keys = [datum_key(f.stem, f.read_bytes(), schema) for f in files]
+    misses = [(f, k) for f, k in zip(files, keys, strict=True) if datums.folder("clean", k) is None]
+    run = fanout.settings()
+    plan = fanout.batches(misses, [f.stat().st_size for f, _ in misses], run)
+    if misses:
+        log().info("clean: %d partition(s) to check in %d batch(es) on %s", len(misses), len(plan), run.runner)
+    payloads = ((schema, [(f.stem, f.read_bytes()) for f, _ in batch]) for batch in plan)
+    for batch, results in zip(plan, fanout.fan_out(check_batch, payloads, "clean", run), strict=True):
+        for (_, key), files_ in zip(batch, results, strict=True):
+            datums.store("clean", key, files_)
+    folders = [datums.folder("clean", k) for k in keys]
+    if any(f is None for f in folders):  # only a concurrent prune could do this
+        raise InputError("clean: a checked partition vanished from .cairn/datums while the stage ran; run it again")
+    return folders, len(files) - len(misses)
+
+
+class Appender:
+    """A Parquet file written one table at a time (a row group or more each), in a staged file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer = path, None
+
+    def write(self, table: pa.Table, where: str) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        elif not table.schema.equals(self.writer.schema):
+            try:
+                table = table.cast(self.writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
+                raise InputError(
+                    f"clean: partition {where} has other columns or types than the ones before it: {err}"
+                ) from None
+        if table.num_rows:  # an empty partition adds no row group
+            self.writer.write_table(table)
+
+    def close(self, empty: pa.Schema) -> None:
+        if self.writer is None:  # nothing at all: a file with the columns and no rows
+            pq.write_table(empty.empty_table(), self.path, compression="zstd")
+        else:
+            self.writer.close()
+
+
+def ingested_files(ingested: Path) -> list[Path]:
+    files = sorted(ingested.glob("*.parquet")) if ingested.is_dir() else []
+    if not files:
+        raise InputError(f"clean: input folder '{ingested}' has no .parquet files (run ingest first)")
+    return files
+
+
+def checks_of(folders: list[Path]) -> Iterator[pa.Table]:
+    for folder in folders:
+        yield pq.read_table(folder / "checks.parquet", columns=["key_digest", "row_digest"])
 
 
 @stage_flow("clean")
@@ -29,32 +115,57 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     """Write ``out``/clean.parquet, quarantine.parquet, report.json (a DVC metric), and the data
     profile: profile.json (type, missing, min/max/mean per column) and pairplot.png."""
     params = load_params(workload)
-    table = read_table(ingested)
-    schema = resolve_features(params["schema"], table.column_names)
-    result = clean_rows(table, schema, params["clean"])
-    read = ingested / "read.json"  # how ingest read each file (blank lines it skipped)
-    if read.exists():
-        partitions = json.loads(read.read_text())["partitions"].values()
-        result.report["blank_lines_skipped"] = sum(p.get("blank_lines_skipped", 0) for p in partitions)
-    # Too many bad rows: the quarantine and the counts are written all the same, for the user to
-    # look at; clean.parquet is not, so nothing downstream can run on it.
-    (out / "clean.parquet").unlink(missing_ok=True)
-    write_atomic(out / "quarantine.parquet", parquet_bytes(result.quarantined))
-    write_json(out / "report.json", result.report)
-    check_share(result, params["clean"], str(out / "quarantine.parquet"))
-    write_atomic(out / "clean.parquet", parquet_bytes(result.kept))
+    files = ingested_files(ingested)
+    schema = resolve_features(params["schema"], pq.read_schema(files[0]).names)
+    folders, reused = checked_partitions(files, schema)
+    dups = steps.duplicates(list(checks_of(folders)))
+    dedupe = bool(params["clean"].get("dedupe"))
+    tally, profile, sample = steps.Tally(dedupe, dups.repeats), steps.Profile(), []
+    key_of: dict[int, str] = {}
+    first_bad: dict | None = None
+    offset = 0
+    with staged(out / "clean.parquet") as kept_tmp, staged(out / "quarantine.parquet") as bad_tmp:
+        kept_out, bad_out = Appender(kept_tmp), Appender(bad_tmp)
+        for file, folder in zip(files, folders, strict=True):
+            checked = steps.Checked(pq.read_table(folder / "parsed.parquet"), pq.read_table(folder / "checks.parquet"))
+            kept, bad, kinds = steps.settle(lambda f=file: pq.read_table(f), checked, dups, offset, dedupe, key_of)
+            offset += checked.parsed.num_rows
+            kept_out.write(kept, file.name)
+            bad_out.write(bad, file.name)
+            tally.add(kept, kinds)
+            profile.add(kept)
+            if first_bad is None and bad.num_rows:
+                first_bad = bad.slice(0, 1).to_pylist()[0]
+            if sum(t.num_rows for t in sample) < PAIRPLOT_ROWS:
+                sample.append(kept.slice(0, PAIRPLOT_ROWS))
+            empty_kept, empty_bad = checked.parsed.schema, bad.schema
+            del checked, kept, bad
+        kept_out.close(empty_kept)
+        bad_out.close(empty_bad)
+        result = tally.report()
+        read = ingested / "read.json"  # how ingest read each file (blank lines it skipped)
+        if read.exists():
+            partitions = json.loads(read.read_text())["partitions"].values()
+            result["blank_lines_skipped"] = sum(p.get("blank_lines_skipped", 0) for p in partitions)
+        # Too many bad rows: the quarantine and the counts are written all the same, for the user
+        # to look at; clean.parquet is not, so nothing downstream can run on it.
+        (out / "clean.parquet").unlink(missing_ok=True)
+        commit(bad_tmp, out / "quarantine.parquet")
+        write_json(out / "report.json", result)
+        steps.check_share(result, first_bad, params["clean"], str(out / "quarantine.parquet"))
+        commit(kept_tmp, out / "clean.parquet")
     # The profile of what training will see: typed values, quarantined rows left out.
-    write_json(out / "profile.json", profile(result.kept))
-    numeric = [c for c in schema.get("features") or [] if pa.types.is_floating(result.kept.schema.field(c).type)]
-    write_atomic(out / "pairplot.png", pairplot_png(result.kept, numeric, schema["label"], f"{workload}: clean rows"))
-    if result.report["rows_quarantined"]:
-        log().warning(
-            "clean@%s: %d rows quarantined (%s); rows and reasons in %s",
-            workload,
-            result.report["rows_quarantined"],
-            result.report["quarantined_by_reason"],
-            out / "quarantine.parquet",
-        )
-    report(f"clean-{workload}", f"clean@{workload}", result.report)
+    write_json(out / "profile.json", profile.result())
+    kept_sample = pa.concat_tables(sample).slice(0, PAIRPLOT_ROWS)
+    numeric = [c for c in schema.get("features") or [] if pa.types.is_floating(kept_sample.schema.field(c).type)]
+    write_atomic(out / "pairplot.png", pairplot_png(kept_sample, numeric, schema["label"], f"{workload}: clean rows"))
+    if result["rows_quarantined"]:
+        bad = result["rows_quarantined"]
+        log().warning("clean@%s: %d rows quarantined (%s); rows and reasons in %s", workload, bad,
+                      result["quarantined_by_reason"], out / "quarantine.parquet")  # fmt: skip
+    if reused:
+        log().info("clean@%s: %d partition(s) computed, %d reused unchanged (flows/execution/datums.py)", workload,
+                   len(files) - reused, reused)  # fmt: skip
+    report(f"clean-{workload}", f"clean@{workload}", result)
     attach(f"clean-{workload}", images={"pairplot": out / "pairplot.png"})
-    return result.report
+    return result

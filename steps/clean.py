@@ -163,21 +163,42 @@ def _row_values(table: pa.Table, columns: list[str], schema: dict[str, Any]) -> 
     return zip(*(table.column(c).to_pylist() for c in columns), digests, strict=True)
 
 
+def _row_digest(values: tuple) -> bytes | None:
+    """16 bytes that two rows share exactly when their values are equal; None for a row with a
+    NaN, which equals nothing (as in Python), so it can repeat no row."""
+    if any(isinstance(v, float) and v != v for v in values):
+        return None
+    same = tuple(v + 0.0 if isinstance(v, float) else v for v in values)  # -0.0 == 0.0
+    return hashlib.blake2b(repr(same).encode(), digest_size=16).digest()
+
+
 def _first(*lists: list[Reason | None]) -> list[Reason | None]:
     """Per row, the first reason of the lists given in order of precedence."""
     return [next((r for r in row if r is not None), None) for row in zip(*lists, strict=True)]
 
 
-def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cleaned:
-    """Split ingested rows into kept (parsed, typed) and quarantined (as ingested, plus 'reason').
+DIGEST = pa.binary(16)
+# What `check` finds in each row of a partition; the reasons split where duplicates (found
+# across partitions) take precedence.
+CHECKS = pa.schema([
+    ("before_kind", pa.string()), ("before", pa.string()),  # unreadable line, repeated header
+    ("after_kind", pa.string()), ("after", pa.string()),  # unparsable value, missing label or value, range
+    ("key_digest", DIGEST), ("row_digest", DIGEST),  # row digest null: the row can repeat no other
+])  # fmt: skip
 
-    ``params``: ``max_quarantined`` (share of rows; ``check_share`` says whether it is exceeded)
-    and ``dedupe`` (quarantine rows whose values repeat an earlier row's; without it they are
-    kept and counted).
-    """
+
+@dataclass(frozen=True)
+class Checked:
+    """One partition checked on its own: all that clean decides without the other partitions,
+    so it can be computed once per partition and reused (flows/execution/datums.py)."""
+
+    parsed: pa.Table  # every row, typed; a cell that did not parse is null
+    checks: pa.Table  # CHECKS, one row per row
+
+
+def check(table: pa.Table, schema: dict[str, Any]) -> Checked:
+    """Parse and check the rows of one ingested partition; duplicates are left to `duplicates`."""
     n = table.num_rows
-    if n == 0:
-        raise CleanError("clean: no rows were ingested; expected at least one")
     label = schema["label"]
     columns = [c for c in [label, *(schema.get("features") or [])] if c is not None]  # label None: to score
     none: list[Reason | None] = [None] * n
@@ -188,24 +209,10 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
     text = {c: table.column(c).to_pylist() for c in columns if pa.types.is_string(table.schema.field(c).type)}
     headers = [("repeated header line", "repeated header line") if text and all(text[c][i] == c for c in text)
                else None for i in range(n)]  # fmt: skip
-
-    seen_keys: set[str] = set()
-    duplicates = list(none)
-    first_of: dict[tuple, str] = {}
-    repeats = 0
-    rows = _row_values(table, columns, schema)
-    for i, key in enumerate(table.column("key").to_pylist()):
-        if key in seen_keys:
-            duplicates[i] = ("duplicate key", f"duplicate key '{key}'")
-        seen_keys.add(key)
-        values = next(rows)
-        if problems[i] is None and duplicates[i] is None:
-            if values in first_of:
-                repeats += 1
-                if params.get("dedupe"):
-                    duplicates[i] = ("duplicate row", f"duplicate of row '{first_of[values]}'")
-            else:
-                first_of[values] = key
+    keys = table.column("key").to_pylist()
+    key_digests = [hashlib.blake2b(k.encode(), digest_size=16).digest() for k in keys]
+    row_digests = [None if problem else _row_digest(values)
+                   for problem, values in zip(problems, _row_values(table, columns, schema), strict=True)]  # fmt: skip
 
     parsed = table
     parse_reasons = list(none)
@@ -232,32 +239,191 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
             value_reasons = _first(value_reasons, [("missing value", f"missing value in column '{c}'") if m else None
                                                    for m in missing])  # fmt: skip
 
-    reasons = _first(problems, headers, duplicates, parse_reasons, label_reasons, value_reasons)
-    bad = np.array([r is not None for r in reasons], dtype=bool)
-    kept = parsed.filter(pa.array(~bad))
-    quarantined = table.filter(pa.array(bad)).append_column(
-        "reason", pa.array([r[1] for r in reasons if r is not None], pa.string())
+    before = _first(problems, headers)
+    after = _first(parse_reasons, label_reasons, value_reasons)
+    checks = pa.table(
+        [
+            pa.array([r and r[0] for r in before], pa.string()),
+            pa.array([r and r[1] for r in before], pa.string()),
+            pa.array([r and r[0] for r in after], pa.string()),
+            pa.array([r and r[1] for r in after], pa.string()),
+            pa.array(key_digests, DIGEST),
+            pa.array(row_digests, DIGEST),
+        ],
+        schema=CHECKS,
     )
-    by_reason: dict[str, int] = {}
-    for kind, _ in filter(None, reasons):
-        by_reason[kind] = by_reason.get(kind, 0) + 1
-    report = {
-        "rows_in": n,
-        "rows_kept": kept.num_rows,
-        "rows_quarantined": quarantined.num_rows,
-        "quarantined_by_reason": dict(sorted(by_reason.items())),
-    }
-    if not params.get("dedupe"):
-        report["duplicate_rows_kept"] = repeats  # clean.dedupe: true quarantines them
-    return Cleaned(kept, quarantined, report)
+    return Checked(parsed, checks)
 
 
-def check_share(cleaned: Cleaned, params: dict[str, Any], where: str) -> None:
-    """CleanError when more rows are bad than ``max_quarantined`` allows, naming the first bad row
-    and ``where`` the quarantine (written anyway) lists them all."""
-    n, bad = cleaned.report["rows_in"], cleaned.report["rows_quarantined"]
+def words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A column of 16-byte digests as an (n, 2) array of 64-bit words, and its validity."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    data = np.frombuffer(array.buffers()[1], dtype="<u8")[2 * array.offset : 2 * (array.offset + len(array))]
+    return data.reshape(-1, 2), array.is_valid().to_numpy(zero_copy_only=False)
+
+
+def first_seen(digests: np.ndarray, among: np.ndarray) -> np.ndarray:
+    """Per row, the index of the first row ``among`` those with the same digest (-1 for rows not
+    ``among``): one sort of 16-byte digests, not a Python set of every row."""
+    first = np.full(len(digests), -1, dtype=np.int64)
+    rows = np.nonzero(among)[0]
+    if len(rows) == 0:
+        return first
+    held = digests[rows]
+    order = np.lexsort((rows, held[:, 1], held[:, 0]))  # by digest, then position
+    ranked = held[order]
+    starts = np.ones(len(order), dtype=bool)
+    starts[1:] = (ranked[1:] != ranked[:-1]).any(axis=1)
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+    first[rows[order]] = rows[order][group_start]
+    return first
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Across all partitions, in order: which rows repeat an earlier key or (valid) row."""
+
+    key: np.ndarray  # bool: the key was seen before
+    row: np.ndarray  # bool: the values repeat an earlier row (a readable one with a new key)
+    first: np.ndarray  # the index of the row that ``row`` repeats
+
+    @property
+    def repeats(self) -> int:
+        return int(self.row.sum())
+
+
+def duplicates(checks: list[pa.Table]) -> Duplicates:
+    """Duplicates over the CHECKS of every partition, in partition order (only the digests are
+    read: 32 bytes a row)."""
+    keys, _ = words(pa.concat_arrays([c.column("key_digest").combine_chunks() for c in checks]))
+    rows, comparable = words(pa.concat_arrays([c.column("row_digest").combine_chunks() for c in checks]))
+    position = np.arange(len(keys))
+    key_repeated = first_seen(keys, np.ones(len(keys), dtype=bool)) != position
+    first = first_seen(rows, comparable & ~key_repeated)
+    return Duplicates(key_repeated, (first >= 0) & (first != position), first)
+
+
+def settle(
+    ingested: Callable[[], pa.Table],
+    checked: Checked,
+    dups: Duplicates,
+    offset: int,
+    dedupe: bool,
+    key_of: dict[int, str],
+) -> tuple[pa.Table, pa.Table, list[str]]:
+    """The kept rows (typed), the quarantined rows (as ``ingested()`` has them, plus 'reason') and
+    the reason kind of each quarantined row, for the partition at ``offset`` of ``dups``.
+    ``key_of`` names the first row of each repeated one (filled in partition order, so earlier
+    rows are there)."""
+    n = checked.parsed.num_rows
+    span = slice(offset, offset + n)
+    keys = checked.parsed.column("key").to_pylist()
+    key_repeated, row_repeated, first = dups.key[span], dups.row[span] & dedupe, dups.first[span]
+    before_kind, before = checked.checks.column("before_kind").to_pylist(), checked.checks.column("before").to_pylist()
+    after_kind, after = checked.checks.column("after_kind").to_pylist(), checked.checks.column("after").to_pylist()
+    for i in np.nonzero(np.isin(np.arange(offset, offset + n), dups.first[dups.row]))[0]:
+        key_of[offset + int(i)] = keys[i]  # a row that a later one repeats: its key, for that one
+    kinds: list[str | None] = [None] * n
+    texts: list[str | None] = [None] * n
+    for i in range(n):
+        if before_kind[i] is not None:
+            kinds[i], texts[i] = before_kind[i], before[i]
+        elif key_repeated[i]:
+            kinds[i], texts[i] = "duplicate key", f"duplicate key '{keys[i]}'"
+        elif row_repeated[i]:
+            kinds[i], texts[i] = "duplicate row", f"duplicate of row '{key_of[int(first[i])]}'"
+        elif after_kind[i] is not None:
+            kinds[i], texts[i] = after_kind[i], after[i]
+    bad = np.array([k is not None for k in kinds], dtype=bool)
+    kept = checked.parsed.filter(pa.array(~bad))
+    reasons = pa.array([t for t in texts if t], pa.string())
+    quarantined = ingested().filter(pa.array(bad)).append_column("reason", reasons)
+    return kept, quarantined, [k for k in kinds if k is not None]
+
+
+class Profile:
+    """profile.json of the kept rows, added up partition by partition: per column its type,
+    missing count, and min/max/mean for numbers (the mean as one sum over all partitions)."""
+
+    def __init__(self) -> None:
+        self.columns: dict[str, dict[str, Any]] = {}
+
+    def add(self, table: pa.Table) -> None:
+        for field in table.schema:
+            col = table.column(field.name)
+            info = self.columns.setdefault(field.name, {"type": str(field.type), "missing": 0})
+            info["missing"] += col.null_count
+            if pa.types.is_floating(field.type) or pa.types.is_integer(field.type):
+                stats = pc.min_max(col)
+                lo, hi, total = stats["min"].as_py(), stats["max"].as_py(), pc.sum(col).as_py()
+                if lo is not None:
+                    info["min"] = lo if info.get("min") is None else min(info["min"], lo)
+                    info["max"] = hi if info.get("max") is None else max(info["max"], hi)
+                    info["sum"] = info.get("sum", 0) + total
+                    info["count"] = info.get("count", 0) + len(col) - col.null_count
+                info.setdefault("min", None), info.setdefault("max", None)
+
+    def result(self) -> dict[str, Any]:
+        out = {}
+        for name, info in self.columns.items():
+            summary = {k: v for k, v in info.items() if k not in ("sum", "count")}
+            if "min" in info:
+                summary["mean"] = info["sum"] / info["count"] if info.get("count") else None
+            out[name] = summary
+        return out
+
+
+class Tally:
+    """The report of clean, added up partition by partition."""
+
+    def __init__(self, dedupe: bool, repeats: int) -> None:
+        self.rows_in = self.rows_kept = 0
+        self.by_reason: dict[str, int] = {}
+        self.dedupe, self.repeats = dedupe, repeats
+
+    def add(self, kept: pa.Table, quarantined_kinds: list[str]) -> None:
+        self.rows_in += kept.num_rows + len(quarantined_kinds)
+        self.rows_kept += kept.num_rows
+        for kind in quarantined_kinds:
+            self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
+
+    def report(self) -> dict[str, Any]:
+        if self.rows_in == 0:
+            raise CleanError("clean: no rows were ingested; expected at least one")
+        report = {
+            "rows_in": self.rows_in,
+            "rows_kept": self.rows_kept,
+            "rows_quarantined": self.rows_in - self.rows_kept,
+            "quarantined_by_reason": dict(sorted(self.by_reason.items())),
+        }
+        if not self.dedupe:
+            report["duplicate_rows_kept"] = self.repeats  # clean.dedupe: true quarantines them
+        return report
+
+
+def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cleaned:
+    """Split ingested rows into kept (parsed, typed) and quarantined (as ingested, plus 'reason').
+
+    ``params``: ``max_quarantined`` (share of rows; ``check_share`` says whether it is exceeded)
+    and ``dedupe`` (quarantine rows whose values repeat an earlier row's; without it they are
+    kept and counted). One table at once; the clean stage does the same partition by partition.
+    """
+    if table.num_rows == 0:
+        raise CleanError("clean: no rows were ingested; expected at least one")
+    checked = check(table, schema)
+    dups = duplicates([checked.checks])
+    dedupe = bool(params.get("dedupe"))
+    kept, quarantined, kinds = settle(lambda: table, checked, dups, 0, dedupe, {})
+    tally = Tally(dedupe, dups.repeats)
+    tally.add(kept, kinds)
+    return Cleaned(kept, quarantined, tally.report())
+
+
+def check_share(report: dict[str, Any], first: dict | None, params: dict[str, Any], where: str) -> None:
+    """CleanError when more rows are bad than ``max_quarantined`` allows (``report`` of clean),
+    naming the ``first`` quarantined row and ``where`` the quarantine (written anyway) lists them all."""
+    n, bad = report["rows_in"], report["rows_quarantined"]
     if bad / n > params["max_quarantined"]:
-        first = cleaned.quarantined.slice(0, 1).to_pylist()[0]
         raise CleanError(
             f"clean: {bad} of {n} rows ({bad / n:.1%}) are bad, more than "
             f"max_quarantined {params['max_quarantined']:.1%}; first: row '{first['key']}': {first['reason']}; "

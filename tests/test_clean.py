@@ -54,7 +54,7 @@ def test_too_many_bad_rows_is_an_error_naming_the_first_and_where_all_are():
         clean.CleanError,
         match=r"3 of 30 rows \(10.0%\) are bad.*first: row 'p.csv:3': missing or NaN.*all of them, with reasons, in Q$",
     ):
-        clean.check_share(result, params, "Q")
+        clean.check_share(result.report, result.quarantined.slice(0, 1).to_pylist()[0], params, "Q")
 
 
 def test_exact_duplicate_rows_are_counted_and_quarantined_with_dedupe():

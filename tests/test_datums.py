@@ -7,6 +7,7 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import blobs_csv, make_repo, only_workloads, run
 
 
@@ -32,10 +33,12 @@ def test_an_incremental_run_leaves_the_lock_and_outputs_of_a_full_run(tmp_path: 
     assert re.match(r"clean@blobs +run if +[\d.]+ s  ingest@blobs changes its outputs$", plan[2]), plan
     log = repro(grown)
     assert "ingest@blobs: 2 file(s) computed, 1 reused unchanged" in log  # part-1 was not read again
+    assert "clean@blobs: 2 partition(s) computed, 1 reused unchanged" in log  # nor checked again
 
     (raw / "part-1.csv").unlink()  # a removed partition
     log = repro(grown)
     assert "ingest@blobs: 0 file(s) computed, 2 reused unchanged" in log
+    assert "clean@blobs: 0 partition(s) computed, 2 reused unchanged" in log
 
     scratch = make_repo(tmp_path / "scratch", only_workloads("blobs"))
     (scratch / "data/blobs/raw/part-1.csv").unlink()
@@ -64,18 +67,21 @@ def half_then_die(path, data):
     if path.name.endswith(".parquet"):  # a partition's result written, its manifest not yet
         os.kill(os.getpid(), signal.SIGKILL)
 datums.write_atomic = half_then_die
-sys.exit(main(["ingest@blobs"]))
+sys.exit(main(["STAGE@blobs"]))
 """
 
 
-def test_a_kill_during_an_incremental_run_then_a_rerun_gives_the_same_bytes(tmp_path: Path):
+@pytest.mark.parametrize(("stage", "unit"), [("ingest", "file(s)"), ("clean", "partition(s)")])
+def test_a_kill_during_an_incremental_run_then_a_rerun_gives_the_same_bytes(tmp_path: Path, stage, unit):
     grown = make_repo(tmp_path / "grown", only_workloads("blobs"))
     repro(grown)
     (grown / "data/blobs/raw/part-3.csv").write_text(blobs_csv(40, seed=3))
-    killed = run([sys.executable, "-c", KILLED_WHILE_STORING], grown, check=False)
+    if stage == "clean":
+        run(["dvc", "repro", "ingest@blobs"], grown)
+    killed = run([sys.executable, "-c", KILLED_WHILE_STORING.replace("STAGE", stage)], grown, check=False)
     assert killed.returncode == -9
     log = repro(grown)
-    assert "ingest@blobs: 1 file(s) computed, 2 reused unchanged" in log  # the half-stored datum: a miss
+    assert f"{stage}@blobs: 1 {unit} computed, 2 reused unchanged" in log  # the half-stored datum: a miss
 
     scratch = make_repo(tmp_path / "scratch", only_workloads("blobs"))
     (scratch / "data/blobs/raw/part-3.csv").write_text(blobs_csv(40, seed=3))

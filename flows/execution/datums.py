@@ -68,6 +68,15 @@ def store(stage: str, datum: str, files: dict[str, bytes]) -> None:
     write_atomic(folder / "manifest.json", json.dumps(sorted(files)))
 
 
+def folder(stage: str, datum: str) -> Path | None:
+    """The folder of ``datum``'s files, to read one of them, or None when it is not stored whole."""
+    path = ROOT / stage / datum[:2] / datum
+    if not has(stage, datum):
+        return None
+    names = json.loads((path / "manifest.json").read_text())
+    return path if all((path / n).exists() for n in names) else None
+
+
 def has(stage: str, datum: str) -> bool:
     """Whether ``datum`` is stored whole (its manifest written)."""
     return (ROOT / stage / datum[:2] / datum / "manifest.json").exists()

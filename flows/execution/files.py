@@ -77,6 +77,30 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         raise
 
 
+@contextlib.contextmanager
+def staged(path: Path) -> Iterator[Path]:
+    """A temp file beside ``path`` for an output written in steps (a Parquet file partition by
+    partition); it becomes ``path`` only when the block succeeds and ``commit`` says so."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~UMASK)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with _space_for(path):
+            yield tmp
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def commit(tmp: Path, path: Path) -> None:
+    """Put a staged file in place: fsync, rename."""
+    with _space_for(path):
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
 def write_json(path: Path, data: Any) -> None:
     write_atomic(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
 
