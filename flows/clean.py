@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from flows.common import (
     InputError,
+    ParquetAppender,
     attach,
     load_params,
     log,
@@ -72,32 +73,6 @@ def checked_partitions(files: list[Path], schema: dict) -> tuple[list[Path], int
     return folders, len(files) - len(misses)
 
 
-class Appender:
-    """A Parquet file written one table at a time (a row group or more each), in a staged file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.writer = path, None
-
-    def write(self, table: pa.Table, where: str) -> None:
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
-        elif not table.schema.equals(self.writer.schema):
-            try:
-                table = table.cast(self.writer.schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
-                raise InputError(
-                    f"clean: partition {where} has other columns or types than the ones before it: {err}"
-                ) from None
-        if table.num_rows:  # an empty partition adds no row group
-            self.writer.write_table(table)
-
-    def close(self, empty: pa.Schema) -> None:
-        if self.writer is None:  # nothing at all: a file with the columns and no rows
-            pq.write_table(empty.empty_table(), self.path, compression="zstd")
-        else:
-            self.writer.close()
-
-
 def ingested_files(ingested: Path) -> list[Path]:
     files = sorted(ingested.glob("*.parquet")) if ingested.is_dir() else []
     if not files:
@@ -125,13 +100,13 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     first_bad: dict | None = None
     offset = 0
     with staged(out / "clean.parquet") as kept_tmp, staged(out / "quarantine.parquet") as bad_tmp:
-        kept_out, bad_out = Appender(kept_tmp), Appender(bad_tmp)
+        kept_out, bad_out = ParquetAppender(kept_tmp), ParquetAppender(bad_tmp)
         for file, folder in zip(files, folders, strict=True):
             checked = steps.Checked(pq.read_table(folder / "parsed.parquet"), pq.read_table(folder / "checks.parquet"))
             kept, bad, kinds = steps.settle(lambda f=file: pq.read_table(f), checked, dups, offset, dedupe, key_of)
             offset += checked.parsed.num_rows
-            kept_out.write(kept, file.name)
-            bad_out.write(bad, file.name)
+            kept_out.write(kept, f"clean: partition {file.name}")
+            bad_out.write(bad, f"clean: partition {file.name}")
             tally.add(kept, kinds)
             profile.add(kept)
             if first_bad is None and bad.num_rows:

@@ -190,6 +190,30 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+class ParquetAppender:
+    """A Parquet file written one table at a time (a row group or more each), in a staged file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.writer = path, None
+
+    def write(self, table: pa.Table, where: str) -> None:
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        elif not table.schema.equals(self.writer.schema):
+            try:
+                table = table.cast(self.writer.schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
+                raise InputError(f"{where} has other columns or types than the ones before it: {err}") from None
+        if table.num_rows:  # an empty partition adds no row group
+            self.writer.write_table(table)
+
+    def close(self, empty: pa.Schema) -> None:
+        if self.writer is None:  # nothing at all: a file with the columns and no rows
+            pq.write_table(empty.empty_table(), self.path, compression="zstd")
+        else:
+            self.writer.close()
+
+
 def git_revision() -> str:
     """HEAD's commit, or 'unknown' outside a git repository."""
     try:

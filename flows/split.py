@@ -1,23 +1,37 @@
-"""split flow: clean rows -> train / val / test Parquet files and a per-class report."""
+"""split flow: clean rows -> train / val / test Parquet files and a per-class report.
+
+A row's set depends on its key alone, so clean.parquet is read a batch at a time and each batch
+dealt to the three files: memory holds a batch, not the data set.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from flows.common import load_params, parquet_bytes, read_table, replace_dir, report, stage_flow, write_json
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from flows.common import ParquetAppender, load_params, replace_dir, report, require, stage_flow, write_json
 from steps import split as steps
+
+BATCH_ROWS = 1 << 16
 
 
 @stage_flow("split")
 def split(workload: str, clean: Path, out: Path) -> dict:
     """Write ``out``/{train,val,test}.parquet and report.json."""
     params = load_params(workload)
-    label = params["schema"]["label"]
-    tables = steps.split(read_table(clean), label, params["split"])
-    summary = steps.split_report(tables, label)
+    sets = steps.Sets(params["schema"]["label"], params["split"])
+    source = pq.ParquetFile(require(clean, "input"))
     with replace_dir(out) as tmp:
-        for name, table in tables.items():
-            (tmp / f"{name}.parquet").write_bytes(parquet_bytes(table))
+        files = {name: ParquetAppender(tmp / f"{name}.parquet") for name in steps.SETS}
+        for batch in source.iter_batches(batch_size=BATCH_ROWS):
+            for name, part in sets.deal(pa.Table.from_batches([batch])).items():
+                files[name].write(part, f"split: {clean}")
+        sets.check()
+        for appender in files.values():
+            appender.close(source.schema_arrow)
+        summary = sets.report()
         write_json(tmp / "report.json", summary)
     report(f"split-{workload}", f"split@{workload}", {name: info["rows"] for name, info in summary.items()})
     return summary

@@ -49,41 +49,66 @@ def assign(table: pa.Table, seed: int, val: float, test: float, test_partition: 
     sets = np.where(u < test, "test", np.where(u < test + val, "val", "train")).astype(object)
     if test_partition is not None:
         in_holdout = pc.equal(table.column("partition"), test_partition).to_numpy(zero_copy_only=False)
-        if not in_holdout.any():
-            raise SplitError(f"split: test_partition '{test_partition}' has no rows")
         sets = np.where(in_holdout, "test", sets)
     return sets.astype(str)
 
 
+class Sets:
+    """Rows dealt to train, val and test a batch at a time (a row's set depends on its key
+    alone), with the counts that the checks and the report need at the end."""
+
+    def __init__(self, label: str, params: dict[str, Any]) -> None:
+        self.label, self.params = label, params
+        self.rows = dict.fromkeys(SETS, 0)
+        self.per_class: dict[str, dict[str, int]] = {name: {} for name in SETS}
+        self.holdout_rows = 0
+        self.is_value: bool | None = None
+
+    def deal(self, table: pa.Table) -> dict[str, pa.Table]:
+        p = self.params
+        sets = assign(table, p["seed"], p["val"], p["test"], p.get("test_partition"))
+        if p.get("test_partition") is not None:
+            self.holdout_rows += int(pc.sum(pc.equal(table.column("partition"), p["test_partition"])).as_py() or 0)
+        self.is_value = _is_value(table, self.label)
+        tables = {name: table.filter(pa.array(sets == name)) for name in SETS}
+        for name, part in tables.items():
+            self.rows[name] += part.num_rows
+            if not self.is_value:
+                for c in pc.value_counts(part.column(self.label)).to_pylist():
+                    level = str(c["values"])
+                    self.per_class[name][level] = self.per_class[name].get(level, 0) + c["counts"]
+        return tables
+
+    def check(self) -> None:
+        """SplitError when a set is empty or train misses a class."""
+        if self.params.get("test_partition") is not None and not self.holdout_rows:
+            raise SplitError(f"split: test_partition '{self.params['test_partition']}' has no rows")
+        total = sum(self.rows.values())
+        for name, n in self.rows.items():
+            if n == 0:
+                raise SplitError(f"split: the {name} set is empty; {total} rows are too few for these shares")
+        if self.is_value:
+            return  # a regression target: no classes to check
+        seen = set().union(*(self.per_class[name] for name in SETS))
+        missing = seen - set(self.per_class["train"])
+        if missing:
+            raise SplitError(f"split: train has no rows of class {sorted(missing)[0]!r}; the model could not learn it")
+
+    def report(self) -> dict[str, Any]:
+        """Rows per set and, for a class label, per class in each set."""
+        if self.is_value:
+            return {name: {"rows": self.rows[name]} for name in SETS}
+        return {name: {"rows": self.rows[name], "per_class": dict(sorted(self.per_class[name].items()))}
+                for name in SETS}  # fmt: skip
+
+
 def split(table: pa.Table, label: str, params: dict[str, Any]) -> dict[str, pa.Table]:
     """Tables for train, val and test. Raises SplitError when one would be empty or miss a class."""
-    sets = assign(table, params["seed"], params["val"], params["test"], params.get("test_partition"))
-    tables = {name: table.filter(pa.array(sets == name)) for name in SETS}
-    for name, part in tables.items():
-        if part.num_rows == 0:
-            raise SplitError(f"split: the {name} set is empty; {table.num_rows} rows are too few for these shares")
-    if _is_value(table, label):
-        return tables  # a regression target: no classes to check
-    missing = set(table.column(label).to_pylist()) - set(tables["train"].column(label).to_pylist())
-    if missing:
-        raise SplitError(f"split: train has no rows of class {sorted(missing)[0]!r}; the model could not learn it")
+    sets = Sets(label, params)
+    tables = sets.deal(table)
+    sets.check()
     return tables
 
 
 def _is_value(table: pa.Table, label: str) -> bool:
     return pa.types.is_floating(table.schema.field(label).type)
-
-
-def split_report(tables: dict[str, pa.Table], label: str) -> dict[str, Any]:
-    """Rows per set and, for a class label, per class in each set."""
-    report: dict[str, Any] = {}
-    for name, part in tables.items():
-        if _is_value(part, label):
-            report[name] = {"rows": part.num_rows}
-            continue
-        counts = pc.value_counts(part.column(label)).to_pylist()
-        report[name] = {
-            "rows": part.num_rows,
-            "per_class": {str(c["values"]): c["counts"] for c in sorted(counts, key=lambda c: str(c["values"]))},
-        }
-    return report
