@@ -1,13 +1,15 @@
-"""Growing with data: the ingest of one appended partition against a cold ingest of the corpus,
-and a bare pyarrow CSV -> Parquet loop over the same files, in the same run.
+"""Growing with data: ingest, clean and split of one appended partition against a cold run of
+those stages over the corpus, and a bare pyarrow CSV -> Parquet loop over the same files, in the
+same run.
 
     python bench/datums.py CORPUS [--append-seed 99]
 
 CORPUS is a folder of partitions from bench/corpus.py (outside git). In a scratch folder with
 cairn's code and a `big` workload (the loans schema, raw: CORPUS) it times:
 
-1. cold: `python -m flows ingest big` with an empty datum store (every partition parsed);
-2. append: one more partition (a copy of the first with another seed) and the same command
+1. cold: `python -m flows ingest big`, then `clean big` and `split big`, with an empty datum
+   store (every partition parsed and checked);
+2. append: one more partition (the first's size, another seed) and the same three commands
    again (every other partition reused from `.cairn/datums/`);
 3. bare: `pyarrow.csv.read_csv` + `pyarrow.parquet.write_table` per file, malformed lines
    dropped without a count, no checks.
@@ -75,21 +77,35 @@ def main() -> None:
                 shutil.copy2(f, work / "corpus" / f.name)
         big = {**loans, "raw": "corpus", "source": None}
         (work / "params.yaml").write_text(yaml.safe_dump({"deploy": params["deploy"], "workloads": {"big": big}}))
-        ingest = [sys.executable, "-m", "flows", "ingest", "big", "--raw", "corpus", "--out", "out/ingest"]
-        cold, cold_rss = timed(ingest, work)
+        flows = [sys.executable, "-m", "flows"]
+        stages = {
+            "ingest": [*flows, "ingest", "big", "--raw", "corpus", "--out", "out/ingest"],
+            "clean": [*flows, "clean", "big", "--ingested", "out/ingest", "--out", "out/clean"],
+            "split": [*flows, "split", "big", "--clean", "out/clean/clean.parquet", "--out", "out/split"],
+        }
+        cold = {name: timed(cmd, work) for name, cmd in stages.items()}
         extra = work / "corpus" / "part-append.csv"
         rows = sum(1 for _ in files[0].open()) - 1
         extra.write_bytes(sources.loans(loans["source"] | {"rows": rows, "seed": args.append_seed}))
-        append, append_rss = timed(ingest, work)
+        append = {name: timed(cmd, work) for name, cmd in stages.items()}
         extra.unlink()
         bare, bare_rss = timed([sys.executable, "-c", BARE, str(work / "corpus"), str(work / "bare")], work)
     mb = size / 1e6
     print(f"corpus: {len(files)} partitions, {mb:.0f} MB ({corpus})")
-    print("| run | seconds | MB/s | peak RSS (MB) |\n|---|---|---|---|")
-    print(f"| cold ingest (all partitions parsed) | {cold:.1f} | {mb / cold:.1f} | {cold_rss:.0f} |")
-    print(f"| ingest after appending 1 partition | {append:.1f} | - | {append_rss:.0f} |")
-    print(f"| bare pyarrow CSV -> Parquet loop | {bare:.1f} | {mb / bare:.1f} | {bare_rss:.0f} |")
-    print(f"append / cold = {append / cold:.1%}; cold throughput = {bare / cold:.2f} x the bare loop")
+    print("| stage | cold s | append s | append / cold | cold peak RSS (MB) | append peak RSS (MB) |")
+    print("|---|---|---|---|---|---|")
+    for name in cold:
+        (c, c_rss), (a, a_rss) = cold[name], append[name]
+        print(f"| {name} | {c:.1f} | {a:.1f} | {a / c:.1%} | {c_rss:.0f} | {a_rss:.0f} |")
+    c, a = sum(v[0] for v in cold.values()), sum(v[0] for v in append.values())
+    print(
+        f"| all three | {c:.1f} | {a:.1f} | {a / c:.1%} | {max(v[1] for v in cold.values()):.0f} | "
+        f"{max(v[1] for v in append.values()):.0f} |"
+    )
+    print(
+        f"bare pyarrow CSV -> Parquet loop: {bare:.1f} s, {mb / bare:.1f} MB/s, {bare_rss:.0f} MB peak; "
+        f"cold ingest {mb / cold['ingest'][0]:.1f} MB/s = {bare / cold['ingest'][0]:.2f} x the bare loop"
+    )
 
 
 if __name__ == "__main__":

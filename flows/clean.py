@@ -33,7 +33,6 @@ from flows.common import (
 from flows.execution import datums, fanout
 from flows.execution.files import commit, staged
 from steps import clean as steps
-from steps.figures import pairplot_png
 from steps.ingest import resolve_features
 
 PAIRPLOT_ROWS = 2000
@@ -73,6 +72,19 @@ def checked_partitions(files: list[Path], schema: dict) -> tuple[list[Path], int
     return folders, len(files) - len(misses)
 
 
+def pairplot(sample: pa.Table, numeric: list[str], label: str | None, title: str) -> bytes:
+    """The pair plot of ``sample``; drawn again only when the sample or its settings change (an
+    appended partition rarely changes the first rows, and drawing costs seconds)."""
+    datum = datums.key("pairplot", title, parquet_bytes(sample), {"numeric": numeric, "label": label})
+    if (stored := datums.fetch("pairplot", datum)) is not None:
+        return stored["pairplot.png"]
+    from steps.figures import pairplot_png  # matplotlib: only when drawing
+
+    png = pairplot_png(sample, numeric, label, title)
+    datums.store("pairplot", datum, {"pairplot.png": png})
+    return png
+
+
 def ingested_files(ingested: Path) -> list[Path]:
     files = sorted(ingested.glob("*.parquet")) if ingested.is_dir() else []
     if not files:
@@ -103,20 +115,20 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
         kept_out, bad_out = ParquetAppender(kept_tmp), ParquetAppender(bad_tmp)
         for file, folder in zip(files, folders, strict=True):
             checked = steps.Checked(pq.read_table(folder / "parsed.parquet"), pq.read_table(folder / "checks.parquet"))
-            kept, bad, kinds = steps.settle(lambda f=file: pq.read_table(f), checked, dups, offset, dedupe, key_of)
+            kept, bad, counts = steps.settle(lambda f=file: pq.read_table(f), checked, dups, offset, dedupe, key_of)
             offset += checked.parsed.num_rows
             kept_out.write(kept, f"clean: partition {file.name}")
-            bad_out.write(bad, f"clean: partition {file.name}")
-            tally.add(kept, kinds)
+            tally.add(kept, counts)
             profile.add(kept)
-            if first_bad is None and bad.num_rows:
-                first_bad = bad.slice(0, 1).to_pylist()[0]
+            if bad is not None:
+                bad_out.write(bad, f"clean: partition {file.name}")
+                first_bad = first_bad or bad.slice(0, 1).to_pylist()[0]
             if sum(t.num_rows for t in sample) < PAIRPLOT_ROWS:
                 sample.append(kept.slice(0, PAIRPLOT_ROWS))
-            empty_kept, empty_bad = checked.parsed.schema, bad.schema
+            kept_schema = checked.parsed.schema
             del checked, kept, bad
-        kept_out.close(empty_kept)
-        bad_out.close(empty_bad)
+        kept_out.close(kept_schema)
+        bad_out.close(steps.quarantine_schema(pq.read_schema(files[0])))
         result = tally.report()
         read = ingested / "read.json"  # how ingest read each file (blank lines it skipped)
         if read.exists():
@@ -133,7 +145,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     write_json(out / "profile.json", profile.result())
     kept_sample = pa.concat_tables(sample).slice(0, PAIRPLOT_ROWS)
     numeric = [c for c in schema.get("features") or [] if pa.types.is_floating(kept_sample.schema.field(c).type)]
-    write_atomic(out / "pairplot.png", pairplot_png(kept_sample, numeric, schema["label"], f"{workload}: clean rows"))
+    write_atomic(out / "pairplot.png", pairplot(kept_sample, numeric, schema["label"], f"{workload}: clean rows"))
     if result["rows_quarantined"]:
         bad = result["rows_quarantined"]
         log().warning("clean@%s: %d rows quarantined (%s); rows and reasons in %s", workload, bad,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -264,18 +265,25 @@ def words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
 
 def first_seen(digests: np.ndarray, among: np.ndarray) -> np.ndarray:
     """Per row, the index of the first row ``among`` those with the same digest (-1 for rows not
-    ``among``): one sort of 16-byte digests, not a Python set of every row."""
+    ``among``): hash factorisation of the 16-byte digests (pandas, O(n)), not a Python set of
+    every row."""
     first = np.full(len(digests), -1, dtype=np.int64)
     rows = np.nonzero(among)[0]
     if len(rows) == 0:
         return first
+    # Only rows whose first 8 bytes repeat can repeat a row: usually few, so one hash pass
+    # over all rows and an exact one over those.
+    rows = rows[pd.Series(digests[rows, 0]).duplicated(keep=False).to_numpy()]
+    first[np.nonzero(among)[0]] = np.nonzero(among)[0]
+    if len(rows) == 0:
+        return first
     held = digests[rows]
-    order = np.lexsort((rows, held[:, 1], held[:, 0]))  # by digest, then position
-    ranked = held[order]
-    starts = np.ones(len(order), dtype=bool)
-    starts[1:] = (ranked[1:] != ranked[:-1]).any(axis=1)
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
-    first[rows[order]] = rows[order][group_start]
+    high, _ = pd.factorize(held[:, 0])
+    low, lows = pd.factorize(held[:, 1])
+    codes, _ = pd.factorize(high.astype(np.int64) * len(lows) + low)  # codes in order of first appearance
+    is_first = np.ones(len(codes), dtype=bool)
+    is_first[1:] = codes[1:] > np.maximum.accumulate(codes)[:-1]
+    first[rows] = rows[np.nonzero(is_first)[0]][codes]
     return first
 
 
@@ -310,35 +318,53 @@ def settle(
     offset: int,
     dedupe: bool,
     key_of: dict[int, str],
-) -> tuple[pa.Table, pa.Table, list[str]]:
-    """The kept rows (typed), the quarantined rows (as ``ingested()`` has them, plus 'reason') and
-    the reason kind of each quarantined row, for the partition at ``offset`` of ``dups``.
-    ``key_of`` names the first row of each repeated one (filled in partition order, so earlier
-    rows are there)."""
+) -> tuple[pa.Table, pa.Table | None, dict[str, int]]:
+    """The kept rows (typed), the quarantined rows (as ``ingested()`` has them, plus 'reason'; None
+    when there are none) and the count per reason kind, for the partition at ``offset`` of
+    ``dups``. ``key_of`` names the first row of each repeated one (filled in partition order, so
+    earlier rows are there). Column operations throughout: a reused partition costs no Python
+    per row."""
     n = checked.parsed.num_rows
     span = slice(offset, offset + n)
-    keys = checked.parsed.column("key").to_pylist()
-    key_repeated, row_repeated, first = dups.key[span], dups.row[span] & dedupe, dups.first[span]
-    before_kind, before = checked.checks.column("before_kind").to_pylist(), checked.checks.column("before").to_pylist()
-    after_kind, after = checked.checks.column("after_kind").to_pylist(), checked.checks.column("after").to_pylist()
-    for i in np.nonzero(np.isin(np.arange(offset, offset + n), dups.first[dups.row]))[0]:
-        key_of[offset + int(i)] = keys[i]  # a row that a later one repeats: its key, for that one
-    kinds: list[str | None] = [None] * n
-    texts: list[str | None] = [None] * n
-    for i in range(n):
-        if before_kind[i] is not None:
-            kinds[i], texts[i] = before_kind[i], before[i]
-        elif key_repeated[i]:
-            kinds[i], texts[i] = "duplicate key", f"duplicate key '{keys[i]}'"
-        elif row_repeated[i]:
-            kinds[i], texts[i] = "duplicate row", f"duplicate of row '{key_of[int(first[i])]}'"
-        elif after_kind[i] is not None:
-            kinds[i], texts[i] = after_kind[i], after[i]
-    bad = np.array([k is not None for k in kinds], dtype=bool)
-    kept = checked.parsed.filter(pa.array(~bad))
-    reasons = pa.array([t for t in texts if t], pa.string())
-    quarantined = ingested().filter(pa.array(bad)).append_column("reason", reasons)
-    return kept, quarantined, [k for k in kinds if k is not None]
+    keys = checked.parsed.column("key")
+    repeated_first = np.nonzero(np.isin(np.arange(offset, offset + n), dups.first[dups.row]))[0]
+    for i, key in zip(repeated_first, keys.take(pa.array(repeated_first, pa.int64())).to_pylist(), strict=True):
+        key_of[offset + int(i)] = key  # a row that a later one repeats: its key, for that one
+    key_repeated = pa.array(dups.key[span])
+    row_repeated_np = dups.row[span] & dedupe
+    repeats = np.nonzero(row_repeated_np)[0]
+    no_text = pa.scalar(None, pa.string())
+    row_text = pc.replace_with_mask(
+        pa.nulls(n, pa.string()),
+        pa.array(row_repeated_np),
+        pa.array([f"duplicate of row '{key_of[int(dups.first[offset + i])]}'" for i in repeats], pa.string()),
+    )
+    row_repeated = pa.array(row_repeated_np)
+    checks = checked.checks
+    kind = pc.coalesce(
+        checks.column("before_kind"),
+        pc.if_else(key_repeated, pa.scalar("duplicate key"), no_text),
+        pc.if_else(row_repeated, pa.scalar("duplicate row"), no_text),
+        checks.column("after_kind"),
+    )
+    text = pc.coalesce(
+        checks.column("before"),
+        pc.if_else(key_repeated, pc.binary_join_element_wise("duplicate key '", keys, "'", ""), no_text),
+        row_text,
+        checks.column("after"),
+    )
+    bad = kind.is_valid()
+    kept = checked.parsed.filter(pc.invert(bad))
+    counts = {c["values"]: c["counts"] for c in pc.value_counts(kind.filter(bad)).to_pylist()}
+    if not counts:  # nothing to quarantine: the ingested rows need not be read
+        return kept, None, counts
+    quarantined = ingested().filter(bad).append_column("reason", text.filter(bad))
+    return kept, quarantined, counts
+
+
+def quarantine_schema(ingested: pa.Schema) -> pa.Schema:
+    """The columns of quarantine.parquet: the ingested ones and the reason."""
+    return ingested.append(pa.field("reason", pa.string()))
 
 
 class Profile:
@@ -381,11 +407,11 @@ class Tally:
         self.by_reason: dict[str, int] = {}
         self.dedupe, self.repeats = dedupe, repeats
 
-    def add(self, kept: pa.Table, quarantined_kinds: list[str]) -> None:
-        self.rows_in += kept.num_rows + len(quarantined_kinds)
+    def add(self, kept: pa.Table, quarantined: dict[str, int]) -> None:
+        self.rows_in += kept.num_rows + sum(quarantined.values())
         self.rows_kept += kept.num_rows
-        for kind in quarantined_kinds:
-            self.by_reason[kind] = self.by_reason.get(kind, 0) + 1
+        for kind, count in quarantined.items():
+            self.by_reason[kind] = self.by_reason.get(kind, 0) + count
 
     def report(self) -> dict[str, Any]:
         if self.rows_in == 0:
@@ -413,9 +439,11 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
     checked = check(table, schema)
     dups = duplicates([checked.checks])
     dedupe = bool(params.get("dedupe"))
-    kept, quarantined, kinds = settle(lambda: table, checked, dups, 0, dedupe, {})
+    kept, quarantined, counts = settle(lambda: table, checked, dups, 0, dedupe, {})
+    if quarantined is None:
+        quarantined = quarantine_schema(table.schema).empty_table()
     tally = Tally(dedupe, dups.repeats)
-    tally.add(kept, kinds)
+    tally.add(kept, counts)
     return Cleaned(kept, quarantined, tally.report())
 
 

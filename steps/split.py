@@ -36,17 +36,26 @@ def unit_hash(keys: list[str], seed: int) -> np.ndarray:
     )
 
 
-def assign(table: pa.Table, seed: int, val: float, test: float, test_partition: str | None) -> np.ndarray:
+def draw(keys: list[str], seed: int, val: float, test: float) -> np.ndarray:
+    """The set of each key as an index into SETS: test with probability ``test``, val with
+    probability ``val``, from the key's hash alone."""
+    if not (0 <= val and 0 <= test and val + test < 1):
+        raise SplitError(f"split: val {val} and test {test} must be shares with val + test < 1")
+    u = unit_hash(keys, seed)
+    return np.where(u < test, 2, np.where(u < test + val, 1, 0)).astype(np.uint8)
+
+
+def assign(table: pa.Table, seed: int, val: float, test: float, test_partition: str | None,
+           drawn: np.ndarray | None = None) -> np.ndarray:  # fmt: skip
     """The set ('train', 'val' or 'test') of each row.
 
     Rows of ``test_partition`` (a raw partition that is a holdout as a whole, such as MNIST's
-    official test images) go to test; the others go to test with probability ``test`` and to
-    val with probability ``val``.
+    official test images) go to test; the others as ``draw`` says (``drawn``: its result for
+    these rows' keys, when known already).
     """
-    if not (0 <= val and 0 <= test and val + test < 1):
-        raise SplitError(f"split: val {val} and test {test} must be shares with val + test < 1")
-    u = unit_hash(table.column("key").to_pylist(), seed)
-    sets = np.where(u < test, "test", np.where(u < test + val, "val", "train")).astype(object)
+    if drawn is None:
+        drawn = draw(table.column("key").to_pylist(), seed, val, test)
+    sets = np.array(SETS)[drawn].astype(object)
     if test_partition is not None:
         in_holdout = pc.equal(table.column("partition"), test_partition).to_numpy(zero_copy_only=False)
         sets = np.where(in_holdout, "test", sets)
@@ -64,9 +73,9 @@ class Sets:
         self.holdout_rows = 0
         self.is_value: bool | None = None
 
-    def deal(self, table: pa.Table) -> dict[str, pa.Table]:
+    def deal(self, table: pa.Table, drawn: np.ndarray | None = None) -> dict[str, pa.Table]:
         p = self.params
-        sets = assign(table, p["seed"], p["val"], p["test"], p.get("test_partition"))
+        sets = assign(table, p["seed"], p["val"], p["test"], p.get("test_partition"), drawn)
         if p.get("test_partition") is not None:
             self.holdout_rows += int(pc.sum(pc.equal(table.column("partition"), p["test_partition"])).as_py() or 0)
         self.is_value = _is_value(table, self.label)

@@ -110,3 +110,25 @@ def test_image_rows_are_the_same_only_when_their_pixels_are():
     assert clean.clean(t, schema, {"max_quarantined": 1.0}).report["duplicate_rows_kept"] == 1  # b, not c
     deduped = clean.clean(t, schema, {"max_quarantined": 1.0, "dedupe": True})
     assert deduped.quarantined.column("reason").to_pylist() == ["duplicate of row 'a'"]
+
+
+def test_first_seen_matches_whole_digests_not_their_first_half():
+    digests = np.array([[1, 2], [1, 3], [1, 2], [5, 5], [5, 5]], dtype=np.uint64)
+    assert clean.first_seen(digests, np.ones(5, dtype=bool)).tolist() == [0, 1, 0, 3, 3]
+    among = np.array([False, True, True, True, False])  # a row not among them is nobody's first
+    assert clean.first_seen(digests, among).tolist() == [-1, 1, 2, 3, -1]
+
+
+def test_partitions_settled_together_equal_one_table():
+    t = table({2: "", 5: "inf"})
+    whole = clean.clean(pa.concat_tables([t, t]), BLOBS_SCHEMA, {"max_quarantined": 1.0, "dedupe": True})
+    parts = [clean.check(t.slice(0, 7), BLOBS_SCHEMA), clean.check(pa.concat_tables([t.slice(7), t]), BLOBS_SCHEMA)]
+    dups = clean.duplicates([p.checks for p in parts])
+    kept, key_of, offset, tally = [], {}, 0, clean.Tally(True, dups.repeats)
+    for p, source in zip(parts, [t.slice(0, 7), pa.concat_tables([t.slice(7), t])], strict=True):
+        k, _, counts = clean.settle(lambda s=source: s, p, dups, offset, True, key_of)
+        offset += p.parsed.num_rows
+        kept.append(k)
+        tally.add(k, counts)
+    assert pa.concat_tables(kept).equals(whole.kept)
+    assert tally.report() == whole.report
