@@ -7,8 +7,10 @@ import functools
 import inspect
 import json
 import logging
+import os
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,35 +89,59 @@ def load_params(workload: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
     return workloads[workload]
 
 
-def stage_flow(name: str) -> Callable:
-    """The Prefect flow of stage ``name``, run as '<name>@<workload>'. When the stage refuses its
-    input (a StepError), the run's first log line is that one-line error (which stage, what,
-    where); Prefect's traceback follows it, once."""
-    from prefect import flow
+def in_flow_run() -> bool:
+    """True inside a tracked Prefect flow run. Prefect is not imported to say no: without it
+    loaded, no run can be active (a `dvc repro` stage process never loads it)."""
+    context = sys.modules.get("prefect.context")
+    return context is not None and context.FlowRunContext.get() is not None
 
-    def wrap(fn: Callable) -> Callable:
+
+class StageFlow:
+    """A stage's function and its Prefect flow, run as '<name>@<workload>'. The flow is built on
+    first use: an untracked stage process (`dvc repro`) calls ``fn`` and never imports Prefect's
+    flow machinery (about 2 s per process). When the stage refuses its input (a StepError), the
+    run's first log line is that one-line error (which stage, what, where); Prefect's traceback
+    follows it, once."""
+
+    def __init__(self, name: str, fn: Callable) -> None:
+        self.name = name
+
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
             except StepError as err:
-                from prefect.context import FlowRunContext
-
-                if FlowRunContext.get() is not None:  # untracked, `python -m flows` prints it
+                if in_flow_run():  # untracked, `python -m flows` prints it
                     workload = inspect.signature(fn).bind_partial(*args, **kwargs).arguments.get("workload")
                     log().error("%s@%s failed: %s", name, workload, err)
                 raise
 
-        return flow(name=name, flow_run_name=name + "@{workload}", persist_result=False)(body)
+        self.fn = body
+        functools.update_wrapper(self, fn)
 
-    return wrap
+    @functools.cached_property
+    def flow(self) -> Any:
+        from prefect import flow
+
+        return flow(name=self.name, flow_run_name=self.name + "@{workload}", persist_result=False)(self.fn)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.flow(*args, **kwargs)
+
+    def __getattr__(self, attr: str) -> Any:  # with_options, ... of the Prefect flow
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(self.flow, attr)
+
+
+def stage_flow(name: str) -> Callable[[Callable], StageFlow]:
+    """Decorator: the function as the StageFlow of stage ``name``."""
+    return lambda fn: StageFlow(name, fn)
 
 
 def log() -> logging.Logger | logging.LoggerAdapter:
     """Prefect's run logger inside a tracked run (the UI shows it), else a plain logger."""
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is not None:
+    if in_flow_run():
         from prefect import get_run_logger
 
         return get_run_logger()
@@ -123,7 +149,19 @@ def log() -> logging.Logger | logging.LoggerAdapter:
 
 
 def tracked() -> bool:
-    """True when a Prefect API is configured: flows then run as tracked Prefect runs."""
+    """True when a Prefect API is configured: flows then run as tracked Prefect runs. Where no
+    Prefect setting can come from (no PREFECT_* variable, no profile or config file) the answer
+    is no without importing Prefect, which costs a `dvc repro` stage process about a second."""
+    if os.environ.get("PREFECT_API_URL"):
+        return True
+    home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
+    sources = [Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")), Path(".env"),
+               Path("prefect.toml")]  # fmt: skip
+    pyproject = Path("pyproject.toml")
+    configured = (any(k.startswith("PREFECT_") for k in os.environ) or any(p.exists() for p in sources)
+                  or (pyproject.exists() and "[tool.prefect" in pyproject.read_text()))  # fmt: skip
+    if not configured:
+        return False
     from prefect.settings import get_current_settings
 
     return bool(get_current_settings().api.url)
@@ -140,9 +178,7 @@ def report(key: str, title: str, summary: dict[str, Any]) -> None:
     """Log a stage's summary; in a tracked run also attach it to the run as an artifact
     (``key`` made a valid artifact key, see artifact_key)."""
     log().info("%s: %s", title, json.dumps(summary, default=str))
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is not None:
+    if in_flow_run():
         from prefect.artifacts import create_markdown_artifact
 
         rows = "\n".join(f"| {k} | {json.dumps(v, default=str)} |" for k, v in summary.items())
@@ -156,9 +192,7 @@ def attach(key: str, markdown: str | None = None, images: dict[str, Path] | None
     the Prefect UI shows them in the run's Artifacts tab; outside one, do nothing. A figure goes
     as an image artifact whose URL is the PNG itself (a data: URL): it shows in any browser that
     reaches the Prefect server, with no file server and no path on the worker's disk."""
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is None:
+    if not in_flow_run():
         return
     from prefect.artifacts import create_image_artifact, create_markdown_artifact
 

@@ -33,7 +33,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from flows.common import PARAMS_FILE, InputError, log, tracked
+from flows.common import PARAMS_FILE, InputError, in_flow_run, log, tracked
 
 P = TypeVar("P")
 R = TypeVar("R")
@@ -110,7 +110,7 @@ def fan_out(fn: Callable[[P], R], payloads: Iterable[P], name: str, run: Executi
 def _submitter(fn: Callable[[P], R], name: str, run: Execution) -> Iterator[Callable[[P], Any]]:
     """A function that submits one payload and returns a future (``.result()``), for the
     runner of ``run``: Prefect task runners in a tracked run, else concurrent.futures / Dask."""
-    if tracked() and _in_flow_run():
+    if tracked() and in_flow_run():
         with _prefect_runner(run) as runner:
             task = _as_task(fn, name)
             yield lambda payload: runner.submit(task, parameters={"payload": payload})
@@ -128,12 +128,6 @@ def _submitter(fn: Callable[[P], R], name: str, run: Execution) -> Iterator[Call
         pool = cf.ProcessPoolExecutor(run.workers, mp_context=multiprocessing.get_context("forkserver"))
     with pool:
         yield lambda payload: pool.submit(fn, payload)
-
-
-def _in_flow_run() -> bool:
-    from prefect.context import FlowRunContext
-
-    return FlowRunContext.get() is not None
 
 
 def _as_task(fn: Callable, name: str):
