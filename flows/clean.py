@@ -12,7 +12,7 @@ was reused or computed.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -92,9 +92,15 @@ def ingested_files(ingested: Path) -> list[Path]:
     return files
 
 
-def checks_of(folders: list[Path]) -> Iterator[pa.Table]:
-    for folder in folders:
-        yield pq.read_table(folder / "checks.parquet", columns=["key_digest", "row_digest"])
+def digests(folders: list[Path]) -> tuple[Callable[[str], Iterator[pa.ChunkedArray]], int]:
+    """A reader of one digest column of every partition's checks, in order, and the rows in all."""
+    rows = sum(pq.read_metadata(folder / "checks.parquet").num_rows for folder in folders)
+
+    def column(name: str) -> Iterator[pa.ChunkedArray]:
+        for folder in folders:
+            yield pq.read_table(folder / "checks.parquet", columns=[name]).column(name)
+
+    return column, rows
 
 
 @stage_flow("clean")
@@ -105,7 +111,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     files = ingested_files(ingested)
     schema = resolve_features(params["schema"], pq.read_schema(files[0]).names)
     folders, reused = checked_partitions(files, schema)
-    dups = steps.duplicates(list(checks_of(folders)))
+    dups = steps.duplicates(*digests(folders))
     dedupe = bool(params["clean"].get("dedupe"))
     tally, profile, sample = steps.Tally(dedupe, dups.repeats), steps.Profile(), []
     key_of: dict[int, str] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -300,14 +300,28 @@ class Duplicates:
         return int(self.row.sum())
 
 
-def duplicates(checks: list[pa.Table]) -> Duplicates:
-    """Duplicates over the CHECKS of every partition, in partition order (only the digests are
-    read: 32 bytes a row)."""
-    keys, _ = words(pa.concat_arrays([c.column("key_digest").combine_chunks() for c in checks]))
-    rows, comparable = words(pa.concat_arrays([c.column("row_digest").combine_chunks() for c in checks]))
-    position = np.arange(len(keys))
-    key_repeated = first_seen(keys, np.ones(len(keys), dtype=bool)) != position
-    first = first_seen(rows, comparable & ~key_repeated)
+def digest_words(columns: Iterable[pa.ChunkedArray | pa.Array], rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 16-byte digests of ``columns`` (one per partition, ``rows`` in all) as one (rows, 2)
+    array of 64-bit words and its validity, filled partition by partition: 17 bytes a row."""
+    out = np.empty((rows, 2), dtype=np.uint64)
+    valid = np.empty(rows, dtype=bool)
+    at = 0
+    for column in columns:
+        part, ok = words(column)
+        out[at : at + len(part)], valid[at : at + len(part)] = part, ok
+        at += len(part)
+    return out, valid
+
+
+def duplicates(digests: Callable[[str], Iterable[pa.ChunkedArray | pa.Array]], rows: int) -> Duplicates:
+    """Duplicates over every partition's CHECKS, in partition order; ``digests(column)`` gives
+    that column of each partition in turn. Only digests are held, one column at a time."""
+    keys, _ = digest_words(digests("key_digest"), rows)
+    position = np.arange(rows)
+    key_repeated = first_seen(keys, np.ones(rows, dtype=bool)) != position
+    del keys
+    values, comparable = digest_words(digests("row_digest"), rows)
+    first = first_seen(values, comparable & ~key_repeated)
     return Duplicates(key_repeated, (first >= 0) & (first != position), first)
 
 
@@ -437,7 +451,7 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cl
     if table.num_rows == 0:
         raise CleanError("clean: no rows were ingested; expected at least one")
     checked = check(table, schema)
-    dups = duplicates([checked.checks])
+    dups = duplicates(lambda column: [checked.checks.column(column)], table.num_rows)
     dedupe = bool(params.get("dedupe"))
     kept, quarantined, counts = settle(lambda: table, checked, dups, 0, dedupe, {})
     if quarantined is None:

@@ -123,7 +123,7 @@ def test_partitions_settled_together_equal_one_table():
     t = table({2: "", 5: "inf"})
     whole = clean.clean(pa.concat_tables([t, t]), BLOBS_SCHEMA, {"max_quarantined": 1.0, "dedupe": True})
     parts = [clean.check(t.slice(0, 7), BLOBS_SCHEMA), clean.check(pa.concat_tables([t.slice(7), t]), BLOBS_SCHEMA)]
-    dups = clean.duplicates([p.checks for p in parts])
+    dups = clean.duplicates(lambda column: [p.checks.column(column) for p in parts], 2 * t.num_rows)
     kept, key_of, offset, tally = [], {}, 0, clean.Tally(True, dups.repeats)
     for p, source in zip(parts, [t.slice(0, 7), pa.concat_tables([t.slice(7), t])], strict=True):
         k, _, counts = clean.settle(lambda s=source: s, p, dups, offset, True, key_of)
