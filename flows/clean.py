@@ -4,8 +4,8 @@ Partition by partition, in bounded memory. What needs one partition alone (parsi
 each row, the digests of its key and values) is a datum (flows/execution/datums.py): kept by the
 partition's bytes, the schema and cairn's code, computed on the fan-out runner only for new or
 changed partitions. What needs all of them (a key or row repeating one in an earlier partition,
-``max_quarantined`` over all rows, the profile) is settled over the digests alone (32 bytes a
-row), then the outputs are written one partition at a time: the same bytes whether a partition
+``max_quarantined`` over all rows, the profile) is settled over the digests alone (read one
+column at a time), then the outputs are written one partition at a time: the same bytes whether a partition
 was reused or computed.
 """
 

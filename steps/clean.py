@@ -268,13 +268,11 @@ def first_seen(digests: np.ndarray, among: np.ndarray) -> np.ndarray:
     ``among``): hash factorisation of the 16-byte digests (pandas, O(n)), not a Python set of
     every row."""
     first = np.full(len(digests), -1, dtype=np.int64)
-    rows = np.nonzero(among)[0]
-    if len(rows) == 0:
-        return first
+    candidates = np.nonzero(among)[0]
+    first[candidates] = candidates  # each its own first, unless found below
     # Only rows whose first 8 bytes repeat can repeat a row: usually few, so one hash pass
     # over all rows and an exact one over those.
-    rows = rows[pd.Series(digests[rows, 0]).duplicated(keep=False).to_numpy()]
-    first[np.nonzero(among)[0]] = np.nonzero(among)[0]
+    rows = candidates[pd.Series(digests[candidates, 0]).duplicated(keep=False).to_numpy()]
     if len(rows) == 0:
         return first
     held = digests[rows]
