@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -48,7 +49,7 @@ class Execution(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
     jobs: int = Field(default=1, ge=1)  # local stages at once in the pipeline flow
-    runner: Literal["serial", "threads", "processes", "dask"] = "threads"
+    runner: Literal["serial", "threads", "processes", "dask"] = "processes"
     workers: int = Field(default=2, ge=1)
     dask_address: str | None = None  # tcp://scheduler:8786; null: a LocalCluster of `workers`
     max_tasks: int = Field(default=64, ge=1)
@@ -91,11 +92,15 @@ def batches(items: Sequence[T], weights: Sequence[int], run: Execution) -> list[
 def fan_out(fn: Callable[[P], R], payloads: Iterable[P], name: str, run: Execution | None = None) -> Iterator[R]:
     """``fn(payload)`` for every payload, yielded in payload order, on the configured runner.
     ``payloads`` is consumed lazily: at most two per worker are held at once. ``fn`` must be a
-    module-level function (processes and Dask pickle it by name)."""
+    module-level function (processes and Dask pickle it by name). A single payload runs here,
+    in this process, whatever the runner."""
     run = run or settings()
-    if run.runner == "serial":
-        yield from map(fn, payloads)
+    payloads = iter(payloads)
+    head = list(itertools.islice(payloads, 2))
+    if run.runner == "serial" or len(head) < 2:  # one task: a pool would only add its start
+        yield from map(fn, itertools.chain(head, payloads))
         return
+    payloads = itertools.chain(head, payloads)
     with _submitter(fn, name, run) as submit:
         window: collections.deque = collections.deque()
         for payload in payloads:
