@@ -6,7 +6,8 @@ A real `prefect server` on loopback, a repository with two workloads (iris and b
 tests' tiny data with --epochs of training each), and `deploy.remote_stages` sending both
 trains to one process work pool. `python -m flows pipeline --jobs 2` runs it twice, each time
 from scratch (a fresh repository, DVC remote and pool): once with ONE worker of the pool
-(the two worker runs must take turns: the sum) and once with TWO (at once: the max). For each,
+(the two worker runs must take turns: the sum) and once with TWO (at once: the max); each
+training uses one thread, so two workers on this 2-core machine stand for two machines. For each,
 the durations of the two worker runs as the server recorded them, the span from the first
 run's start to the last run's end, and the pipeline's wall time. Untracked work of the
 coordinator (ingest, clean, split of both workloads) is done first, by `dvc repro`, so the
@@ -39,7 +40,9 @@ def variant(base: Path, env: dict, workers: int, epochs: int) -> dict:
     params = tiny_params()
     params["workloads"] = {w: params["workloads"][w] for w in ("iris", "blobs")}
     for workload in params["workloads"].values():
-        workload["train"] |= {"epochs": epochs, "patience": epochs}
+        # One core per training: the two workers here stand for two machines, not two
+        # trainings that each want both of this machine's cores.
+        workload["train"] |= {"epochs": epochs, "patience": epochs, "threads": 1}
     params["score"] = {}
     params["deploy"]["remote_stages"] = {"train@iris": pool, "train@blobs": pool}
     origin = make_repo(base / "origin", params)
@@ -52,9 +55,13 @@ def variant(base: Path, env: dict, workers: int, epochs: int) -> dict:
     run([PREFECT, "work-pool", "create", pool, "--type", "process"], base / "worker", env=env)
     run([PREFECT, "--no-prompt", "deploy", "--name", pool], base / "worker", env=env)
     procs = [
-        subprocess.Popen([PREFECT, "worker", "start", "--pool", pool, "--name", f"w{i}", "--limit", "1"],
-                         cwd=base / "worker", env=env, stdout=open(base / f"worker{i}.log", "w"),
-                         stderr=subprocess.STDOUT)  # fmt: skip
+        subprocess.Popen(
+            [PREFECT, "worker", "start", "--pool", pool, "--name", f"w{i}", "--limit", "1"],
+            cwd=base / "worker",
+            env=env,
+            stdout=open(base / f"worker{i}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
         for i in range(workers)
     ]
     run(["dvc", "repro", "split@iris", "split@blobs"], base / "coordinator")

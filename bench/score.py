@@ -1,18 +1,21 @@
 """Batch inference: score@mnist over a scale inbox against a bare onnxruntime + pyarrow loop over
 the same files, in the same run; then the cost of one more partition.
 
-    python bench/score.py --publish data/mnist/publish [--rows 1000000] [--partitions 100]
+    python bench/score.py [--workload mnist|loans] [--publish data/mnist/publish] [--rows N] [--partitions 100]
 
-Run from a checkout where `make run` has published the MNIST model. It writes, outside git
-(a temp folder, or --scratch):
+Run from a checkout where `make run` has published the model. It writes, outside git (a temp
+folder, or --scratch):
 
-1. a scale inbox: MNIST's 70 000 images replicated (each copy shifted by one pixel, so no two
-   partitions are equal) to --rows rows over --partitions Parquet files;
-2. cold runs of `python -m flows score mnist --inbox ... --publish ... --out ...` with one
-   worker (runner serial) and with two (processes), the datum store emptied before each;
-3. the bare loop: per file, pyarrow reads the pixels, one onnxruntime session predicts,
-   pyarrow writes key + predicted class (no cleaning, no quarantine, no lineage);
-4. append: one more partition, and the same command again (the others reused).
+1. a scale inbox: for mnist, MNIST's 70 000 images replicated (each copy shifted by one pixel,
+   so no two partitions are equal) to --rows rows (1 M) over --partitions Parquet files; for
+   loans, bench/corpus.py's dirty loan exports, --rows rows (10 M) over --partitions CSVs;
+2. cold runs of `python -m flows score <workload> --inbox ... --publish ... --out ...` with one
+   worker (runner serial) and with two (processes), the datum store and the remembered file
+   hashes emptied before each;
+3. for mnist, the bare loop: per file, pyarrow reads the pixels, one onnxruntime session
+   predicts, pyarrow writes key + predicted class (no cleaning, no quarantine, no lineage);
+4. append: one more partition after the cold runs, and the same command again, serial (the
+   others reused).
 
 Each is a child process (its wall time and GNU time's peak RSS). Prints the figures as JSON.
 """
@@ -82,35 +85,59 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[float, float]:
     return round(seconds, 2), round(int(result.stderr.strip().splitlines()[-1]) / 1024, 1)
 
 
+def cold(score: list[str], runner: str, workers: str) -> dict:
+    """``score`` from scratch: no stored datum, no remembered file hash."""
+    shutil.rmtree(".cairn/datums/score", ignore_errors=True)
+    Path(".cairn/state.sqlite").unlink(missing_ok=True)
+    env = os.environ | {"CAIRN_RUNNER": runner, "CAIRN_WORKERS": workers}
+    return dict(zip(("seconds", "peak_rss_mb"), timed(score, env), strict=True))
+
+
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    cli.add_argument("--publish", type=Path, default=Path("data/mnist/publish"))
-    cli.add_argument("--rows", type=int, default=1_000_000)
+    cli.add_argument("--workload", choices=("mnist", "loans"), default="mnist")
+    cli.add_argument("--publish", type=Path, help="default: data/<workload>/publish")
+    cli.add_argument("--rows", type=int, help="default: 1 000 000 (mnist), 10 000 000 (loans)")
     cli.add_argument("--partitions", type=int, default=100)
     cli.add_argument("--scratch", type=Path, help="default: a temp folder, removed after")
     args = cli.parse_args()
+    publish = args.publish or Path(f"data/{args.workload}/publish")
+    rows = args.rows or {"mnist": 1_000_000, "loans": 10_000_000}[args.workload]
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="cairn-score-"))
     inbox, out = scratch / "inbox", scratch / "score"
     started = time.perf_counter()
-    size = make_inbox(inbox, args.rows, args.partitions)
-    print(f"inbox: {args.rows} rows in {args.partitions} files, {size / 2**20:.0f} MB "
+    if args.workload == "mnist":
+        size = make_inbox(inbox, rows, args.partitions)
+    else:
+        corpus = [sys.executable, str(Path(__file__).parent / "corpus.py"), str(inbox), "--rows", str(rows)]
+        subprocess.run([*corpus, "--partitions", str(args.partitions)], check=True)
+        size = sum(f.stat().st_size for f in inbox.iterdir())
+    print(f"inbox: {rows} rows in {args.partitions} files, {size / 2**20:.0f} MB "
           f"({time.perf_counter() - started:.0f} s to make)", flush=True)  # fmt: skip
-    score = [sys.executable, "-m", "flows", "score", "mnist", "--inbox", str(inbox),
-             "--publish", str(args.publish), "--out", str(out)]  # fmt: skip
-    figures: dict = {"rows": args.rows, "partitions": args.partitions, "inbox_mb": round(size / 2**20)}
+    score = [sys.executable, "-m", "flows", "score", args.workload, "--inbox", str(inbox),
+             "--publish", str(publish), "--out", str(out)]  # fmt: skip
+    figures: dict = {"workload": args.workload, "rows": rows, "partitions": args.partitions,
+                     "inbox_mb": round(size / 2**20)}  # fmt: skip
     for name, runner, workers in (("cairn, 1 worker", "serial", "1"), ("cairn, 2 workers", "processes", "2")):
-        shutil.rmtree(".cairn/datums/score", ignore_errors=True)
-        env = os.environ | {"CAIRN_RUNNER": runner, "CAIRN_WORKERS": workers}
-        figures[name] = dict(zip(("seconds", "peak_rss_mb"), timed(score, env), strict=True))
+        figures[name] = cold(score, runner, workers)
         print(name, figures[name], flush=True)
-    bare = timed([sys.executable, "-c", BARE, str(inbox), str(args.publish / "model.onnx"), str(scratch / "bare")])
-    figures["bare loop"] = dict(zip(("seconds", "peak_rss_mb"), bare, strict=True))
-    make_inbox(inbox, args.rows // args.partitions, 1, start=args.partitions)  # one more partition
+    if args.workload == "mnist":  # the bare loop reads images; dirty loan text needs cairn's rules
+        bare = timed([sys.executable, "-c", BARE, str(inbox), str(publish / "model.onnx"), str(scratch / "bare")])
+        figures["bare loop"] = dict(zip(("seconds", "peak_rss_mb"), bare, strict=True))
+    one = figures["cairn, 1 worker"]["seconds"]
+    # The append: the files are scored (the last cold run stored them), one more lands.
+    if args.workload == "mnist":
+        make_inbox(inbox, rows // args.partitions, 1, start=args.partitions)  # one more partition
+    else:
+        extra = scratch / "extra"
+        subprocess.run([*corpus[:2], str(extra), "--rows", str(rows // args.partitions), "--partitions", "1",
+                        "--seed", "6"], check=True)  # fmt: skip
+        (extra / "part-0000.csv").rename(inbox / "part-append.csv")
     env = os.environ | {"CAIRN_RUNNER": "serial", "CAIRN_WORKERS": "1"}
     figures["append one partition"] = dict(zip(("seconds", "peak_rss_mb"), timed(score, env), strict=True))
-    one = figures["cairn, 1 worker"]["seconds"]
-    figures["rows/s, 1 worker"] = round(args.rows / one)
-    figures["1 worker vs bare (throughput)"] = round(figures["bare loop"]["seconds"] / one, 2)
+    figures["rows/s, 1 worker"] = round(rows / one)
+    if "bare loop" in figures:
+        figures["1 worker vs bare (throughput)"] = round(figures["bare loop"]["seconds"] / one, 2)
     figures["2 workers vs 1"] = round(one / figures["cairn, 2 workers"]["seconds"], 2)
     figures["append vs cold"] = round(figures["append one partition"]["seconds"] / one, 3)
     print(json.dumps(figures, indent=2))

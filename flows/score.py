@@ -17,10 +17,8 @@ changed (flows/execution/datums.py); partitions fan out on the runner of params.
 
 from __future__ import annotations
 
-import io
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -44,8 +42,6 @@ from flows.execution import datums, fanout
 from flows.ingest import NOT_DATA, file_name, kind, read_bytes
 from steps import score as steps
 from steps.ingest import partition_stem
-
-QUARANTINE = pa.schema([("key", pa.string()), ("partition", pa.string()), ("reason", pa.string())])
 
 
 def inbox_of(workload: str, path: Path = PARAMS_FILE) -> Path:
@@ -77,35 +73,32 @@ def score_batch(payload: tuple[dict, bytes, str, list[tuple[str, bytes]]]) -> li
     out = []
     for name, data in files:
         scores, quarantined, by_reason = steps.score(name, data, spec, onnx, sha256)
-        out.append((parquet_bytes(scores), parquet_bytes(quarantined.cast(QUARANTINE)), by_reason))
+        out.append((scores, parquet_bytes(quarantined), by_reason))
     return out
 
 
-def all_scored(
-    files: list[Path], inbox: Path, spec: dict, onnx: bytes, sha256: str
-) -> Iterator[tuple[str, Scored, bool]]:
-    """(file name, its scores and quarantine, reused?) of every inbox file, stored datums at
-    once and the rest scored by the fan-out runner in batches."""
-    misses = []
-    for path in files:
-        name = file_name(path, inbox)
-        data = read_bytes(path)
-        datum = datums.key("score", name, data, {"model_sha256": sha256})
-        if (stored := datums.fetch("score", datum)) is not None:
-            reasons = json.loads(stored["reasons.json"])
-            yield name, (stored["scores.parquet"], stored["quarantine.parquet"], reasons), True
-        else:
-            misses.append((path, name, datum, len(data)))
+def scored_datums(files: list[Path], inbox: Path, spec: dict, onnx: bytes, sha256: str) -> tuple[list[Path], int]:
+    """The datum folder of every inbox file (scores.parquet, quarantine.parquet, reasons.json), in
+    order, scoring the missing ones on the fan-out runner in batches; and how many were reused.
+    An unchanged file is not even read: its hash is remembered by inode, size and mtime."""
+    names = [file_name(p, inbox) for p in files]
+    keys = [datums.key("score", name, content, {"model_sha256": sha256})
+            for name, content in zip(names, datums.file_sha256(files, read_bytes), strict=True)]  # fmt: skip
+    misses = [(p, n, k, p.stat().st_size) for p, n, k in zip(files, names, keys, strict=True)
+              if datums.folder("score", k) is None]  # fmt: skip
     run = fanout.settings()
     plan = fanout.batches(misses, [size for *_, size in misses], run)
     if misses:
         log().info("score: %d inbox file(s) to score in %d batch(es) on %s", len(misses), len(plan), run.runner)
     payloads = ((spec, onnx, sha256, [(name, read_bytes(path)) for path, name, _, _ in batch]) for batch in plan)
     for batch, results in zip(plan, fanout.fan_out(score_batch, payloads, "score", run), strict=True):
-        for (_, name, datum, _), (scores, quarantined, reasons) in zip(batch, results, strict=True):
-            files = {"scores.parquet": scores, "quarantine.parquet": quarantined, "reasons.json": json.dumps(reasons)}
-            datums.store("score", datum, {k: v if isinstance(v, bytes) else v.encode() for k, v in files.items()})
-            yield name, (scores, quarantined, reasons), False
+        for (_, _, datum, _), (scores, quarantined, reasons) in zip(batch, results, strict=True):
+            files_ = {"scores.parquet": scores, "quarantine.parquet": quarantined, "reasons.json": json.dumps(reasons)}
+            datums.store("score", datum, {k: v if isinstance(v, bytes) else v.encode() for k, v in files_.items()})
+    folders = [datums.folder("score", k) for k in keys]
+    if any(f is None for f in folders):  # only a concurrent prune could do this
+        raise InputError("score: a scored partition vanished from .cairn/datums while the stage ran; run it again")
+    return folders, len(files) - len(misses)
 
 
 @stage_flow("score")
@@ -117,29 +110,26 @@ def score(workload: str, inbox: Path, publish: Path, out: Path) -> dict:
     sha256 = steps.model_sha256(onnx)
     files = inbox_files(inbox)
     started = time.perf_counter()
-    quarantines: dict[str, pa.Table] = {}
-    rows: dict[str, int] = {}
+    folders, reused = scored_datums(files, inbox, spec, onnx, sha256)
+    rows = 0
     by_reason: dict[str, int] = {}
-    counts = {"computed": 0, "reused": 0}
     with replace_dir(out / "partitions") as tmp:
-        for name, (scores, quarantined, reasons), reused in all_scored(files, inbox, spec, onnx, sha256):
-            counts["reused" if reused else "computed"] += 1
-            stem = partition_stem(name)
+        for path, folder in zip(files, folders, strict=True):
+            stem = partition_stem(file_name(path, inbox))
             if (tmp / f"{stem}.parquet").exists():
                 raise InputError(f"score: two inbox files of '{inbox}' are both named '{stem}'")
-            (tmp / f"{stem}.parquet").write_bytes(scores)
-            quarantines[name] = pq.read_table(io.BytesIO(quarantined))
-            rows[name] = pq.read_metadata(io.BytesIO(scores)).num_rows
-            for reason, n in reasons.items():
+            datums.link(folder / "scores.parquet", tmp / f"{stem}.parquet")
+            rows += pq.read_metadata(folder / "scores.parquet").num_rows
+            for reason, n in json.loads((folder / "reasons.json").read_text()).items():
                 by_reason[reason] = by_reason.get(reason, 0) + n
     # Merged in inbox file order, whatever order the runner gave them back in.
-    order = [file_name(p, inbox) for p in files]
-    quarantine = pa.concat_tables([quarantines[n] for n in order]) if order else QUARANTINE.empty_table()
+    quarantines = [pq.read_table(folder / "quarantine.parquet") for folder in folders]
+    quarantine = pa.concat_tables(quarantines) if quarantines else steps.QUARANTINE.empty_table()
     write_atomic(out / "quarantine.parquet", parquet_bytes(quarantine))
     summary = {
-        "partitions": len(order),
-        "rows_in": sum(rows.values()) + quarantine.num_rows,
-        "rows_scored": sum(rows.values()),
+        "partitions": len(files),
+        "rows_in": rows + quarantine.num_rows,
+        "rows_scored": rows,
         "rows_quarantined": quarantine.num_rows,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
         "model_sha256": sha256,
@@ -147,7 +137,7 @@ def score(workload: str, inbox: Path, publish: Path, out: Path) -> dict:
     write_json(out / "report.json", summary)
     seconds = time.perf_counter() - started
     # Timings and reuse go to the log and the UI, never into a DVC output: equal inputs, equal bytes.
-    extra = {"files_computed": counts["computed"], "files_reused": counts["reused"], "seconds": round(seconds, 2),
+    extra = {"files_computed": len(files) - reused, "files_reused": reused, "seconds": round(seconds, 2),
              "rows_per_second": round(summary["rows_in"] / seconds) if seconds > 0 else None}  # fmt: skip
     if quarantine.num_rows:
         log().warning("score@%s: %d rows quarantined, not scored (%s); in %s", workload, quarantine.num_rows,

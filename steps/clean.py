@@ -136,11 +136,14 @@ def _image_reasons(column: pa.ChunkedArray, name: str, lo: float, hi: float) -> 
     present = column.is_valid().to_numpy(zero_copy_only=False)
     for row in np.nonzero(~present)[0]:
         reasons[row] = ("missing value", f"missing image in column '{name}'")
-    filled = pc.fill_null(column, pa.scalar([0.0] * column.type.list_size, column.type))
-    flat = pc.list_flatten(filled).to_numpy(zero_copy_only=False)
-    pixels = flat.astype(np.float64).reshape(len(column), column.type.list_size)
-    with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(pixels) | (pixels < lo) | (pixels > hi)
+    filled = (
+        pc.fill_null(column, pa.scalar([0.0] * column.type.list_size, column.type)) if column.null_count else column
+    )
+    pixels = pc.list_flatten(filled).to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+    # The bounds in the pixels' own type when that is exact (no float64 copy of every pixel).
+    lo_, hi_ = (pixels.dtype.type(v) if pixels.dtype.type(v) == v else np.float64(v) for v in (lo, hi))
+    with np.errstate(invalid="ignore"):  # NaN fails both comparisons
+        bad = ~((pixels >= lo_) & (pixels <= hi_))
     for row in np.nonzero(bad.any(axis=1))[0]:
         if reasons[row] is None:
             pixel = int(np.argmax(bad[row]))
@@ -197,8 +200,10 @@ class Checked:
     checks: pa.Table  # CHECKS, one row per row
 
 
-def check(table: pa.Table, schema: dict[str, Any]) -> Checked:
-    """Parse and check the rows of one ingested partition; duplicates are left to `duplicates`."""
+def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> Checked:
+    """Parse and check the rows of one ingested partition; duplicates are left to `duplicates`.
+    Without ``row_digests`` (scoring: a repeated row is scored like any other) every row digest
+    is null, so no row repeats another; keys are still checked."""
     n = table.num_rows
     label = schema["label"]
     columns = [c for c in [label, *(schema.get("features") or [])] if c is not None]  # label None: to score
@@ -212,8 +217,11 @@ def check(table: pa.Table, schema: dict[str, Any]) -> Checked:
                else None for i in range(n)]  # fmt: skip
     keys = table.column("key").to_pylist()
     key_digests = [hashlib.blake2b(k.encode(), digest_size=16).digest() for k in keys]
-    row_digests = [None if problem else _row_digest(values)
-                   for problem, values in zip(problems, _row_values(table, columns, schema), strict=True)]  # fmt: skip
+    row_digest = pa.nulls(n, DIGEST)
+    if row_digests:
+        row_digest = pa.array([None if problem else _row_digest(values)
+                               for problem, values in zip(problems, _row_values(table, columns, schema), strict=True)],
+                              DIGEST)  # fmt: skip
 
     parsed = table
     parse_reasons = list(none)
@@ -249,7 +257,7 @@ def check(table: pa.Table, schema: dict[str, Any]) -> Checked:
             pa.array([r and r[0] for r in after], pa.string()),
             pa.array([r and r[1] for r in after], pa.string()),
             pa.array(key_digests, DIGEST),
-            pa.array(row_digests, DIGEST),
+            row_digest,
         ],
         schema=CHECKS,
     )
@@ -366,10 +374,10 @@ def settle(
         checks.column("after"),
     )
     bad = kind.is_valid()
-    kept = checked.parsed.filter(pc.invert(bad))
     counts = {c["values"]: c["counts"] for c in pc.value_counts(kind.filter(bad)).to_pylist()}
-    if not counts:  # nothing to quarantine: the ingested rows need not be read
-        return kept, None, counts
+    if not counts:  # nothing to quarantine: no copy of the rows, and the ingested ones need not be read
+        return checked.parsed, None, counts
+    kept = checked.parsed.filter(pc.invert(bad))
     quarantined = ingested().filter(bad).append_column("reason", text.filter(bad))
     return kept, quarantined, counts
 
@@ -439,16 +447,17 @@ class Tally:
         return report
 
 
-def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any]) -> Cleaned:
+def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any], row_digests: bool = True) -> Cleaned:
     """Split ingested rows into kept (parsed, typed) and quarantined (as ingested, plus 'reason').
 
     ``params``: ``max_quarantined`` (share of rows; ``check_share`` says whether it is exceeded)
     and ``dedupe`` (quarantine rows whose values repeat an earlier row's; without it they are
-    kept and counted). One table at once; the clean stage does the same partition by partition.
+    kept and counted; without ``row_digests`` they are not even looked for). One table at once;
+    the clean stage does the same partition by partition.
     """
     if table.num_rows == 0:
         raise CleanError("clean: no rows were ingested; expected at least one")
-    checked = check(table, schema)
+    checked = check(table, schema, row_digests)
     dups = duplicates(lambda column: [checked.checks.column(column)], table.num_rows)
     dedupe = bool(params.get("dedupe"))
     kept, quarantined, counts = settle(lambda: table, checked, dups, 0, dedupe, {})

@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import pickle
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +58,7 @@ def arrow_schema(schema: dict[str, Any], label_type: pa.DataType) -> pa.Schema:
     return pa.schema(fields)
 
 
-def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: list[int] | None = None) -> pa.Table:
+def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: Sequence[int] | None = None) -> pa.Table:
     """Add ``key`` and ``partition``: the key column from params, else '<partition>:<n>', where n
     is the row's line in a text file (``rows``) or its row number from 1 in any other file, so
     a key also tells a user where to look."""
@@ -82,7 +83,7 @@ def resolve_features(schema: dict[str, Any], columns: list[str]) -> dict[str, An
     return {**schema, "features": features}
 
 
-def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: list[int] | None = None) -> pa.Table:
+def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: Sequence[int] | None = None) -> pa.Table:
     """Keep only the schema's columns, in schema order, with the schema's types."""
     label_type = table.schema.field(schema["label"]).type if schema["label"] is not None else pa.null()
     if pa.types.is_integer(label_type):
@@ -316,6 +317,24 @@ def from_parquet(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Tabl
     try:
         return _project(table, partition, schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise IngestError(f"ingest: {partition} does not fit the schema in params.yaml: {err}") from None
+
+
+def parquet_row_groups(data: bytes, partition: str, schema: dict[str, Any]) -> Iterator[pa.Table]:
+    """One Parquet partition a row group at a time, as `from_parquet` reads it whole (the same
+    keys, types and errors): memory holds one row group decoded, not the partition."""
+    try:
+        file = pq.ParquetFile(io.BytesIO(data))
+        _require_columns(file.schema_arrow.names, schema, partition)
+        first = 1
+        for group in range(file.num_row_groups):
+            table = file.read_row_group(group)
+            yield _project(table, partition, schema, range(first, first + table.num_rows))
+            first += table.num_rows
+    except pa.ArrowInvalid as err:
+        raise IngestError(f"ingest: {partition} is not a readable Parquet file, or does not fit the schema in "
+                          f"params.yaml: {err}") from None  # fmt: skip
+    except pa.ArrowNotImplementedError as err:
         raise IngestError(f"ingest: {partition} does not fit the schema in params.yaml: {err}") from None
 
 

@@ -8,16 +8,21 @@ and model, reused across partitions (a fan-out worker scores many).
 from __future__ import annotations
 
 import hashlib
+import io
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from steps import models
 from steps.clean import clean
 from steps.evaluate import decide
-from steps.ingest import from_csv, from_parquet
+from steps.ingest import from_csv, parquet_row_groups
+
+QUARANTINE = pa.schema([("key", pa.string()), ("partition", pa.string()), ("reason", pa.string())])
 
 _SESSIONS: dict[str, Any] = {}  # model sha256 -> onnxruntime.InferenceSession, per process
 
@@ -47,29 +52,55 @@ def unlabelled(schema: dict[str, Any]) -> dict[str, Any]:
     return {**schema, "label": None, "parse": parse, "categorical": categorical}
 
 
-def read(name: str, data: bytes, schema: dict[str, Any]) -> pa.Table:
-    """An inbox partition (delimited text or Parquet) as ingest reads raw data, without a label."""
+COMPRESSION = "zstd"
+
+
+def read(name: str, data: bytes, schema: dict[str, Any]) -> Iterator[pa.Table]:
+    """An inbox partition as ingest reads raw data, without a label: Parquet a row group at a time
+    (memory holds one row group decoded), delimited text whole (its line-by-line repair of
+    dirty lines needs the file)."""
     suffixes = [s.lower() for s in Path(name).suffixes]
     if ".parquet" in suffixes:
-        return from_parquet(data, name, schema)
-    return from_csv(data, name, schema)
+        yield from parquet_row_groups(data, name, schema)
+    else:
+        yield from_csv(data, name, schema)
 
 
-def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str) -> tuple[pa.Table, pa.Table, dict]:
-    """(scores, quarantined rows with a 'reason', {reason kind: rows}) of one inbox partition.
+def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str) -> tuple[bytes, pa.Table, dict]:
+    """(scores as Parquet bytes, quarantined rows with a 'reason', {reason kind: rows}) of one
+    inbox partition, scored a row group at a time.
 
     Scores have the row ``key``, then by task: ``predicted`` (class label) and ``probabilities``;
     ``predicted`` (value); or ``reconstruction_error`` (mean squared, per row); and the
     ``model_sha256`` of the model that scored the row.
     """
     schema = unlabelled(spec["schema"])
-    table = read(name, data, schema)
-    if table.num_rows == 0:
-        empty = pa.table({"key": pa.array([], pa.string())})
-        return empty, table.select(["key", "partition"]).append_column("reason", pa.array([], pa.string())), {}
-    cleaned = clean(table, schema, {"max_quarantined": 1.0, "dedupe": False})
-    kept = cleaned.kept
-    x = models.features(kept, schema, spec.get("encoding"))
+    sink = io.BytesIO()
+    writer = None
+    quarantined: list[pa.Table] = []
+    by_reason: dict[str, int] = {}
+    for table in read(name, data, schema):
+        if table.num_rows == 0:
+            continue
+        cleaned = clean(table, schema, {"max_quarantined": 1.0, "dedupe": False}, row_digests=False)
+        scores = predict(cleaned.kept, schema, spec, onnx, sha256)
+        writer = writer or pq.ParquetWriter(sink, scores.schema, compression=COMPRESSION)
+        writer.write_table(scores)
+        quarantined.append(cleaned.quarantined.select(["key", "partition", "reason"]))
+        for reason, n in cleaned.report["quarantined_by_reason"].items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    if writer is None:  # no rows at all
+        writer = pq.ParquetWriter(sink, pa.schema([("key", pa.string())]), compression=COMPRESSION)
+    writer.close()
+    quarantine = (
+        pa.concat_tables([q.cast(QUARANTINE) for q in quarantined]) if quarantined else QUARANTINE.empty_table()
+    )
+    return sink.getvalue(), quarantine, by_reason
+
+
+def predict(kept: pa.Table, schema: dict[str, Any], spec: dict[str, Any], onnx: bytes, sha256: str) -> pa.Table:
+    """The scores of clean rows (see `score`)."""
+    x = models.features(kept, schema, spec.get("encoding"), writable=False)
     task = spec["task"]
     output = {"classification": "probabilities", "regression": "prediction", "reconstruction": "reconstruction"}[task]
     y = session(onnx, sha256).run([output], {"features": x})[0]
@@ -84,5 +115,4 @@ def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str
     else:
         columns["reconstruction_error"] = pa.array(((y - x) ** 2).mean(axis=1).astype(np.float64))
     columns["model_sha256"] = pa.array([sha256] * kept.num_rows, pa.string())
-    quarantined = cleaned.quarantined.select(["key", "partition", "reason"])
-    return pa.table(columns), quarantined, cleaned.report["quarantined_by_reason"]
+    return pa.table(columns)

@@ -15,8 +15,13 @@ leaves exactly the outputs and dvc.lock of a from-scratch run. The store is `.ca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -38,13 +43,40 @@ def code_digest() -> str:
     return digest.hexdigest()
 
 
-def key(stage: str, name: str, data: bytes, params: Any) -> str:
-    """The key of partition ``name`` (its bytes ``data``) in ``stage`` under ``params``."""
+def key(stage: str, name: str, data: bytes | str, params: Any) -> str:
+    """The key of partition ``name`` in ``stage`` under ``params``; ``data`` is its bytes or their
+    sha256 (hex, as ``file_sha256`` gives it)."""
     digest = hashlib.sha256()
     for part in (stage, name, code_digest(), json.dumps(params, sort_keys=True, default=str)):
         digest.update(part.encode() + b"\0")
-    digest.update(hashlib.sha256(data).digest())
+    digest.update(bytes.fromhex(data) if isinstance(data, str) else hashlib.sha256(data).digest())
     return digest.hexdigest()
+
+
+STATE = Path(".cairn") / "state.sqlite"
+
+
+def file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
+    """The sha256 of ``read(path)`` for each path, remembered by the file's inode, size and
+    modification time as DVC's own state does: an unchanged file is not read again (an append
+    to a folder of 100 files reads one). A file changed in place gets a new mtime, so a new hash."""
+    stats = [p.stat() for p in paths]
+    ids = [(str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats, strict=True)]
+    STATE.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(STATE, timeout=60)) as db, db:
+        db.execute("CREATE TABLE IF NOT EXISTS sha256 (path TEXT, ino INT, size INT, mtime_ns INT, sha256 TEXT, "
+                   "PRIMARY KEY (path, ino, size, mtime_ns))")  # fmt: skip
+        asked = json.dumps([i[0] for i in ids])
+        rows = db.execute("SELECT * FROM sha256 WHERE path IN (SELECT value FROM json_each(?))", (asked,))
+        known = {tuple(row[:4]): row[4] for row in rows}
+        out = []
+        for path, id_ in zip(paths, ids, strict=True):
+            if (found := known.get(id_)) is None:
+                found = hashlib.sha256(read(path)).hexdigest()
+                db.execute("DELETE FROM sha256 WHERE path = ?", (id_[0],))
+                db.execute("INSERT INTO sha256 VALUES (?, ?, ?, ?, ?)", (*id_, found))
+            out.append(found)
+    return out
 
 
 def fetch(stage: str, datum: str) -> dict[str, bytes] | None:
@@ -75,6 +107,16 @@ def folder(stage: str, datum: str) -> Path | None:
         return None
     names = json.loads((path / "manifest.json").read_text())
     return path if all((path / n).exists() for n in names) else None
+
+
+def link(stored: Path, dest: Path) -> None:
+    """Put a stored datum file at ``dest`` as a hard link (no copy; the same inode, so DVC's state
+    knows its hash already), or a copy where links cannot be made. Stored files are never
+    written again (write_atomic replaces a file, it does not write into it)."""
+    try:
+        os.link(stored, dest)
+    except OSError:
+        shutil.copyfile(stored, dest)
 
 
 def has(stage: str, datum: str) -> bool:

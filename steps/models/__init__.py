@@ -118,13 +118,16 @@ def fit_encoding(table: pa.Table, schema: dict[str, Any]) -> dict[str, Any]:
     return {"columns": list(schema["features"]), "names": names, "levels": levels}
 
 
-def features(table: pa.Table, schema: dict[str, Any], encoding: dict[str, Any] | None = None) -> np.ndarray:
+def features(
+    table: pa.Table, schema: dict[str, Any], encoding: dict[str, Any] | None = None, writable: bool = True
+) -> np.ndarray:
     """The feature matrix (rows, n_features) as float32: pixels, numbers, and one-hot categories
-    (a level not seen in train encodes as all zeros)."""
+    (a level not seen in train encodes as all zeros). Not ``writable``: images may be a view of
+    the table's memory (scoring only reads them)."""
     if schema.get("image"):
         column = table.column(schema["image"]["column"]).combine_chunks()
         flat = column.flatten().to_numpy(zero_copy_only=False)
-        return flat.astype(np.float32).reshape(len(column), column.type.list_size)  # a writable copy
+        return flat.astype(np.float32, copy=writable).reshape(len(column), column.type.list_size)
     levels = (encoding or {}).get("levels", {})
     columns = encoding["columns"] if encoding else resolve_features(schema, table.column_names)["features"]
     parts = []
