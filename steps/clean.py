@@ -9,6 +9,7 @@ missing/NaN/infinite value, value out of range.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -142,6 +143,8 @@ def _image_reasons(column: pa.ChunkedArray, name: str, lo: float, hi: float) -> 
     pixels = pc.list_flatten(filled).to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
     # The bounds in the pixels' own type when that is exact (no float64 copy of every pixel).
     lo_, hi_ = (pixels.dtype.type(v) if pixels.dtype.type(v) == v else np.float64(v) for v in (lo, hi))
+    if pixels.size and pixels.min() >= lo_ and pixels.max() <= hi_:  # a NaN fails this too (min/max give NaN)
+        return reasons  # every pixel fine: two fast passes, not three masks of every pixel
     with np.errstate(invalid="ignore"):  # NaN fails both comparisons
         bad = ~((pixels >= lo_) & (pixels <= hi_))
     for row in np.nonzero(bad.any(axis=1))[0]:
@@ -177,8 +180,22 @@ def _row_digest(values: tuple) -> bytes | None:
 
 
 def _first(*lists: list[Reason | None]) -> list[Reason | None]:
-    """Per row, the first reason of the lists given in order of precedence."""
-    return [next((r for r in row if r is not None), None) for row in zip(*lists, strict=True)]
+    """Per row, the first reason of the lists given in order of precedence. Bad rows are few:
+    only the rows with a reason are visited in Python (itertools.compress finds them in C)."""
+    out = list(lists[0])
+    for other in lists[1:]:
+        for row in itertools.compress(range(len(other)), other):  # a reason is a tuple: truthy
+            if out[row] is None:
+                out[row] = other[row]
+    return out
+
+
+def _rows_where(mask: np.ndarray, reason: Reason) -> list[Reason | None]:
+    """``reason`` for the rows of ``mask``, None for the others."""
+    out: list[Reason | None] = [None] * len(mask)
+    for row in np.nonzero(mask)[0]:
+        out[row] = reason
+    return out
 
 
 DIGEST = pa.binary(16)
@@ -203,20 +220,27 @@ class Checked:
 def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> Checked:
     """Parse and check the rows of one ingested partition; duplicates are left to `duplicates`.
     Without ``row_digests`` (scoring: a repeated row is scored like any other) every row digest
-    is null, so no row repeats another; keys are still checked."""
+    is null, so no row repeats another; a key column of the schema is still checked (a null key
+    digest repeats nothing)."""
     n = table.num_rows
     label = schema["label"]
     columns = [c for c in [label, *(schema.get("features") or [])] if c is not None]  # label None: to score
     none: list[Reason | None] = [None] * n
 
     has_problem = "problem" in table.column_names
-    problem_texts = table.column("problem").to_pylist() if has_problem else none
-    problems = [("unreadable line", p) if p else None for p in problem_texts]
-    text = {c: table.column(c).to_pylist() for c in columns if pa.types.is_string(table.schema.field(c).type)}
-    headers = [("repeated header line", "repeated header line") if text and all(text[c][i] == c for c in text)
-               else None for i in range(n)]  # fmt: skip
-    keys = table.column("key").to_pylist()
-    key_digests = [hashlib.blake2b(k.encode(), digest_size=16).digest() for k in keys]
+    problems = none
+    if has_problem and table.column("problem").null_count < n:
+        problems = [("unreadable line", p) if p else None for p in table.column("problem").to_pylist()]
+    text = [c for c in columns if pa.types.is_string(table.schema.field(c).type)]
+    # A line whose every text column holds its own name: the header again, in the middle.
+    header = np.ones(n, bool) if text else np.zeros(n, bool)
+    for c in text:
+        header &= pc.fill_null(pc.equal(table.column(c), c), False).to_numpy(zero_copy_only=False)
+    headers = _rows_where(header, ("repeated header line", "repeated header line"))
+    key_digest = pa.nulls(n, DIGEST)
+    if row_digests or schema.get("key"):  # a generated key ('<partition>:<n>') repeats no other in a partition
+        keys = table.column("key").to_pylist()
+        key_digest = pa.array([hashlib.blake2b(k.encode(), digest_size=16).digest() for k in keys], DIGEST)
     row_digest = pa.nulls(n, DIGEST)
     if row_digests:
         row_digest = pa.array([None if problem else _row_digest(values)
@@ -232,7 +256,7 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
     parsed = parsed.drop_columns(["problem"]) if has_problem else parsed
 
     label_missing = parsed.column(label).is_null().to_numpy(zero_copy_only=False) if label else np.zeros(n, bool)
-    label_reasons = [("missing label", f"missing label in column '{label}'") if m else None for m in label_missing]
+    label_reasons = _rows_where(label_missing, ("missing label", f"missing label in column '{label}'"))
     if schema.get("image"):
         lo, hi = (float(v) for v in schema["range"])
         value_reasons = _image_reasons(parsed.column(schema["image"]["column"]), schema["image"]["column"], lo, hi)
@@ -245,8 +269,9 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
         categories = [c for c in schema["features"] if c not in numeric]
         for c in categories:
             missing = parsed.column(c).is_null().to_numpy(zero_copy_only=False)
-            value_reasons = _first(value_reasons, [("missing value", f"missing value in column '{c}'") if m else None
-                                                   for m in missing])  # fmt: skip
+            value_reasons = _first(
+                value_reasons, _rows_where(missing, ("missing value", f"missing value in column '{c}'"))
+            )
 
     before = _first(problems, headers)
     after = _first(parse_reasons, label_reasons, value_reasons)
@@ -256,7 +281,7 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
             pa.array([r and r[1] for r in before], pa.string()),
             pa.array([r and r[0] for r in after], pa.string()),
             pa.array([r and r[1] for r in after], pa.string()),
-            pa.array(key_digests, DIGEST),
+            key_digest,
             row_digest,
         ],
         schema=CHECKS,
@@ -322,9 +347,9 @@ def digest_words(columns: Iterable[pa.ChunkedArray | pa.Array], rows: int) -> tu
 def duplicates(digests: Callable[[str], Iterable[pa.ChunkedArray | pa.Array]], rows: int) -> Duplicates:
     """Duplicates over every partition's CHECKS, in partition order; ``digests(column)`` gives
     that column of each partition in turn. Only digests are held, one column at a time."""
-    keys, _ = digest_words(digests("key_digest"), rows)
+    keys, has_key = digest_words(digests("key_digest"), rows)
     position = np.arange(rows)
-    key_repeated = first_seen(keys, np.ones(rows, dtype=bool)) != position
+    key_repeated = (first_seen(keys, has_key) != position) & has_key
     del keys
     values, comparable = digest_words(digests("row_digest"), rows)
     first = first_seen(values, comparable & ~key_repeated)

@@ -9,12 +9,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, log_loss, precision_recall_fscore_support, roc_auc_score, roc_curve
 
-
-def decide(proba: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Class indices: class 1 when P(1) >= threshold for a binary model with one, else argmax."""
-    if threshold is not None and proba.shape[1] == 2:
-        return (proba[:, 1] >= threshold).astype(np.int64)
-    return proba.argmax(axis=1)
+from steps.models import decide  # noqa: F401 - the rule evaluate measures with; callers take it from here too
 
 
 def metrics(y: np.ndarray, proba: np.ndarray, classes: list, threshold: float | None = None) -> dict[str, Any]:

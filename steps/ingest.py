@@ -65,8 +65,8 @@ def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: Se
     if schema.get("key"):
         keys = pc.cast(table.column(schema["key"]), pa.string())
     else:
-        numbers = rows if rows is not None else range(1, table.num_rows + 1)
-        keys = pa.array([f"{partition}:{i}" for i in numbers], pa.string())
+        numbers = pa.array(rows if rows is not None else np.arange(1, table.num_rows + 1), pa.int64())
+        keys = pc.binary_join_element_wise(f"{partition}:", pc.cast(numbers, pa.string()), "")
     parts = pa.array([partition] * table.num_rows, pa.string())
     return table.append_column("key", keys).append_column("partition", parts)
 

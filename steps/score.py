@@ -19,7 +19,6 @@ import pyarrow.parquet as pq
 
 from steps import models
 from steps.clean import clean
-from steps.evaluate import decide
 from steps.ingest import from_csv, parquet_row_groups
 
 QUARANTINE = pa.schema([("key", pa.string()), ("partition", pa.string()), ("reason", pa.string())])
@@ -107,7 +106,7 @@ def predict(kept: pa.Table, schema: dict[str, Any], spec: dict[str, Any], onnx: 
     columns: dict[str, pa.Array] = {"key": kept.column("key").combine_chunks()}
     if task == "classification":
         classes = spec["classes"]
-        chosen = decide(y, spec.get("threshold"))  # the rule evaluate measured the model with
+        chosen = models.decide(y, spec.get("threshold"))  # the rule evaluate measured the model with
         columns["predicted"] = pa.array(np.asarray(classes, dtype=object)[chosen].tolist())
         columns["probabilities"] = pa.FixedSizeListArray.from_arrays(pa.array(y.astype(np.float32).ravel()), y.shape[1])
     elif task == "regression":

@@ -88,3 +88,42 @@ def test_a_kill_during_an_incremental_run_then_a_rerun_gives_the_same_bytes(tmp_
     repro(scratch)
     assert (grown / "dvc.lock").read_text() == (scratch / "dvc.lock").read_text()
     assert not [p for p in (grown / "data/blobs").glob(".*") if p.name != ".gitignore"]  # no leftovers
+
+
+def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path: Path, monkeypatch):
+    """file_sha256 reads a file once; an unchanged file (same inode, size, mtime) is not read
+    again, and a file rewritten in place, even to the same size, is."""
+    import hashlib
+    import os
+
+    from flows.execution import datums
+
+    monkeypatch.chdir(tmp_path)
+    reads: list[str] = []
+
+    def read(path: Path) -> bytes:
+        reads.append(path.name)
+        return path.read_bytes()
+
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("x\n1\n")
+    b.write_text("x\n2\n")
+    assert datums.file_sha256([a, b], read) == [hashlib.sha256(p.read_bytes()).hexdigest() for p in (a, b)]
+    assert datums.file_sha256([a, b], read) == datums.file_sha256([a, b], read)
+    assert reads == ["a.csv", "b.csv"]  # read once each
+    stat = b.stat()
+    with b.open("r+") as f:  # in place, same size, then the mtime moved on
+        f.write("x\n3\n")
+    os.utime(b, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert datums.file_sha256([a, b], read)[1] == hashlib.sha256(b"x\n3\n").hexdigest()
+    assert reads == ["a.csv", "b.csv", "b.csv"]
+
+
+def test_a_stored_file_is_linked_into_an_output_not_copied(tmp_path: Path):
+    from flows.execution import datums
+
+    stored = tmp_path / "stored.parquet"
+    stored.write_bytes(b"scores")
+    datums.link(stored, tmp_path / "out.parquet")
+    assert (tmp_path / "out.parquet").read_bytes() == b"scores"
+    assert (tmp_path / "out.parquet").stat().st_ino == stored.stat().st_ino

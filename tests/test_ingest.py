@@ -82,3 +82,19 @@ def test_profile_counts_missing_and_ranges():
     prof = ingest.profile(table)
     assert prof["f1"]["missing"] == 1
     assert prof["f2"]["min"] <= prof["f2"]["mean"] <= prof["f2"]["max"]
+
+
+def test_a_parquet_partition_read_a_row_group_at_a_time_is_the_same_rows_as_read_whole():
+    """Scoring streams Parquet row groups: their keys continue across groups, and together they
+    are the table that reading the file whole gives."""
+    rows = ingest.from_csv(blobs_csv(25, seed=3).encode(), "p.csv", BLOBS_SCHEMA).select(["f1", "f2", "kind"])
+    sink = io.BytesIO()
+    pq.write_table(rows, sink, row_group_size=10)
+    data = sink.getvalue()
+    groups = list(ingest.parquet_row_groups(data, "new.parquet", BLOBS_SCHEMA))
+    assert [g.num_rows for g in groups] == [10, 10, 5]
+    whole = ingest.from_parquet(data, "new.parquet", BLOBS_SCHEMA)
+    assert pa.concat_tables(groups).equals(whole)
+    assert whole.column("key").to_pylist()[9:11] == ["new.parquet:10", "new.parquet:11"]
+    with pytest.raises(ingest.IngestError, match="new.parquet has no column 'f3'"):
+        list(ingest.parquet_row_groups(data, "new.parquet", {**BLOBS_SCHEMA, "features": ["f1", "f3"]}))

@@ -118,6 +118,14 @@ def fit_encoding(table: pa.Table, schema: dict[str, Any]) -> dict[str, Any]:
     return {"columns": list(schema["features"]), "names": names, "levels": levels}
 
 
+def decide(proba: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Class indices: class 1 when P(1) >= threshold for a binary model with one, else argmax.
+    Here, not in steps/evaluate, so that scoring does not import scikit-learn (about 1.3 s)."""
+    if threshold is not None and proba.shape[1] == 2:
+        return (proba[:, 1] >= threshold).astype(np.int64)
+    return proba.argmax(axis=1)
+
+
 def features(
     table: pa.Table, schema: dict[str, Any], encoding: dict[str, Any] | None = None, writable: bool = True
 ) -> np.ndarray:
