@@ -3,9 +3,11 @@ byte of the output; batching caps the number of tasks."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import blobs_csv, make_repo, only_workloads, project_env, run
 
 from flows.execution import fanout
@@ -55,6 +57,46 @@ def test_every_runner_writes_the_same_ingest_bytes_in_several_batches(tmp_path: 
     assert len(outputs["serial"]) == 7  # 5 partitions + profile.json + read.json
     for runner in ("threads", "processes", "dask"):
         assert outputs[runner] == outputs["serial"], runner
+
+
+@pytest.mark.slow
+def test_ingest_fans_out_on_a_dask_scheduler_and_workers_started_apart(tmp_path: Path):
+    """`execution.dask_address`: a `dask scheduler` and two `dask worker` processes on loopback,
+    started as an operator would start a cluster (workers with cairn importable), compute the
+    same bytes as the serial loop."""
+    import subprocess
+    import time
+
+    from conftest import free_port, stop
+
+    params = only_workloads("blobs")
+    params["execution"] = {"batch_mb": 0.0001}  # one file a batch: two tasks
+    repo = make_repo(tmp_path / "repo", params)
+    serial = ingest_bytes(repo, "serial", files=2)
+    address = f"tcp://127.0.0.1:{free_port()}"
+    dask = str(Path(sys.executable).parent / "dask")
+    env = project_env(PYTHONPATH=str(repo))
+    logs = open(tmp_path / "dask.log", "w")
+    scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", address.rsplit(":", 1)[1],
+                                  "--no-dashboard"], env=env, stdout=logs, stderr=subprocess.STDOUT)  # fmt: skip
+    workers = subprocess.Popen([dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"],
+                               cwd=tmp_path, env=env, stdout=logs, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        params["execution"] = {"batch_mb": 0.0001, "runner": "dask", "dask_address": address}
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        run(["rm", "-rf", ".cairn/datums", "data/blobs/ingest"], repo)
+        deadline = time.time() + 60
+        while (tmp_path / "dask.log").read_text().count("Registered to") < 2 and time.time() < deadline:
+            time.sleep(0.5)
+        result = run(["python", "-m", "flows", "ingest@blobs"], repo)
+    finally:
+        stop(workers)
+        stop(scheduler)
+    assert f"fan-out on the Dask cluster at {address} (2 worker(s))" in result.stderr, (
+        tmp_path / "dask.log"
+    ).read_text()
+    folder = repo / "data/blobs/ingest"
+    assert {p.name: p.read_bytes() for p in sorted(folder.iterdir())} == serial
 
 
 @pytest.mark.slow

@@ -182,7 +182,9 @@ def _dask_client(run: Execution) -> Iterator:
     from distributed import Client, LocalCluster
 
     if run.dask_address:
-        with Client(run.dask_address) as client:
+        with Client(run.dask_address, timeout="30s") as client:
+            workers = len(client.scheduler_info()["workers"])
+            log().info("fan-out on the Dask cluster at %s (%d worker(s))", run.dask_address, workers)
             yield client
         return
     with LocalCluster(**_local_cluster_kwargs(run)) as cluster, Client(cluster) as client:
