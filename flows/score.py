@@ -93,12 +93,10 @@ def scored_datums(files: list[Path], inbox: Path, spec: dict, onnx: bytes, sha25
     payloads = ((spec, onnx, sha256, [(name, read_bytes(path)) for path, name, _, _ in batch]) for batch in plan)
     for batch, results in zip(plan, fanout.fan_out(score_batch, payloads, "score", run), strict=True):
         for (_, _, datum, _), (scores, quarantined, reasons) in zip(batch, results, strict=True):
-            files_ = {"scores.parquet": scores, "quarantine.parquet": quarantined, "reasons.json": json.dumps(reasons)}
-            datums.store("score", datum, {k: v if isinstance(v, bytes) else v.encode() for k, v in files_.items()})
-    folders = [datums.folder("score", k) for k in keys]
-    if any(f is None for f in folders):  # only a concurrent prune could do this
-        raise InputError("score: a scored partition vanished from .cairn/datums while the stage ran; run it again")
-    return folders, len(files) - len(misses)
+            stored = {"scores.parquet": scores, "quarantine.parquet": quarantined,
+                      "reasons.json": json.dumps(reasons).encode()}  # fmt: skip
+            datums.store("score", datum, stored)
+    return datums.folders("score", keys), len(files) - len(misses)
 
 
 @stage_flow("score")

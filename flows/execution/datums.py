@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.execution.files import write_atomic
+from steps import StepError
 
 ROOT = Path(".cairn") / "datums"
 FLOWS = Path(__file__).resolve().parents[1]
@@ -117,6 +118,14 @@ def link(stored: Path, dest: Path) -> None:
         os.link(stored, dest)
     except OSError:
         shutil.copyfile(stored, dest)
+
+
+def folders(stage: str, datums: list[str]) -> list[Path]:
+    """The folder of each of ``datums``, which the stage has just stored or found whole."""
+    out = [folder(stage, d) for d in datums]
+    if any(f is None for f in out):  # only a concurrent prune could do this
+        raise StepError(f"{stage}: a stored datum vanished from {ROOT} while the stage ran; run it again")
+    return out  # type: ignore[return-value]
 
 
 def has(stage: str, datum: str) -> bool:
