@@ -111,9 +111,9 @@ def folder(stage: str, datum: str) -> Path | None:
 
 
 def link(stored: Path, dest: Path) -> None:
-    """Put a stored datum file at ``dest`` as a hard link (no copy; the same inode, so DVC's state
-    knows its hash already), or a copy where links cannot be made. Stored files are never
-    written again (write_atomic replaces a file, it does not write into it)."""
+    """Put a stored datum file at ``dest`` as a hard link (no bytes written), or a copy where
+    links cannot be made. Stored files are never written again (write_atomic replaces a file, it
+    does not write into it); DVC, caching the output, puts its own copy in its place."""
     try:
         os.link(stored, dest)
     except OSError:
