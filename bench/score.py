@@ -1,7 +1,7 @@
 """Batch inference: score@mnist over a scale inbox against a bare onnxruntime + pyarrow loop over
 the same files, in the same run; then the cost of one more partition.
 
-    python bench/score.py [--workload mnist|loans] [--publish data/mnist/publish] [--rows N] [--partitions 100]
+    python bench/score.py [--workload mnist|loans] [--model data/mnist/promote] [--rows N] [--partitions 100]
 
 Run from a checkout where `make run` has published the model. It writes, outside git (a temp
 folder, or --scratch):
@@ -9,7 +9,7 @@ folder, or --scratch):
 1. a scale inbox: for mnist, MNIST's 70 000 images replicated (each copy shifted by one pixel,
    so no two partitions are equal) to --rows rows (1 M) over --partitions Parquet files; for
    loans, bench/corpus.py's dirty loan exports, --rows rows (10 M) over --partitions CSVs;
-2. cold runs of `python -m flows score <workload> --inbox ... --publish ... --out ...` with one
+2. cold runs of `python -m flows score <workload> --inbox ... --model ... --out ...` with one
    worker (runner serial) and with two (processes), the datum store and the remembered file
    hashes emptied before each;
 3. for mnist, the bare loop: per file, pyarrow reads the pixels, one onnxruntime session
@@ -96,12 +96,12 @@ def cold(score: list[str], runner: str, workers: str) -> dict:
 def main() -> None:
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--workload", choices=("mnist", "loans"), default="mnist")
-    cli.add_argument("--publish", type=Path, help="default: data/<workload>/publish")
+    cli.add_argument("--model", type=Path, help="the model folder (default: data/<workload>/promote, the champion)")
     cli.add_argument("--rows", type=int, help="default: 1 000 000 (mnist), 10 000 000 (loans)")
     cli.add_argument("--partitions", type=int, default=100)
     cli.add_argument("--scratch", type=Path, help="default: a temp folder, removed after")
     args = cli.parse_args()
-    publish = args.publish or Path(f"data/{args.workload}/publish")
+    model = args.model or Path(f"data/{args.workload}/promote")
     rows = args.rows or {"mnist": 1_000_000, "loans": 10_000_000}[args.workload]
     scratch = args.scratch or Path(tempfile.mkdtemp(prefix="cairn-score-"))
     inbox, out = scratch / "inbox", scratch / "score"
@@ -115,14 +115,14 @@ def main() -> None:
     print(f"inbox: {rows} rows in {args.partitions} files, {size / 2**20:.0f} MB "
           f"({time.perf_counter() - started:.0f} s to make)", flush=True)  # fmt: skip
     score = [sys.executable, "-m", "flows", "score", args.workload, "--inbox", str(inbox),
-             "--publish", str(publish), "--out", str(out)]  # fmt: skip
+             "--model", str(model), "--out", str(out)]  # fmt: skip
     figures: dict = {"workload": args.workload, "rows": rows, "partitions": args.partitions,
                      "inbox_mb": round(size / 2**20)}  # fmt: skip
     for name, runner, workers in (("cairn, 1 worker", "serial", "1"), ("cairn, 2 workers", "processes", "2")):
         figures[name] = cold(score, runner, workers)
         print(name, figures[name], flush=True)
     if args.workload == "mnist":  # the bare loop reads images; dirty loan text needs cairn's rules
-        bare = timed([sys.executable, "-c", BARE, str(inbox), str(publish / "model.onnx"), str(scratch / "bare")])
+        bare = timed([sys.executable, "-c", BARE, str(inbox), str(model / "model.onnx"), str(scratch / "bare")])
         figures["bare loop"] = dict(zip(("seconds", "peak_rss_mb"), bare, strict=True))
     one = figures["cairn, 1 worker"]["seconds"]
     # The append: the files are scored (the last cold run stored them), one more lands.

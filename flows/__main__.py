@@ -1,6 +1,7 @@
 """Command line: `python -m flows <stage> <workload> --<input> PATH ... --out PATH` (what dvc.yaml
 runs), `python -m flows pipeline [--jobs N] [workload ...]` (the Prefect pipeline, champion gate included),
-`python -m flows promote <workload> --split PATH --publish PATH` (the gate alone), and
+`python -m flows promote <workload> --split PATH --publish PATH --out PATH` (the champion gate
+alone), and
 `python -m flows registry list|rollback` (the model registry), `python -m flows deployments`
 (prefect.yaml from params.yaml), `python -m flows server-env PORT` (the secure server's settings
 as shell exports, for deploy/serve.sh) and `python -m flows recover` (a dvc.lock broken by a

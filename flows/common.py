@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 
-from flows import settings
 from flows.execution.files import UMASK, remove_leftovers, replace_dir, write_atomic, write_json  # noqa: F401
 from steps import StepError
 
@@ -59,6 +58,8 @@ def check_inside(path: object, what: str, root: Path | None = None) -> Path:
 
 def check_params(params: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, Any]:
     """Every workload name and raw path of a parsed params.yaml, checked before any stage runs."""
+    from flows import settings  # pydantic: 0.1 s to import, only where params are checked
+
     workloads = params.get("workloads")
     if not isinstance(workloads, dict) or not workloads:
         raise InputError(f"{path} has no 'workloads' section")

@@ -1,14 +1,17 @@
-"""score flow: new data dropped into a workload's inbox -> predictions of its published model.
+"""score flow: new data dropped into a workload's inbox -> predictions of its champion.
 
 `score@<workload>` exists for every workload named in params.yaml's ``score`` section. Each
 inbox partition file (CSV/TSV/TXT or Parquet, possibly compressed, with the workload's raw
 columns; a label column is ignored) is read and cleaned by the rules of ingest and clean, its
-good rows are scored by the published ONNX model in onnxruntime, and the stage writes
+good rows are scored in onnxruntime by the ONNX model that serves: the registry's champion,
+which the promote stage copies to ``data/<workload>/promote/`` (a challenger the gate rejected
+never scores anything). The stage writes
 
 - ``partitions/<partition>.parquet``: key, predicted (class or value) and probabilities, or
-  reconstruction_error, and the model_sha256 that scored each row;
+  reconstruction_error, and the model_sha256 and model_version that scored each row;
 - ``quarantine.parquet``: rows not scored (key, partition, reason);
-- ``report.json`` (a DVC metric): rows in, scored, quarantined by reason, the model's sha256.
+- ``report.json`` (a DVC metric): rows in, scored, quarantined by reason, the model's version
+  and sha256.
 
 Datum by datum: a partition is scored again only when its bytes, the model or cairn's code
 changed (flows/execution/datums.py); partitions fan out on the runner of params.yaml's
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -66,23 +70,46 @@ def inbox_files(inbox: Path) -> list[Path]:
 Scored = tuple[bytes, bytes, dict]  # (scores, quarantined rows) as Parquet, {reason: rows}
 
 
-def score_batch(payload: tuple[dict, bytes, str, list[tuple[str, bytes]]]) -> list[Scored]:
+@dataclass(frozen=True)
+class Model:
+    """The model that scores: its spec, ONNX bytes, their sha256, and its registry version (None
+    for a folder that is not a registry champion, e.g. `--model data/<w>/publish`)."""
+
+    spec: dict
+    onnx: bytes
+    sha256: str
+    version: int | None
+
+
+def load_model(folder: Path) -> Model:
+    """The model in ``folder`` (data/<workload>/promote: the champion, with champion.json)."""
+    from flows.operations.registry import SERVING
+
+    spec = json.loads(require(folder / "model.json", "model spec").read_text())
+    onnx = require(folder / "model.onnx", "ONNX model").read_bytes()
+    serving = folder / SERVING
+    version = json.loads(serving.read_text())["version"] if serving.exists() else None
+    return Model(spec, onnx, steps.model_sha256(onnx), version)
+
+
+def score_batch(payload: tuple[Model, list[tuple[str, bytes]]]) -> list[Scored]:
     """Score a batch of inbox files from their bytes (a fan-out worker may be another process or
-    machine): ``payload`` is (model spec, ONNX bytes, its sha256, [(file name, bytes), ...])."""
-    spec, onnx, sha256, files = payload
+    machine): ``payload`` is (the model, [(file name, bytes), ...])."""
+    model, files = payload
     out = []
     for name, data in files:
-        scores, quarantined, by_reason = steps.score(name, data, spec, onnx, sha256)
+        scores, quarantined, by_reason = steps.score(name, data, model.spec, model.onnx, model.sha256, model.version)
         out.append((scores, parquet_bytes(quarantined), by_reason))
     return out
 
 
-def scored_datums(files: list[Path], inbox: Path, spec: dict, onnx: bytes, sha256: str) -> tuple[list[Path], int]:
+def scored_datums(files: list[Path], inbox: Path, model: Model) -> tuple[list[Path], int]:
     """The datum folder of every inbox file (scores.parquet, quarantine.parquet, reasons.json), in
     order, scoring the missing ones on the fan-out runner in batches; and how many were reused.
     An unchanged file is not even read: its hash is remembered by inode, size and mtime."""
     names = [file_name(p, inbox) for p in files]
-    keys = [datums.key("score", name, content, {"model_sha256": sha256})
+    scorer = {"model_sha256": model.sha256, "model_version": model.version}
+    keys = [datums.key("score", name, content, scorer)
             for name, content in zip(names, datums.file_sha256(files, read_bytes), strict=True)]  # fmt: skip
     misses = [(p, n, k, p.stat().st_size) for p, n, k in zip(files, names, keys, strict=True)
               if datums.folder("score", k) is None]  # fmt: skip
@@ -90,7 +117,7 @@ def scored_datums(files: list[Path], inbox: Path, spec: dict, onnx: bytes, sha25
     plan = fanout.batches(misses, [size for *_, size in misses], run)
     if misses:
         log().info("score: %d inbox file(s) to score in %d batch(es) on %s", len(misses), len(plan), run.runner)
-    payloads = ((spec, onnx, sha256, [(name, read_bytes(path)) for path, name, _, _ in batch]) for batch in plan)
+    payloads = ((model, [(name, read_bytes(path)) for path, name, _, _ in batch]) for batch in plan)
     for batch, results in zip(plan, fanout.fan_out(score_batch, payloads, "score", run), strict=True):
         for (_, _, datum, _), (scores, quarantined, reasons) in zip(batch, results, strict=True):
             stored = {"scores.parquet": scores, "quarantine.parquet": quarantined,
@@ -100,17 +127,16 @@ def scored_datums(files: list[Path], inbox: Path, spec: dict, onnx: bytes, sha25
 
 
 @stage_flow("score")
-def score(workload: str, inbox: Path, publish: Path, out: Path) -> dict:
-    """Score every partition of ``inbox`` with the model in ``publish``; write ``out``/
+def score(workload: str, inbox: Path, model: Path, out: Path) -> dict:
+    """Score every partition of ``inbox`` with the model in the folder ``model``; write ``out``/
     partitions/<partition>.parquet, quarantine.parquet and report.json."""
-    spec = json.loads(require(publish / "model.json", "published model spec").read_text())
-    onnx = require(publish / "model.onnx", "published ONNX model").read_bytes()
-    sha256 = steps.model_sha256(onnx)
+    scorer = load_model(model)
     files = inbox_files(inbox)
     started = time.perf_counter()
-    folders, reused = scored_datums(files, inbox, spec, onnx, sha256)
+    folders, reused = scored_datums(files, inbox, scorer)
     rows = 0
     by_reason: dict[str, int] = {}
+    with_quarantine = []  # datums that quarantined rows: most have none, and are not read
     with replace_dir(out / "partitions") as tmp:
         for path, folder in zip(files, folders, strict=True):
             stem = partition_stem(file_name(path, inbox))
@@ -118,10 +144,13 @@ def score(workload: str, inbox: Path, publish: Path, out: Path) -> dict:
                 raise InputError(f"score: two inbox files of '{inbox}' are both named '{stem}'")
             datums.link(folder / "scores.parquet", tmp / f"{stem}.parquet")
             rows += pq.read_metadata(folder / "scores.parquet").num_rows
-            for reason, n in json.loads((folder / "reasons.json").read_text()).items():
+            reasons = json.loads((folder / "reasons.json").read_text())
+            for reason, n in reasons.items():
                 by_reason[reason] = by_reason.get(reason, 0) + n
+            if reasons:
+                with_quarantine.append(folder)
     # Merged in inbox file order, whatever order the runner gave them back in.
-    quarantines = [pq.read_table(folder / "quarantine.parquet") for folder in folders]
+    quarantines = [pq.read_table(folder / "quarantine.parquet") for folder in with_quarantine]
     quarantine = pa.concat_tables(quarantines) if quarantines else steps.QUARANTINE.empty_table()
     write_atomic(out / "quarantine.parquet", parquet_bytes(quarantine))
     summary = {
@@ -130,7 +159,8 @@ def score(workload: str, inbox: Path, publish: Path, out: Path) -> dict:
         "rows_scored": rows,
         "rows_quarantined": quarantine.num_rows,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
-        "model_sha256": sha256,
+        "model_version": scorer.version,
+        "model_sha256": scorer.sha256,
     }
     write_json(out / "report.json", summary)
     seconds = time.perf_counter() - started

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -300,6 +299,8 @@ def first_seen(digests: np.ndarray, among: np.ndarray) -> np.ndarray:
     """Per row, the index of the first row ``among`` those with the same digest (-1 for rows not
     ``among``): hash factorisation of the 16-byte digests (pandas, O(n)), not a Python set of
     every row."""
+    import pandas as pd  # here, not at the top: scoring never needs it, and it takes 0.2 s to import
+
     first = np.full(len(digests), -1, dtype=np.int64)
     candidates = np.nonzero(among)[0]
     first[candidates] = candidates  # each its own first, unless found below

@@ -65,13 +65,15 @@ def read(name: str, data: bytes, schema: dict[str, Any]) -> Iterator[pa.Table]:
         yield from_csv(data, name, schema)
 
 
-def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str) -> tuple[bytes, pa.Table, dict]:
+def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str,
+          version: int | None = None) -> tuple[bytes, pa.Table, dict]:  # fmt: skip
     """(scores as Parquet bytes, quarantined rows with a 'reason', {reason kind: rows}) of one
     inbox partition, scored a row group at a time.
 
     Scores have the row ``key``, then by task: ``predicted`` (class label) and ``probabilities``;
     ``predicted`` (value); or ``reconstruction_error`` (mean squared, per row); and the
-    ``model_sha256`` of the model that scored the row.
+    ``model_sha256`` and registry ``model_version`` of the model that scored the row (null
+    version: a model from outside the registry).
     """
     schema = unlabelled(spec["schema"])
     sink = io.BytesIO()
@@ -82,7 +84,7 @@ def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str
         if table.num_rows == 0:
             continue
         cleaned = clean(table, schema, {"max_quarantined": 1.0, "dedupe": False}, row_digests=False)
-        scores = predict(cleaned.kept, schema, spec, onnx, sha256)
+        scores = predict(cleaned.kept, schema, spec, onnx, sha256, version)
         writer = writer or pq.ParquetWriter(sink, scores.schema, compression=COMPRESSION)
         writer.write_table(scores)
         quarantined.append(cleaned.quarantined.select(["key", "partition", "reason"]))
@@ -97,7 +99,8 @@ def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str
     return sink.getvalue(), quarantine, by_reason
 
 
-def predict(kept: pa.Table, schema: dict[str, Any], spec: dict[str, Any], onnx: bytes, sha256: str) -> pa.Table:
+def predict(kept: pa.Table, schema: dict[str, Any], spec: dict[str, Any], onnx: bytes, sha256: str,
+            version: int | None = None) -> pa.Table:  # fmt: skip
     """The scores of clean rows (see `score`)."""
     x = models.features(kept, schema, spec.get("encoding"), writable=False)
     task = spec["task"]
@@ -113,5 +116,6 @@ def predict(kept: pa.Table, schema: dict[str, Any], spec: dict[str, Any], onnx: 
         columns["predicted"] = pa.array(y.reshape(-1).astype(np.float64))
     else:
         columns["reconstruction_error"] = pa.array(((y - x) ** 2).mean(axis=1).astype(np.float64))
-    columns["model_sha256"] = pa.array([sha256] * kept.num_rows, pa.string())
+    columns["model_sha256"] = pa.repeat(pa.scalar(sha256, pa.string()), kept.num_rows)
+    columns["model_version"] = pa.repeat(pa.scalar(version, pa.int32()), kept.num_rows)
     return pa.table(columns)

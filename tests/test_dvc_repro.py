@@ -10,7 +10,7 @@ import yaml
 from conftest import blobs_csv, make_repo, only_workloads, run
 
 WORKLOADS = ("iris", "blobs", "sales", "loans", "forest", "digits")
-STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish")
+STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish", "promote")
 
 
 def test_every_stage_ran_and_the_lock_knows_it(repro_repo: Path):

@@ -88,8 +88,7 @@ def test_a_second_run_skips_every_stage(pipeline_repo):
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
         outcome = pipeline(None)
-    assert {v for k, v in outcome.items() if not k.startswith("promote@")} == {"skipped"}
-    assert outcome["promote@iris"] == "already v1"
+    assert set(outcome.values()) == {"skipped"}  # the champion gates too: nothing new to judge
 
 
 def test_a_damaged_output_is_replaced_not_a_traceback(pipeline_repo):
@@ -119,8 +118,12 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
 
     repo, _ = pipeline_repo
     # A challenger cannot beat the champion by a whole accuracy point: rejected, with the reason.
+    served = (repo / "data/iris/promote/model.onnx").read_bytes()
     outcome = _retrain_iris(repo, seed=8, margin=1.0)
     assert outcome["train@iris"] == "ran" and outcome["promote@iris"] == "rejected"
+    # What serves, and so what the stages after the gate read, is still the champion's bytes.
+    assert (repo / "data/iris/promote/model.onnx").read_bytes() == served
+    assert json.loads((repo / "data/iris/promote/champion.json").read_text())["version"] == 1
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
         index = registry.read_index("iris")
@@ -131,9 +134,16 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
         # A margin below zero promotes any challenger; rollback brings back the one before.
         assert _retrain_iris(repo, seed=9, margin=-1.0)["promote@iris"] == "promoted"
         assert registry.read_index("iris")["champion"] == 3
+        assert json.loads((repo / "data/iris/promote/champion.json").read_text())["version"] == 3
         assert registry.rollback("iris")["version"] == 1
         assert registry.read_index("iris")["champion"] == 1
         assert re.search(r"iris +v3 +retired", registry.listing("iris"))
+        # The rollback rewrote this checkout's copy of what serves: DVC sees it, a run commits it.
+        assert (repo / "data/iris/promote/model.onnx").read_bytes() == served
+        assert "promote@iris" in run(["dvc", "status", "--json"], repo).stdout
+        assert pipeline(["iris"])["promote@iris"] == "already v3"
+        assert json.loads((repo / "data/iris/promote/champion.json").read_text())["version"] == 1
+        assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
 
 
 def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
@@ -210,9 +220,9 @@ def test_a_failure_lets_running_stages_finish_starts_nothing_after_it_and_a_reru
         outcome = pipeline.fn(None, 2)
     kept = done_before - {"ingest@blobs"}  # the fixed raw file: ingest@blobs runs again
     assert {k for k, v in outcome.items() if v == "skipped"} == kept
-    stages = ("ingest", "clean", "split", "train", "evaluate", "publish")
+    stages = ("ingest", "clean", "split", "train", "evaluate", "publish", "promote")
     every = {f"{s}@{w}" for s in stages for w in ("blobs", "iris")}
-    assert {k for k, v in outcome.items() if v == "ran"} == (every | {"score@blobs"}) - kept
+    assert {k for k, v in outcome.items() if v in ("ran", "promoted")} == (every | {"score@blobs"}) - kept
     scratch = make_repo(tmp_path / "scratch", only_workloads("blobs", "iris"))
     run(["dvc", "repro"], scratch)
     assert yaml.safe_load((repo / "dvc.lock").read_text()) == yaml.safe_load((scratch / "dvc.lock").read_text())

@@ -1,4 +1,4 @@
-"""score@<workload>: new data in the inbox scored by the published model, file by file, with the
+"""score@<workload>: new data in the inbox scored by the champion, file by file, with the
 same reading and cleaning rules as ingest and clean (flows/score.py)."""
 
 from __future__ import annotations
@@ -29,7 +29,8 @@ def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anythi
     report = json.loads((repo / "data/blobs/score/report.json").read_text())
     sha = hashlib.sha256((repo / "data/blobs/publish/model.onnx").read_bytes()).hexdigest()
     assert report == {"partitions": 1, "rows_in": 20, "rows_scored": 19, "rows_quarantined": 1,
-                      "quarantined_by_reason": {"missing value": 1}, "model_sha256": sha}  # fmt: skip
+                      "quarantined_by_reason": {"missing value": 1}, "model_version": 1,
+                      "model_sha256": sha}  # fmt: skip
     scores = pq.read_table(repo / "data/blobs/score/partitions/new-1.parquet").to_pylist()
     truth = {f"new-1.csv:{i + 2}": line.split(",")[2] for i, line in enumerate(blobs_csv(20, 11).splitlines()[1:])}
     assert sum(s["predicted"] == truth[s["key"]] for s in scores) >= 17  # the inbox's own labels are ignored
@@ -47,17 +48,29 @@ def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anythi
     assert outputs(repo) == outputs(scratch)
     assert (repo / "dvc.lock").read_text() == (scratch / "dvc.lock").read_text()
 
-    # A new model scores everything again, and says so in every row.
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["workloads"]["blobs"]["train"]["seed"] = 8
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    log = repro(repo)
+    # A challenger the champion gate rejects scores nothing: the champion (v1) still serves.
+    def retrain(seed: int, margin: float) -> str:
+        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params["workloads"]["blobs"]["train"]["seed"] = seed
+        params["workloads"]["blobs"]["promote"]["margin"] = margin
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        return repro(repo)
+
+    before = outputs(repo)
+    log = retrain(seed=8, margin=1.0)  # no model beats the champion by a whole accuracy point
+    rejected = hashlib.sha256((repo / "data/blobs/publish/model.onnx").read_bytes()).hexdigest()
+    assert rejected != sha and "v2 rejected" in log and "score: " not in log
+    assert outputs(repo) == before
+    assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+
+    # A new champion scores everything again, and every row says which model, by version and hash.
+    log = retrain(seed=9, margin=-1.0)
     new_sha = hashlib.sha256((repo / "data/blobs/publish/model.onnx").read_bytes()).hexdigest()
-    assert new_sha != sha and "score: 2 inbox file(s) to score" in log
+    assert new_sha not in (sha, rejected) and "score: 2 inbox file(s) to score" in log
     for name in ("new-1", "new-2"):
-        assert set(pq.read_table(repo / f"data/blobs/score/partitions/{name}.parquet")["model_sha256"].to_pylist()) == {
-            new_sha
-        }
+        scored = pq.read_table(repo / f"data/blobs/score/partitions/{name}.parquet")
+        assert set(scored["model_sha256"].to_pylist()) == {new_sha} and set(scored["model_version"].to_pylist()) == {3}
+    assert json.loads((repo / "data/blobs/score/report.json").read_text())["model_version"] == 3
 
 
 def test_an_inbox_file_without_the_models_columns_is_an_error_naming_it(tmp_path: Path):

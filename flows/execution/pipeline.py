@@ -15,6 +15,7 @@ import contextvars
 import functools
 import shlex
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -22,7 +23,7 @@ from prefect import flow
 from flows.common import git_revision, load_params, log, report, tracked
 from flows.execution import fanout, lockfile
 from flows.execution.files import NoSpace
-from flows.execution.stages import STAGES, UsageError, parse, run_stage
+from flows.execution.stages import STAGES, UsageError, run_stage
 from flows.operations.workers import await_worker, bring_back, check_ready, hand_over, remote_stages, worker_timeout
 from steps import StepError
 
@@ -49,16 +50,6 @@ def _fetch_run_cache(repo) -> bool:
         log().warning("pipeline: could not fetch DVC's run-cache from the remote (%s); stages run here", err)
         return False
     return True
-
-
-def _gate(publish_stage) -> str:
-    """Run the champion gate on what ``publish_stage`` published; 'promoted', 'rejected' or
-    'already v<N>'."""
-    args = parse(_command(publish_stage))[1]
-    result = run_stage(["promote", args["workload"], "--split", str(args["split"]), "--publish", str(args["out"])])
-    if not result["new"]:
-        return f"already v{result['version']}"
-    return "promoted" if result["status"] == "champion" else "rejected"
 
 
 class StageFailed(StepError):
@@ -104,8 +95,8 @@ def pipeline(workloads: list[str] | None = None, jobs: int | None = None) -> dic
     """Bring every stage of ``workloads`` (default: all in params.yaml) up to date, up to
     ``jobs`` stages at once (default: ``execution.jobs`` in params.yaml).
 
-    Then runs the champion gate for each workload. Runs in the repository root (the working
-    directory). Returns {stage address: 'skipped' | 'restored' | 'ran' | 'worker'} and, per workload,
+    Runs in the repository root (the working directory). Returns {stage address: 'skipped' |
+    'restored' | 'ran' | 'worker'}, except that a champion gate that ran says what it decided:
     {'promote@<workload>': 'promoted' | 'rejected' | 'already v<N>'}.
     """
     # DVC's repository lock for the whole run: a second run on this checkout is refused
@@ -130,10 +121,6 @@ def _run(repo, workloads: list[str] | None, jobs: int) -> dict[str, str]:
         if stage.addressing in pools:
             check_ready(repo, stage, pools[stage.addressing])
     outcome = Waves(repo, graph, plan, pools, jobs).run()
-    # The champion gate, after DVC's DAG: it reads the registry, which no stage may depend on.
-    for stage in plan:
-        if stage.addressing.startswith("publish@"):
-            outcome[stage.addressing.replace("publish@", "promote@")] = _gate(stage)
     counts = {
         k: list(outcome.values()).count(k) for k in ("ran", "worker", "restored", "skipped", "promoted", "rejected")
     }
@@ -178,6 +165,7 @@ class Waves:
         self.upstream = {s.addressing: [u.addressing for u in graph.successors(s) if u.addressing in names]
                          for s in plan}  # fmt: skip
         self.outcome: dict[str, str] = {}
+        self.verdicts: dict[str, str] = {}  # promote@<workload> that ran: what the gate decided
         self.failed: list[str] = []
         self.pull = _fetch_run_cache(repo)
 
@@ -203,7 +191,8 @@ class Waves:
             lockfile.order_stages(before, [s.addressing for s in self.plan])
         if self.failed:
             raise StageFailed(self.failed[0])
-        return {s.addressing: self.outcome[s.addressing] for s in self.plan if s.addressing in self.outcome}
+        return {s.addressing: self.verdicts.get(s.addressing, self.outcome[s.addressing])
+                for s in self.plan if s.addressing in self.outcome}  # fmt: skip
 
     def _start_ready(self, pool, running: dict) -> None:
         """Decide, restore or start every stage that can go now, in plan order."""
@@ -218,7 +207,7 @@ class Waves:
             remote = name in self.pools
             if not remote and (len(local) >= self.jobs or (exclusive(stage) and any(map(exclusive, local)))):
                 continue
-            if not stage.changed():
+            if not stage.changed() and not _champion_moved(stage):
                 log().info("%s: up to date, skipped", name)
                 self.outcome[name] = "skipped"
                 continue
@@ -252,9 +241,11 @@ class Waves:
     def _finish(self, stage, future) -> None:
         name = stage.addressing
         try:
-            future.result()
+            result = future.result()
             if name in self.pools:
                 bring_back(self.repo, stage)
+            elif name.startswith("promote@"):
+                self.verdicts[name] = _verdict(result)
         except (StepError, NoSpace) as err:
             return self._fail(name, err)
         self._commit(stage, "worker" if name in self.pools else "ran")
@@ -273,6 +264,29 @@ class Waves:
 
 
 DONE = ("skipped", "restored", "ran", "worker")
+
+
+def _verdict(result: dict) -> str:
+    """What a champion gate decided: 'promoted', 'rejected' or 'already v<N>'."""
+    if not result["new"]:
+        return f"already v{result['version']}"
+    return "promoted" if result["status"] == "champion" else "rejected"
+
+
+def _champion_moved(stage) -> bool:
+    """Whether ``stage`` is a champion gate whose output no longer holds the registry's champion:
+    a promotion or rollback made from another clone sharing the registry, which DVC cannot see.
+    The pipeline (what deployments and the schedule run) then runs the gate again, and the
+    stages after it (score) follow the champion."""
+    name, _, workload = stage.addressing.partition("@")
+    if name != "promote":
+        return False
+    from flows.operations import registry
+
+    stale = registry.stale_serving(workload, Path(stage.wdir) / "data" / workload / "promote")
+    if stale:
+        log().info("%s: the registry's champion is not the one in its output; the gate runs again", stage.addressing)
+    return stale
 
 
 def produced_artifact(outcome: dict[str, str]) -> None:

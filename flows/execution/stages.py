@@ -17,9 +17,7 @@ from typing import Any
 
 from flows.common import check_name, load_params, log, tracked, write_json
 
-STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish", "score")
-ACTIONS = ("promote",)  # flows that run after the stages, outside DVC's DAG
-MODULES = {"promote": "flows.operations.registry"}  # the rest: flows/<stage>.py
+STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish", "promote", "score")
 USAGE = (
     "python -m flows STAGE@WORKLOAD | python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH"
     " | python -m flows pipeline [--jobs N] [WORKLOAD ...]"
@@ -33,9 +31,9 @@ class UsageError(ValueError):
 
 def stage_flow(name: str):
     """The Prefect flow of stage ``name`` (flows/<name>.py defines a flow called <name>)."""
-    if name not in STAGES + ACTIONS:
-        raise UsageError(f"unknown stage {name!r}; expected one of {', '.join(STAGES + ACTIONS)}")
-    return getattr(importlib.import_module(MODULES.get(name, f"flows.{name}")), name)
+    if name not in STAGES:
+        raise UsageError(f"unknown stage {name!r}; expected one of {', '.join(STAGES)}")
+    return getattr(importlib.import_module(f"flows.{name}"), name)
 
 
 def stage_paths(stage: str, workload: str) -> dict[str, Path]:
@@ -50,11 +48,12 @@ def stage_paths(stage: str, workload: str) -> dict[str, Path]:
         "train": {"split": data / "split"},
         "evaluate": {"split": data / "split", "train": data / "train"},
         "publish": {"split": data / "split", "train": data / "train", "evaluate": data / "evaluate"},
+        "promote": {"split": data / "split", "publish": data / "publish"},
     }
     if stage == "score":  # only for the workloads of params.yaml's `score` section
         from flows.score import inbox_of
 
-        return {"inbox": inbox_of(workload), "publish": data / "publish", "out": data / "score"}
+        return {"inbox": inbox_of(workload), "model": data / "promote", "out": data / "score"}
     if stage not in inputs:
         raise UsageError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     return inputs[stage] | {"out": data / stage}
@@ -66,7 +65,7 @@ def parse(argv: list[str]) -> tuple[Any, dict[str, Any]]:
     ``STAGE@WORKLOAD`` alone (what dvc.yaml runs, as ``"$DVC_STAGE"``) takes its paths from
     ``stage_paths``; the long form names every path."""
     if not argv:
-        raise UsageError(f"usage: {USAGE % ','.join(STAGES + ACTIONS)}")
+        raise UsageError(f"usage: {USAGE % ','.join(STAGES)}")
     if "@" in argv[0]:
         # dvc.yaml passes the stage address through the environment ("$DVC_STAGE"), never as
         # text interpolated into the shell command, so no params value can reach the shell.

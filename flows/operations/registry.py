@@ -1,12 +1,13 @@
-"""promote flow and the model registry: the champion gate after publish, list and rollback.
+"""The model registry: versions, the champion that serves, history, rollback.
 
 The registry is a folder (``$CAIRN_REGISTRY``, default ``registry/``), one subfolder per
 workload: ``index.json`` (versions, their status, metric, holdout, lineage, which is champion,
 and a dated log of every promotion, rejection and rollback), ``v<N>/`` with the published
 files of each promoted version, and ``champion``, a link to the ``v<N>/`` being served. It
-lives outside DVC's outputs on purpose: promotion depends on what was promoted before, which no
-stage may depend on. ``data/<workload>/publish/`` is the latest candidate (a DVC output);
-``registry/<workload>/champion/`` is what serves.
+lives outside git and DVC's cache on purpose: it keeps every version, and clones may share one.
+The champion gate (flows/promote.py, the ``promote`` stage) registers what publish made and
+copies the champion into ``data/<workload>/promote/``, the model that DVC's later stages (score)
+use; ``serve_to`` writes that folder, and a rollback rewrites it in the checkout it runs in.
 
 Every change takes a lock on the workload's folder, so clones sharing one registry never lose
 a registration, and the index is written atomically.
@@ -17,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
-import hashlib
 import json
 import os
 import shutil
@@ -29,17 +29,12 @@ from flows.common import (
     InputError,
     artifact_key,
     check_name,
-    load_params,
-    log,
-    read_table,
-    report,
+    replace_dir,
     require,
-    stage_flow,
     write_json,
 )
-from steps import models
-from steps import promote as steps
-from steps.publish import OUTPUTS, onnx_predict
+
+SERVING = "champion.json"  # in data/<workload>/promote: which version that folder holds
 
 
 def registry_root() -> Path:
@@ -86,7 +81,7 @@ def now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
-def _serve(workload: str, version: int) -> None:
+def point_champion(workload: str, version: int) -> None:
     """Point ``champion`` at ``v<version>``: swapped in one rename, never missing or half-made."""
     link, tmp = folder(workload) / "champion", folder(workload) / ".champion.tmp"
     tmp.unlink(missing_ok=True)
@@ -100,90 +95,40 @@ def champion(workload: str) -> tuple[int, Path] | None:
     return (version, folder(workload) / f"v{version}") if version else None
 
 
-def holdout(test_file: Path) -> dict[str, Any]:
-    """What a score was measured on: the test set's rows and content hash."""
-    import pyarrow.parquet as pq
-
-    return {"rows": pq.read_metadata(test_file).num_rows,
-            "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest()}  # fmt: skip
-
-
-def _score(model_dir: Path, test, schema: dict, metric: str) -> float:
-    """``metric`` of the ONNX model in ``model_dir`` on the test holdout."""
-    spec = json.loads(require(model_dir / "model.json", "model spec").read_text())
-    x = models.features(test, schema, spec["encoding"])
-    task = spec["task"]
-    prediction = onnx_predict(require(model_dir / "model.onnx", "ONNX model").read_bytes(), x, OUTPUTS[task])
-    if task == "classification":
-        y = models.labels(test, schema["label"], spec["classes"])
-    elif task == "regression":
-        y = test.column(schema["label"]).to_numpy(zero_copy_only=False).astype(float)
-    else:
-        y = x
-    return steps.score(task, metric, y, prediction, spec["classes"], spec.get("threshold"))
+def serving(workload: str) -> dict[str, Any]:
+    """What ``data/<workload>/promote/champion.json`` says of the champion: version, model
+    sha256 and metric. No dates: the same champion gives the same bytes, so DVC reruns the
+    stages after it only when the champion changed."""
+    index = read_index(workload)
+    entry = next((v for v in index["versions"] if v["version"] == index["champion"]), None)
+    if entry is None:
+        raise InputError(f"registry: {workload} has no champion; run its gate: `dvc repro promote@{workload}`")
+    return {"workload": workload, "version": entry["version"], "model_sha256": entry["model_sha256"],
+            "metric": entry["metric"]}  # fmt: skip
 
 
-@stage_flow("promote")
-def promote(workload: str, split: Path, publish: Path) -> dict:
-    """Register the model in ``publish`` as a new version of ``workload``: champion if it beats
-    the current champion on the test holdout in ``split`` by ``promote.margin`` of
-    ``promote.metric``, else a rejected challenger with the reason. A model already registered
-    (same ONNX bytes) is not registered again."""
-    params = load_params(workload)
-    gate = params.get("promote") or {}
-    metric, margin = gate.get("metric", "accuracy"), float(gate.get("margin", 0.0))
-    digest = hashlib.sha256(require(publish / "model.onnx", "published model").read_bytes()).hexdigest()
-    with locked(workload) as index:
-        for version in index["versions"]:
-            if version["model_sha256"] == digest:
-                log().info("promote@%s: this model is already v%d (%s)", workload, version["version"],
-                           version["status"])  # fmt: skip
-                return {"version": version["version"], "status": version["status"], "new": False}
+def serve_to(workload: str, out: Path) -> dict[str, Any]:
+    """Copy the champion of ``workload`` (its published files) into ``out`` with ``champion.json``,
+    replacing ``out`` whole; returns what champion.json says."""
+    record = serving(workload)
+    source = require(folder(workload) / f"v{record['version']}", f"champion v{record['version']}")
+    with replace_dir(out) as tmp:
+        for path in sorted(source.iterdir()):
+            if path.is_file():
+                shutil.copyfile(path, tmp / path.name)
+        write_json(tmp / SERVING, record)
+    return record
 
-        # Challenger and champion are scored here, on this one holdout: a score recorded on
-        # another test set is never compared with.
-        test_file = require(split / "test.parquet", "test holdout")
-        test = read_table(test_file)
-        challenger = _score(publish, test, params["schema"], metric)
-        current = champion(workload)
-        champion_score = _score(current[1], test, params["schema"], metric) if current else None
-        verdict = steps.judge(metric, challenger, champion_score, margin)
-        version = steps.next_version(index)
-        lineage = json.loads(require(publish / "lineage.json", "lineage").read_text())
-        entry = {
-            "version": version,
-            "status": "champion" if verdict.promote else "rejected",
-            "reason": verdict.reason,
-            "registered_at": now(),
-            "metric": {metric: challenger},
-            "holdout": holdout(test_file),
-            "champion_then": None if current is None else {"version": current[0], metric: champion_score},
-            "model_sha256": digest,
-            "git_revision": lineage["git_revision"],
-            "lineage": {stage: record["outs"] for stage, record in lineage["stages"].items()},
-        }
-        target = folder(workload) / f"v{version}"
-        shutil.rmtree(target, ignore_errors=True)
-        if verdict.promote:
-            shutil.copytree(publish, target)
-            for old in index["versions"]:
-                if old["status"] == "champion":
-                    old["status"] = "retired"
-            index["champion"] = version
-            _serve(workload, version)
-        else:  # keep the record of what was tried, not the weights
-            target.mkdir(parents=True)
-            for name in ("model_card.md", "lineage.json"):
-                shutil.copyfile(publish / name, target / name)
-        index["versions"].append(entry)
-        index["events"].append({"at": entry["registered_at"], "event": "promoted" if verdict.promote else "rejected",
-                                "version": version, "reason": verdict.reason})  # fmt: skip
-    (log().info if verdict.promote else log().warning)("promote@%s: v%d %s: %s", workload, version,
-                                                       entry["status"], verdict.reason)  # fmt: skip
-    summary = {"version": version, "status": entry["status"], "reason": verdict.reason, "new": True}
-    report(f"promote-{workload}", f"promote@{workload}", summary)
-    history_artifact(workload)
-    return summary
+
+def stale_serving(workload: str, out: Path) -> bool:
+    """Whether ``out`` (data/<workload>/promote) holds another model than the registry's champion:
+    a rollback or promotion made from another clone that shares the registry."""
+    try:
+        held = json.loads((out / SERVING).read_text())
+    except (OSError, ValueError):
+        return True
+    index = read_index(workload)
+    return held.get("version") != index["champion"]
 
 
 def history_rows(workload: str) -> list[dict]:
@@ -241,10 +186,13 @@ def rollback(workload: str, to: int | None = None) -> dict:
                 v["status"] = "retired"
         chosen["status"] = "champion"
         index["champion"] = to
-        _serve(workload, to)
+        point_champion(workload, to)
         index["events"].append(
             {"at": now(), "event": "rollback", "version": to, "reason": f"rolled back from v{before}"}
         )
+    served = Path("data") / workload / "promote"
+    if served.is_dir():  # this checkout's copy of what serves: `dvc repro` then sees it changed
+        serve_to(workload, served)
     return chosen
 
 

@@ -1,0 +1,117 @@
+"""promote flow: the champion gate, the stage after publish.
+
+It registers the model publish made as a new version in the registry
+(flows/operations/registry.py): champion if it beats the current champion on this run's test
+holdout by ``promote.margin`` of ``promote.metric``, else a rejected challenger with the
+reason. Then it copies the champion, whichever it is, into ``data/<workload>/promote/``: the
+model that serves, and the one DVC's later stages (score) read. A rejected challenger changes
+nothing there, so nothing downstream runs again for it.
+
+That output depends on the registry's history, not only on the stage's deps: dvc.yaml marks it
+``persist``, which keeps DVC from ever restoring it from its run-cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from flows.common import load_params, log, read_table, report, require, stage_flow
+from flows.operations.registry import champion, folder, history_artifact, locked, now, point_champion, serve_to
+from steps import models
+from steps import promote as steps
+from steps.publish import OUTPUTS, onnx_predict
+
+
+def holdout(test_file: Path) -> dict[str, Any]:
+    """What a score was measured on: the test set's rows and content hash."""
+    import pyarrow.parquet as pq
+
+    return {"rows": pq.read_metadata(test_file).num_rows,
+            "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest()}  # fmt: skip
+
+
+def _score(model_dir: Path, test, schema: dict, metric: str) -> float:
+    """``metric`` of the ONNX model in ``model_dir`` on the test holdout."""
+    spec = json.loads(require(model_dir / "model.json", "model spec").read_text())
+    x = models.features(test, schema, spec["encoding"])
+    task = spec["task"]
+    prediction = onnx_predict(require(model_dir / "model.onnx", "ONNX model").read_bytes(), x, OUTPUTS[task])
+    if task == "classification":
+        y = models.labels(test, schema["label"], spec["classes"])
+    elif task == "regression":
+        y = test.column(schema["label"]).to_numpy(zero_copy_only=False).astype(float)
+    else:
+        y = x
+    return steps.score(task, metric, y, prediction, spec["classes"], spec.get("threshold"))
+
+
+@stage_flow("promote")
+def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
+    """Register the model in ``publish`` as a new version of ``workload``: champion if it beats
+    the current champion on the test holdout in ``split`` by ``promote.margin`` of
+    ``promote.metric``, else a rejected challenger with the reason. A model already registered
+    (same ONNX bytes) is not registered again. Then ``out`` gets the champion's files and
+    champion.json (its version, model sha256 and metric)."""
+    params = load_params(workload)
+    gate = params.get("promote") or {}
+    metric, margin = gate.get("metric", "accuracy"), float(gate.get("margin", 0.0))
+    digest = hashlib.sha256(require(publish / "model.onnx", "published model").read_bytes()).hexdigest()
+    with locked(workload) as index:
+        for version in index["versions"]:
+            if version["model_sha256"] == digest:
+                log().info("promote@%s: this model is already v%d (%s)", workload, version["version"],
+                           version["status"])  # fmt: skip
+                served = serve_to(workload, out)
+                return {"version": version["version"], "status": version["status"], "new": False,
+                        "serving": served["version"]}  # fmt: skip
+
+        # Challenger and champion are scored here, on this one holdout: a score recorded on
+        # another test set is never compared with.
+        test_file = require(split / "test.parquet", "test holdout")
+        test = read_table(test_file)
+        challenger = _score(publish, test, params["schema"], metric)
+        current = champion(workload)
+        champion_score = _score(current[1], test, params["schema"], metric) if current else None
+        verdict = steps.judge(metric, challenger, champion_score, margin)
+        version = steps.next_version(index)
+        lineage = json.loads(require(publish / "lineage.json", "lineage").read_text())
+        entry = {
+            "version": version,
+            "status": "champion" if verdict.promote else "rejected",
+            "reason": verdict.reason,
+            "registered_at": now(),
+            "metric": {metric: challenger},
+            "holdout": holdout(test_file),
+            "champion_then": None if current is None else {"version": current[0], metric: champion_score},
+            "model_sha256": digest,
+            "git_revision": lineage["git_revision"],
+            "lineage": {stage: record["outs"] for stage, record in lineage["stages"].items()},
+        }
+        target = folder(workload) / f"v{version}"
+        shutil.rmtree(target, ignore_errors=True)
+        if verdict.promote:
+            shutil.copytree(publish, target)
+            for old in index["versions"]:
+                if old["status"] == "champion":
+                    old["status"] = "retired"
+            index["champion"] = version
+            point_champion(workload, version)
+        else:  # keep the record of what was tried, not the weights
+            target.mkdir(parents=True)
+            for name in ("model_card.md", "lineage.json"):
+                shutil.copyfile(publish / name, target / name)
+        index["versions"].append(entry)
+        index["events"].append({"at": entry["registered_at"], "event": "promoted" if verdict.promote else "rejected",
+                                "version": version, "reason": verdict.reason})  # fmt: skip
+    (log().info if verdict.promote else log().warning)("promote@%s: v%d %s: %s", workload, version,
+                                                       entry["status"], verdict.reason)  # fmt: skip
+    served = serve_to(workload, out)
+    summary = {"version": version, "status": entry["status"], "reason": verdict.reason, "new": True,
+               "serving": served["version"]}  # fmt: skip
+    report(f"promote-{workload}", f"promote@{workload}", summary)
+    history_artifact(workload)
+    return summary
