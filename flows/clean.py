@@ -5,16 +5,19 @@ each row, the digests of its key and values) is a datum (flows/execution/datums.
 partition's bytes, the schema and cairn's code, computed on the fan-out runner only for new or
 changed partitions. What needs all of them (a key or row repeating one in an earlier partition,
 ``max_quarantined`` over all rows, the profile) is settled over the digests alone (read one
-column at a time), then the outputs are written one partition at a time: the same bytes whether a partition
-was reused or computed.
+column at a time, and spilled to disk in buckets by digest when there are many, so that memory
+stays flat as the corpus grows), then the outputs are written one partition at a time: the same
+bytes whether a partition was reused or computed.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -36,6 +39,10 @@ from steps import clean as steps
 from steps.ingest import resolve_features
 
 PAIRPLOT_ROWS = 2000
+# Digests held at once by the duplicate check: 24 bytes a row, ~0.3 GB with pandas' hashing.
+# More rows than this are spilled to disk in buckets by digest, one bucket checked at a time.
+BUCKET_ROWS = 1 << 22
+SPILL = np.dtype([("words", "<u8", (2,)), ("position", "<i8")])
 
 
 def datum_key(stem: str, data: bytes, schema: dict) -> str:
@@ -100,6 +107,39 @@ def digests(folders: list[Path]) -> tuple[Callable[[str], Iterator[pa.ChunkedArr
     return column, rows
 
 
+def spilled(rows: int, bucket_rows: int = BUCKET_ROWS) -> Callable[[Iterable[steps.Digests]], Iterator[steps.Digests]]:
+    """A grouping for ``steps.duplicates`` that holds ~``bucket_rows`` digests at a time: every
+    chunk is split by the top bits of its digests into bucket files (equal digests share one),
+    then each bucket is read back whole, positions ascending. Few rows: all in memory."""
+    bits = max(0, int(np.ceil(np.log2(max(rows, 1) / bucket_rows))))
+    if bits == 0:
+        return steps.together
+
+    def group(chunks: Iterable[steps.Digests]) -> Iterator[steps.Digests]:
+        datums.ROOT.parent.mkdir(exist_ok=True)  # .cairn/: ignored by git, on the data's disk
+        with tempfile.TemporaryDirectory(prefix="clean-digests-", dir=datums.ROOT.parent) as tmp:
+            paths = [Path(tmp) / f"{b}.bin" for b in range(1 << bits)]
+            handles = [open(path, "wb") for path in paths]  # noqa: SIM115 (closed below, all at once)
+            try:
+                for digests, positions in chunks:
+                    bucket = steps.bucket_of(digests, bits)
+                    order = np.argsort(bucket, kind="stable")  # positions stay ascending in a bucket
+                    records = np.empty(len(order), SPILL)
+                    records["words"], records["position"] = digests[order], positions[order]
+                    bounds = np.searchsorted(bucket[order], np.arange(len(handles) + 1))
+                    for b, handle in enumerate(handles):
+                        handle.write(records[bounds[b] : bounds[b + 1]].tobytes())
+            finally:
+                for handle in handles:
+                    handle.close()
+            for path in paths:
+                records = np.fromfile(path, SPILL)
+                path.unlink()
+                yield records["words"], records["position"]
+
+    return group
+
+
 @stage_flow("clean")
 def clean(workload: str, ingested: Path, out: Path) -> dict:
     """Write ``out``/clean.parquet, quarantine.parquet, report.json (a DVC metric), and the data
@@ -108,7 +148,8 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     files = ingested_files(ingested)
     schema = resolve_features(params["schema"], pq.read_schema(files[0]).names)
     folders, reused = checked_partitions(files, schema)
-    dups = steps.duplicates(*digests(folders))
+    read_digests, rows = digests(folders)
+    dups = steps.duplicates(read_digests, spilled(rows))
     dedupe = bool(params["clean"].get("dedupe"))
     tally, profile, sample = steps.Tally(dedupe, dups.repeats), steps.Profile(), []
     key_of: dict[int, str] = {}

@@ -11,7 +11,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flows.common import InputError, load_params, log, parquet_bytes, replace_dir, report, stage_flow, write_json
+from flows.common import (
+    InputError,
+    load_params,
+    log,
+    parquet_bytes,
+    replace_dir,
+    report,
+    stage_flow,
+    write_atomic,
+    write_json,
+)
 from flows.execution import datums, fanout
 from steps import ingest as steps
 from steps import sources
@@ -90,11 +100,13 @@ def load(path: Path) -> bytes:
     return path.read_bytes() if path.name == "source.json" else read_bytes(path)
 
 
-def datum_key(name: str, data: bytes, params: dict) -> str:
+def datum_key(name: str, data: bytes | str, params: dict) -> str:
+    """The datum of raw file ``name`` (its bytes, or their sha256 in hex)."""
     return datums.key("ingest", name, data, {"schema": params["schema"], "source": params.get("source")})
 
 
-Parts = dict[str, tuple[bytes, dict, dict]]  # {part: (Parquet bytes, how it was read, profile)}
+# {part: (Parquet bytes, or the stored file for a reused one; how it was read; profile)}
+Parts = dict[str, tuple[bytes | Path, dict, dict]]
 
 
 def compute_batch(payload: tuple[dict, list[tuple[str, bytes]]]) -> list[Parts]:
@@ -123,10 +135,11 @@ def compute(name: str, data: bytes, params: dict) -> Parts:
 
 
 def fetch(datum: str) -> Parts | None:
-    """A file's partitions as the datum store (flows/execution/datums.py) has them, or None."""
-    if (stored := datums.fetch("ingest", datum)) is None:
+    """A file's partitions as the datum store (flows/execution/datums.py) has them (the stored
+    Parquet files, not read), or None."""
+    if (stored := datums.stored("ingest", datum)) is None:
         return None
-    meta = json.loads(stored["meta.json"])
+    meta = json.loads(stored["meta.json"].read_text())
     return {part: (stored[f"{i}.parquet"], m["read"], m["profile"]) for i, (part, m) in enumerate(meta.items())}
 
 
@@ -140,15 +153,14 @@ def all_parts(usable: list[Path], raw: Path, params: dict) -> Iterator[tuple[str
     """(file name, its partitions, reused?) of every raw file: stored datums at once, the rest
     computed by the fan-out runner in batches, as they come back."""
     misses = []
-    for path in usable:
+    # An unchanged raw file is not even read: its sha256 is remembered by inode, size and mtime.
+    for path, sha256 in zip(usable, datums.file_sha256(usable, load), strict=True):
         name = file_name(path, raw)
-        data = load(path)
-        datum = datum_key(name, data, params)
+        datum = datum_key(name, sha256, params)
         if (parts := fetch(datum)) is not None:
             yield name, parts, True
         else:
-            misses.append((path, name, datum, len(data)))
-        del data
+            misses.append((path, name, datum, path.stat().st_size))
     run = fanout.settings()
     plan = fanout.batches(misses, [size for *_, size in misses], run)
     if misses:
@@ -203,7 +215,10 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
         for name, parts, reused in all_parts(usable, raw, params):
             counts["reused" if reused else "computed"] += 1
             for part, (blob, info, _) in parts.items():
-                (tmp / f"{steps.partition_stem(part)}.parquet").write_bytes(blob)
+                if isinstance(blob, Path):  # a reused partition: a hard link to the stored file
+                    datums.link(blob, tmp / f"{steps.partition_stem(part)}.parquet")
+                else:
+                    (tmp / f"{steps.partition_stem(part)}.parquet").write_bytes(blob)
                 if info.get("encoding") not in (None, "utf-8"):
                     log().info("ingest: %s is %s text, not plain UTF-8; read as such", name, info["encoding"])
             found[name] = {part: (b"", info, prof) for part, (_, info, prof) in parts.items()}
@@ -216,7 +231,8 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
                 labels[stem] = pq.read_schema(tmp / f"{stem}.parquet").field(schema["label"]).type
         for stem in text_labels_needed(labels, schema["label"]):
             table = pq.read_table(tmp / f"{stem}.parquet")
-            (tmp / f"{stem}.parquet").write_bytes(parquet_bytes(as_text_label(table, schema["label"])))
+            # Replaced, never written in place: the file may be a hard link into the datum store.
+            write_atomic(tmp / f"{stem}.parquet", parquet_bytes(as_text_label(table, schema["label"])))
             profiles[stem] = steps.profile(pq.read_table(tmp / f"{stem}.parquet"))
         write_json(tmp / "profile.json", profiles)
         write_json(tmp / "read.json", {"partitions": read, "skipped": [p.as_posix() for p in skipped]})

@@ -321,40 +321,86 @@ def first_seen(digests: np.ndarray, among: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Duplicates:
-    """Across all partitions, in order: which rows repeat an earlier key or (valid) row."""
+    """Across all partitions, in order: which rows repeat an earlier key or (valid) row. Sparse:
+    only the repeats are held, by row position (rows counted over all partitions in order)."""
 
-    key: np.ndarray  # bool: the key was seen before
-    row: np.ndarray  # bool: the values repeat an earlier row (a readable one with a new key)
-    first: np.ndarray  # the index of the row that ``row`` repeats
+    key: np.ndarray  # ascending positions of rows whose key was seen before
+    row: np.ndarray  # ascending positions of rows whose values repeat an earlier row (readable, new key)
+    first: np.ndarray  # for each of ``row``, the position of the row it repeats
 
     @property
     def repeats(self) -> int:
-        return int(self.row.sum())
+        return len(self.row)
+
+    def span(self, offset: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For the ``n`` rows from ``offset``: (key repeated, row repeated) as masks, and the first
+        position of each row repeat there, in order."""
+        key, row = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        lo, hi = np.searchsorted(self.key, [offset, offset + n])
+        key[self.key[lo:hi] - offset] = True
+        lo, hi = np.searchsorted(self.row, [offset, offset + n])
+        row[self.row[lo:hi] - offset] = True
+        return key, row, self.first[lo:hi]
+
+    def firsts(self, offset: int, n: int) -> np.ndarray:
+        """Ascending indexes, within the ``n`` rows from ``offset``, of rows a later row repeats."""
+        inside = self.first[(self.first >= offset) & (self.first < offset + n)]
+        return np.unique(inside) - offset
 
 
-def digest_words(columns: Iterable[pa.ChunkedArray | pa.Array], rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 16-byte digests of ``columns`` (one per partition, ``rows`` in all) as one (rows, 2)
-    array of 64-bit words and its validity, filled partition by partition: 17 bytes a row."""
-    out = np.empty((rows, 2), dtype=np.uint64)
-    valid = np.empty(rows, dtype=bool)
+Digests = tuple[np.ndarray, np.ndarray]  # (n, 2) 64-bit words of 16-byte digests, their row positions
+
+
+def together(chunks: Iterable[Digests]) -> Iterator[Digests]:
+    """All chunks as one group, in memory: 24 bytes a row. The clean stage passes a grouping
+    that spills to disk by digest instead (flows/clean.py), so that memory stays flat."""
+    chunks = list(chunks)
+    if chunks:
+        yield np.concatenate([w for w, _ in chunks]), np.concatenate([p for _, p in chunks])
+
+
+def bucket_of(words: np.ndarray, bits: int) -> np.ndarray:
+    """The bucket (of 2**bits) of each digest: its top bits. Equal digests share a bucket."""
+    return (words[:, 0] >> np.uint64(64 - bits)).astype(np.intp) if bits else np.zeros(len(words), np.intp)
+
+
+def _digest_chunks(columns: Iterable[pa.ChunkedArray | pa.Array], skip: np.ndarray) -> Iterator[Digests]:
+    """Per partition: the valid digests of ``columns`` and their positions, minus the positions in
+    ``skip`` (ascending)."""
     at = 0
     for column in columns:
         part, ok = words(column)
-        out[at : at + len(part)], valid[at : at + len(part)] = part, ok
+        ok = ok.copy()  # Arrow's validity, copied: it may be read-only
+        lo, hi = np.searchsorted(skip, [at, at + len(part)])
+        ok[skip[lo:hi] - at] = False
+        yield part[ok], np.nonzero(ok)[0].astype(np.int64) + at
         at += len(part)
-    return out, valid
 
 
-def duplicates(digests: Callable[[str], Iterable[pa.ChunkedArray | pa.Array]], rows: int) -> Duplicates:
+def _repeats(groups: Iterable[Digests]) -> tuple[np.ndarray, np.ndarray]:
+    """(positions that repeat an earlier digest, the position each repeats), ascending: equal
+    digests must fall in one group, and positions ascend within each group."""
+    again, first = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
+    for digests, positions in groups:
+        seen = first_seen(digests, np.ones(len(digests), dtype=bool))
+        repeated = np.nonzero(seen != np.arange(len(digests)))[0]
+        again.append(positions[repeated])
+        first.append(positions[seen[repeated]])
+    again_, first_ = np.concatenate(again), np.concatenate(first)
+    order = np.argsort(again_, kind="stable")
+    return again_[order], first_[order]
+
+
+def duplicates(
+    digests: Callable[[str], Iterable[pa.ChunkedArray | pa.Array]],
+    group: Callable[[Iterable[Digests]], Iterable[Digests]] = together,
+) -> Duplicates:
     """Duplicates over every partition's CHECKS, in partition order; ``digests(column)`` gives
-    that column of each partition in turn. Only digests are held, one column at a time."""
-    keys, has_key = digest_words(digests("key_digest"), rows)
-    position = np.arange(rows)
-    key_repeated = (first_seen(keys, has_key) != position) & has_key
-    del keys
-    values, comparable = digest_words(digests("row_digest"), rows)
-    first = first_seen(values, comparable & ~key_repeated)
-    return Duplicates(key_repeated, (first >= 0) & (first != position), first)
+    that column of each partition in turn. ``group`` gathers the digests into groups that hold
+    every copy of a digest (default: one group in memory)."""
+    key, _ = _repeats(group(_digest_chunks(digests("key_digest"), np.empty(0, np.int64))))
+    row, first = _repeats(group(_digest_chunks(digests("row_digest"), key)))  # a repeated key is not compared
+    return Duplicates(key, row, first)
 
 
 def settle(
@@ -371,19 +417,18 @@ def settle(
     earlier rows are there). Column operations throughout: a reused partition costs no Python
     per row."""
     n = checked.parsed.num_rows
-    span = slice(offset, offset + n)
     keys = checked.parsed.column("key")
-    repeated_first = np.nonzero(np.isin(np.arange(offset, offset + n), dups.first[dups.row]))[0]
+    repeated_first = dups.firsts(offset, n)
     for i, key in zip(repeated_first, keys.take(pa.array(repeated_first, pa.int64())).to_pylist(), strict=True):
         key_of[offset + int(i)] = key  # a row that a later one repeats: its key, for that one
-    key_repeated = pa.array(dups.key[span])
-    row_repeated_np = dups.row[span] & dedupe
-    repeats = np.nonzero(row_repeated_np)[0]
+    key_repeated_np, row_repeated_np, first_of = dups.span(offset, n)
+    key_repeated = pa.array(key_repeated_np)
+    row_repeated_np &= dedupe
     no_text = pa.scalar(None, pa.string())
     row_text = pc.replace_with_mask(
         pa.nulls(n, pa.string()),
         pa.array(row_repeated_np),
-        pa.array([f"duplicate of row '{key_of[int(dups.first[offset + i])]}'" for i in repeats], pa.string()),
+        pa.array([f"duplicate of row '{key_of[int(f)]}'" for f in first_of] if dedupe else [], pa.string()),
     )
     row_repeated = pa.array(row_repeated_np)
     checks = checked.checks
@@ -484,7 +529,7 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any], row_d
     if table.num_rows == 0:
         raise CleanError("clean: no rows were ingested; expected at least one")
     checked = check(table, schema, row_digests)
-    dups = duplicates(lambda column: [checked.checks.column(column)], table.num_rows)
+    dups = duplicates(lambda column: [checked.checks.column(column)])
     dedupe = bool(params.get("dedupe"))
     kept, quarantined, counts = settle(lambda: table, checked, dups, 0, dedupe, {})
     if quarantined is None:

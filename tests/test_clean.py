@@ -119,11 +119,25 @@ def test_first_seen_matches_whole_digests_not_their_first_half():
     assert clean.first_seen(digests, among).tolist() == [-1, 1, 2, 3, -1]
 
 
-def test_partitions_settled_together_equal_one_table():
+def by_bucket(bits: int):
+    """A grouping of digests in 2**bits buckets, in memory: what the clean stage's spill does."""
+
+    def group(chunks):
+        chunks = list(chunks)
+        for b in range(1 << bits):
+            picked = [(w[clean.bucket_of(w, bits) == b], p[clean.bucket_of(w, bits) == b]) for w, p in chunks]
+            yield from clean.together(picked)
+
+    return group
+
+
+@pytest.mark.parametrize("group", [clean.together, by_bucket(2)], ids=["one group", "four buckets"])
+def test_partitions_settled_together_equal_one_table(group):
     t = table({2: "", 5: "inf"})
     whole = clean.clean(pa.concat_tables([t, t]), BLOBS_SCHEMA, {"max_quarantined": 1.0, "dedupe": True})
     parts = [clean.check(t.slice(0, 7), BLOBS_SCHEMA), clean.check(pa.concat_tables([t.slice(7), t]), BLOBS_SCHEMA)]
-    dups = clean.duplicates(lambda column: [p.checks.column(column) for p in parts], 2 * t.num_rows)
+    dups = clean.duplicates(lambda column: [p.checks.column(column) for p in parts], group)
+    assert len(dups.key) == t.num_rows  # the second copy of t repeats the keys of the first
     kept, key_of, offset, tally = [], {}, 0, clean.Tally(True, dups.repeats)
     for p, source in zip(parts, [t.slice(0, 7), pa.concat_tables([t.slice(7), t])], strict=True):
         k, _, counts = clean.settle(lambda s=source: s, p, dups, offset, True, key_of)
@@ -132,3 +146,28 @@ def test_partitions_settled_together_equal_one_table():
         tally.add(k, counts)
     assert pa.concat_tables(kept).equals(whole.kept)
     assert tally.report() == whole.report
+
+
+def test_digests_spilled_to_disk_in_buckets_give_the_repeats_found_in_memory(tmp_path, monkeypatch):
+    """The clean stage's duplicate check over many rows: bucket files by digest, one bucket in
+    memory at a time (flows/clean.py:spilled). Same repeats, same first rows, as all at once."""
+    from flows.clean import spilled
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    pool = [rng.bytes(16) for _ in range(40)]  # few distinct digests: many repeats, across partitions
+
+    def column(n: int) -> pa.Array:
+        return pa.array([None if rng.random() < 0.1 else pool[rng.integers(len(pool))] for _ in range(n)],
+                        pa.binary(16))  # fmt: skip
+
+    parts = {name: [column(n) for n in (300, 500, 400)] for name in ("key_digest", "row_digest")}
+    parts["key_digest"] = [pa.concat_arrays([c, column(100)]) for c in parts["key_digest"]]  # keys repeat less
+    parts["row_digest"] = [pa.concat_arrays([c, column(100)]) for c in parts["row_digest"]]
+    rows = sum(len(c) for c in parts["row_digest"])
+    memory = clean.duplicates(lambda name: parts[name])
+    disk = clean.duplicates(lambda name: parts[name], spilled(rows, bucket_rows=100))  # 16 buckets
+    assert memory.repeats > 0 and len(memory.key) > 0
+    for field in ("key", "row", "first"):
+        assert np.array_equal(getattr(memory, field), getattr(disk, field)), field
+    assert list((tmp_path / ".cairn").iterdir()) == []  # the bucket files are gone

@@ -80,8 +80,9 @@ def file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
     return out
 
 
-def fetch(stage: str, datum: str) -> dict[str, bytes] | None:
-    """The files stored under ``datum``, or None when there are none (or a kill left them partial)."""
+def stored(stage: str, datum: str) -> dict[str, Path] | None:
+    """The paths of the files stored under ``datum``, or None when there are none (or a kill left
+    them partial). Never write to them: link or read them (``link``)."""
     folder = ROOT / stage / datum[:2] / datum
     manifest = folder / "manifest.json"
     if not manifest.exists():
@@ -90,7 +91,13 @@ def fetch(stage: str, datum: str) -> dict[str, bytes] | None:
     files = {n: folder / n for n in names}
     if not all(p.exists() for p in files.values()):
         return None
-    return {n: p.read_bytes() for n, p in files.items()}
+    return files
+
+
+def fetch(stage: str, datum: str) -> dict[str, bytes] | None:
+    """The files stored under ``datum`` (their bytes), or None when there are none."""
+    files = stored(stage, datum)
+    return None if files is None else {n: p.read_bytes() for n, p in files.items()}
 
 
 def store(stage: str, datum: str, files: dict[str, bytes]) -> None:
