@@ -93,9 +93,7 @@ def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str
     if writer is None:  # no rows at all
         writer = pq.ParquetWriter(sink, pa.schema([("key", pa.string())]), compression=COMPRESSION)
     writer.close()
-    quarantine = (
-        pa.concat_tables([q.cast(QUARANTINE) for q in quarantined]) if quarantined else QUARANTINE.empty_table()
-    )
+    quarantine = pa.concat_tables([q.cast(QUARANTINE) for q in quarantined] or [pa.Table.from_batches([], QUARANTINE)])
     return sink.getvalue(), quarantine, by_reason
 
 
