@@ -230,7 +230,8 @@ def test_two_stages_on_worker_pools_run_at_once_not_one_after_the_other(prefect_
     body = {"limit": 200, "offset": 0, "deployments": {"id": {"any_": [pool]}}}
     spans = sorted((r["start_time"], r["end_time"]) for r in api(env).post("flow_runs/filter", json=body).json())
     assert len(spans) == 2 and spans[1][0] < spans[0][1], spans  # the second began before the first ended
-    # The same order of runs as the coordinator's, so the lock's entries come in the same order.
-    run(["dvc", "repro", "split@iris", "split@blobs"], tmp_path / "local")
     run(["dvc", "repro"], tmp_path / "local")
-    assert (tmp_path / "coordinator/dvc.lock").read_text() == (tmp_path / "local/dvc.lock").read_text()
+    # Every entry equal; their order follows each checkout's history of runs (the coordinator
+    # ran its split stages first), which `dvc repro` keeps as it finds it.
+    lock = {name: yaml.safe_load((tmp_path / name / "dvc.lock").read_text()) for name in ("coordinator", "local")}
+    assert lock["coordinator"] == lock["local"]
