@@ -26,6 +26,16 @@ from steps import promote as steps
 from steps.publish import OUTPUTS, onnx_predict
 
 
+def weights_digest(model_dir: Path) -> str:
+    """What identifies a trained model: its weights and spec (model.safetensors, model.json).
+    Not the ONNX bytes: those embed the git revision publish ran at, so a commit that touches
+    no model would otherwise make the same model a new version."""
+    digest = hashlib.sha256()
+    for name in ("model.safetensors", "model.json"):
+        digest.update(require(model_dir / name, "published model").read_bytes())
+    return digest.hexdigest()
+
+
 def holdout(test_file: Path) -> dict[str, Any]:
     """What a score was measured on: the test set's rows and content hash."""
     import pyarrow.parquet as pq
@@ -54,15 +64,16 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
     """Register the model in ``publish`` as a new version of ``workload``: champion if it beats
     the current champion on the test holdout in ``split`` by ``promote.margin`` of
     ``promote.metric``, else a rejected challenger with the reason. A model already registered
-    (same ONNX bytes) is not registered again. Then ``out`` gets the champion's files and
+    (same weights and spec, or same ONNX bytes) is not registered again. Then ``out`` gets the champion's files and
     champion.json (its version, model sha256 and metric)."""
     params = load_params(workload)
     gate = params.get("promote") or {}
     metric, margin = gate.get("metric", "accuracy"), float(gate.get("margin", 0.0))
     digest = hashlib.sha256(require(publish / "model.onnx", "published model").read_bytes()).hexdigest()
+    weights = weights_digest(publish)
     with locked(workload) as index:
         for version in index["versions"]:
-            if version["model_sha256"] == digest:
+            if digest == version["model_sha256"] or weights == version.get("weights_sha256"):
                 log().info("promote@%s: this model is already v%d (%s)", workload, version["version"],
                            version["status"])  # fmt: skip
                 served = serve_to(workload, out)
@@ -88,6 +99,7 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
             "holdout": holdout(test_file),
             "champion_then": None if current is None else {"version": current[0], metric: champion_score},
             "model_sha256": digest,
+            "weights_sha256": weights,
             "git_revision": lineage["git_revision"],
             "lineage": {stage: record["outs"] for stage, record in lineage["stages"].items()},
         }

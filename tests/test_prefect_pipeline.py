@@ -144,6 +144,16 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
         assert pipeline(["iris"])["promote@iris"] == "already v3"
         assert json.loads((repo / "data/iris/promote/champion.json").read_text())["version"] == 1
         assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+        # A commit changes the git revision that publish embeds in model.onnx, not the model:
+        # publishing again is not a new version (the registry judges by weights and spec).
+        run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"], repo)
+        onnx = (repo / "data/iris/publish/model.onnx").read_bytes()
+        run(["dvc", "repro", "-f", "-s", "publish@iris"], repo)
+        assert (repo / "data/iris/publish/model.onnx").read_bytes() != onnx
+        gate = run(["dvc", "repro", "promote@iris"], repo)
+        assert "already v3" in gate.stdout + gate.stderr
+        assert len(registry.read_index("iris")["versions"]) == 3
+        assert json.loads((repo / "data/iris/promote/champion.json").read_text())["version"] == 1
 
 
 def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
