@@ -81,7 +81,7 @@ def main() -> None:
         stages = {
             "ingest": [*flows, "ingest", "big", "--raw", "corpus", "--out", "out/ingest"],
             "clean": [*flows, "clean", "big", "--ingested", "out/ingest", "--out", "out/clean"],
-            "split": [*flows, "split", "big", "--clean", "out/clean/clean.parquet", "--out", "out/split"],
+            "split": [*flows, "split", "big", "--clean", "out/clean/rows", "--out", "out/split"],
         }
         cold = {name: timed(cmd, work) for name, cmd in stages.items()}
         extra = work / "corpus" / "part-append.csv"

@@ -4,7 +4,7 @@
 
 For each tabular workload (default: every one whose model has a scikit-learn counterpart) it
 brings `evaluate@<workload>` up to date with `dvc repro`, reads cairn's test metric from
-data/<w>/evaluate/metrics.json, fits the counterpart on data/<w>/split/train.parquet with the
+data/<w>/evaluate/metrics.json, fits the counterpart on data/<w>/split/train/ with the
 same features, encoding and normalisation, and scores it on the same test rows. A classifier
 is compared at threshold 0.5 (cairn reports that figure beside a tuned one), a regression by
 RMSE. Prints a Markdown table.
@@ -61,7 +61,7 @@ def compare(workload: str, params: dict) -> dict | None:
         return None
     subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", f"evaluate@{workload}"], cwd=ROOT, check=True)
     split = ROOT / "data" / workload / "split"
-    sets = {name: pq.read_table(split / f"{name}.parquet") for name in ("train", "test")}
+    sets = {name: pq.read_table(split / name) for name in ("train", "test")}
     spec = json.loads((ROOT / "data" / workload / "train" / "model.json").read_text())
     x = {k: models.features(t, spec["schema"], spec["encoding"]).astype(np.float64) for k, t in sets.items()}
     mean, std = x["train"].mean(axis=0), x["train"].std(axis=0)

@@ -13,6 +13,7 @@ bytes whether a partition was reused or computed.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ from flows.common import (
     write_json,
 )
 from flows.execution import datums, fanout
-from flows.execution.files import commit, staged
+from flows.execution.files import commit, replace_dir, staged
 from steps import clean as steps
 from steps.ingest import resolve_features
 
@@ -45,7 +46,7 @@ BUCKET_ROWS = 1 << 22
 SPILL = np.dtype([("words", "<u8", (2,)), ("position", "<i8")])
 
 
-def datum_key(stem: str, data: bytes, schema: dict) -> str:
+def datum_key(stem: str, data: bytes | str, schema: dict) -> str:
     return datums.key("clean", stem, data, {"schema": schema})
 
 
@@ -60,10 +61,12 @@ def check_batch(payload: tuple[dict, list[tuple[str, bytes]]]) -> list[dict[str,
     return out
 
 
-def checked_partitions(files: list[Path], schema: dict) -> tuple[list[Path], int]:
-    """The datum folder of each ingested partition, in order (computing the missing ones on the
-    fan-out runner), and how many were reused."""
-    keys = [datum_key(f.stem, f.read_bytes(), schema) for f in files]
+def checked_partitions(files: list[Path], schema: dict) -> tuple[list[str], list[Path], int]:
+    """The datum key and folder of each ingested partition's checks, in order (computing the
+    missing ones on the fan-out runner), and how many were reused. An ingested file's hash is
+    remembered by its inode and mtime (ingest links reused partitions): not read again."""
+    shas = datums.file_sha256(files, Path.read_bytes)
+    keys = [datum_key(f.stem, sha, schema) for f, sha in zip(files, shas, strict=True)]
     misses = [(f, k) for f, k in zip(files, keys, strict=True) if datums.folder("clean", k) is None]
     run = fanout.settings()
     plan = fanout.batches(misses, [f.stat().st_size for f, _ in misses], run)
@@ -73,7 +76,7 @@ def checked_partitions(files: list[Path], schema: dict) -> tuple[list[Path], int
     for batch, results in zip(plan, fanout.fan_out(check_batch, payloads, "clean", run), strict=True):
         for (_, key), files_ in zip(batch, results, strict=True):
             datums.store("clean", key, files_)
-    return datums.folders("clean", keys), len(files) - len(misses)
+    return keys, datums.folders("clean", keys), len(files) - len(misses)
 
 
 def pairplot(sample: pa.Table, numeric: list[str], label: str | None, title: str) -> bytes:
@@ -140,38 +143,65 @@ def spilled(rows: int, bucket_rows: int = BUCKET_ROWS) -> Callable[[Iterable[ste
     return group
 
 
+def settled(
+    file: Path, checked_in: Path, checked_key: str, rows: steps.Marks, schema: pa.Schema | None
+) -> dict[str, Path]:
+    """One partition settled under its marks: rows.parquet (kept), quarantine.parquet (when any
+    row is bad) and settle.json (counts, profile summary, first bad row). A datum too, kept by the
+    partition's checks and its marks: when an appended partition changes no earlier one's marks,
+    those are linked, not read and written again."""
+    datum = datums.key("clean-settle", file.stem, checked_key.encode() + b"|" + rows.digest(), {})
+    if (stored := datums.stored("clean-settle", datum)) is not None:
+        return stored
+    checked = steps.Checked(pq.read_table(checked_in / "parsed.parquet"), pq.read_table(checked_in / "checks.parquet"))
+    kept, bad, counts = steps.settle(lambda: pq.read_table(file), checked, rows)
+    if schema is not None and not kept.schema.equals(schema):
+        raise InputError(f"clean: partition {file.name} has other columns or types than the ones before it: "
+                         f"{kept.schema} vs {schema}")  # fmt: skip
+    summary = {"kept": kept.num_rows, "counts": counts, "profile": steps.Profile.summary(kept),
+               "first_bad": None if bad is None else bad.slice(0, 1).to_pylist()[0]}  # fmt: skip
+    files = {"rows.parquet": parquet_bytes(kept), "settle.json": json.dumps(summary, sort_keys=True, default=str)}
+    if bad is not None:
+        files["quarantine.parquet"] = parquet_bytes(bad)
+    datums.store("clean-settle", datum, files)
+    return datums.stored("clean-settle", datum)  # type: ignore[return-value]
+
+
 @stage_flow("clean")
 def clean(workload: str, ingested: Path, out: Path) -> dict:
-    """Write ``out``/clean.parquet, quarantine.parquet, report.json (a DVC metric), and the data
-    profile: profile.json (type, missing, min/max/mean per column) and pairplot.png."""
+    """Write ``out``/rows/ (the kept rows: one Parquet file per partition), quarantine.parquet,
+    report.json (a DVC metric), and the data profile: profile.json (type, missing, min/max/mean
+    per column) and pairplot.png."""
     params = load_params(workload)
     files = ingested_files(ingested)
     schema = resolve_features(params["schema"], pq.read_schema(files[0]).names)
-    folders, reused = checked_partitions(files, schema)
+    keys, folders, reused = checked_partitions(files, schema)
     read_digests, rows = digests(folders)
     dups = steps.duplicates(read_digests, spilled(rows))
     dedupe = bool(params["clean"].get("dedupe"))
     tally, profile, sample = steps.Tally(dedupe, dups.repeats), steps.Profile(), []
     key_of: dict[int, str] = {}
     first_bad: dict | None = None
-    offset = 0
-    with staged(out / "clean.parquet") as kept_tmp, staged(out / "quarantine.parquet") as bad_tmp:
-        kept_out, bad_out = ParquetAppender(kept_tmp), ParquetAppender(bad_tmp)
-        for file, folder in zip(files, folders, strict=True):
-            checked = steps.Checked(pq.read_table(folder / "parsed.parquet"), pq.read_table(folder / "checks.parquet"))
-            kept, bad, counts = steps.settle(lambda f=file: pq.read_table(f), checked, dups, offset, dedupe, key_of)
-            offset += checked.parsed.num_rows
-            kept_out.write(kept, f"clean: partition {file.name}")
-            tally.add(kept, counts)
-            profile.add(kept)
-            if bad is not None:
-                bad_out.write(bad, f"clean: partition {file.name}")
-                first_bad = first_bad or bad.slice(0, 1).to_pylist()[0]
+    offset, kept_schema = 0, None
+    with replace_dir(out / "rows") as rows_tmp, staged(out / "quarantine.parquet") as bad_tmp:
+        bad_out = ParquetAppender(bad_tmp)
+        for file, folder, key in zip(files, folders, keys, strict=True):
+            n = pq.read_metadata(folder / "checks.parquet").num_rows
+            keys_of = lambda f=folder: pq.read_table(f / "parsed.parquet", columns=["key"]).column("key")  # noqa: E731
+            marks = steps.marks(dups, offset, n, dedupe, key_of, keys_of)
+            offset += n
+            part = settled(file, folder, key, marks, kept_schema)
+            kept = rows_tmp / f"{file.stem}.parquet"
+            datums.link(part["rows.parquet"], kept)
+            kept_schema = kept_schema or pq.read_schema(kept)
+            summary = json.loads(part["settle.json"].read_text())
+            tally.add(summary["kept"], summary["counts"])
+            profile.add(summary["profile"])
+            if "quarantine.parquet" in part:
+                bad_out.write(pq.read_table(part["quarantine.parquet"]), f"clean: partition {file.name}")
+                first_bad = first_bad or summary["first_bad"]
             if sum(t.num_rows for t in sample) < PAIRPLOT_ROWS:
-                sample.append(kept.slice(0, PAIRPLOT_ROWS))
-            kept_schema = checked.parsed.schema
-            del checked, kept, bad
-        kept_out.close(kept_schema)
+                sample.append(pq.read_table(kept).slice(0, PAIRPLOT_ROWS))
         bad_out.close(steps.quarantine_schema(pq.read_schema(files[0])))
         result = tally.report()
         read = ingested / "read.json"  # how ingest read each file (blank lines it skipped)
@@ -179,12 +209,11 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
             partitions = json.loads(read.read_text())["partitions"].values()
             result["blank_lines_skipped"] = sum(p.get("blank_lines_skipped", 0) for p in partitions)
         # Too many bad rows: the quarantine and the counts are written all the same, for the user
-        # to look at; clean.parquet is not, so nothing downstream can run on it.
-        (out / "clean.parquet").unlink(missing_ok=True)
+        # to look at; the kept rows are not, so nothing downstream can run on them.
+        shutil.rmtree(out / "rows", ignore_errors=True)
         commit(bad_tmp, out / "quarantine.parquet")
         write_json(out / "report.json", result)
         steps.check_share(result, first_bad, params["clean"], str(out / "quarantine.parquet"))
-        commit(kept_tmp, out / "clean.parquet")
     # The profile of what training will see: typed values, quarantined rows left out.
     write_json(out / "profile.json", profile.result())
     kept_sample = pa.concat_tables(sample).slice(0, PAIRPLOT_ROWS)

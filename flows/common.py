@@ -210,13 +210,18 @@ def require(path: Path, what: str) -> Path:
     return path
 
 
-def read_table(path: Path) -> pa.Table:
-    """A Parquet file, or all Parquet files of a folder in name order, as one table."""
+def parquet_files(path: Path) -> list[Path]:
+    """A Parquet file, or the Parquet files of a folder (one per partition) in name order."""
     require(path, "input")
     files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
     if not files:
         raise InputError(f"input folder '{path}' has no .parquet files")
-    return pa.concat_tables(pq.read_table(f) for f in files)
+    return files
+
+
+def read_table(path: Path) -> pa.Table:
+    """A Parquet file, or all Parquet files of a folder in name order, as one table."""
+    return pa.concat_tables(pq.read_table(f) for f in parquet_files(path))
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

@@ -90,7 +90,7 @@ def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
     schema = params["schema"]
     fitted = load_model(train)
     module = models.module(fitted.spec["model"]["name"])
-    test = read_table(split / "test.parquet")
+    test = read_table(split / "test")
     x = models.features(test, schema, fitted.spec["encoding"])
     files = TASKS[fitted.spec["task"]](fitted, test, schema, params["evaluate"], x, module, f"{workload}: test holdout")
     with open(require(train / "history.csv", "loss history"), newline="") as f:

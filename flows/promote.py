@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from flows.common import load_params, log, read_table, report, require, stage_flow
+from flows.common import load_params, log, parquet_files, read_table, report, require, stage_flow
 from flows.operations.registry import champion, folder, history_artifact, locked, now, point_champion, serve_to
 from steps import models
 from steps import promote as steps
@@ -36,12 +36,15 @@ def weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
-def holdout(test_file: Path) -> dict[str, Any]:
-    """What a score was measured on: the test set's rows and content hash."""
+def holdout(test: Path) -> dict[str, Any]:
+    """What a score was measured on: the test set's rows and content hash (over its files' names
+    and bytes, one file per partition)."""
     import pyarrow.parquet as pq
 
-    return {"rows": pq.read_metadata(test_file).num_rows,
-            "sha256": hashlib.sha256(test_file.read_bytes()).hexdigest()}  # fmt: skip
+    files, digest = parquet_files(test), hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return {"rows": sum(pq.read_metadata(f).num_rows for f in files), "sha256": digest.hexdigest()}
 
 
 def _score(model_dir: Path, test, schema: dict, metric: str) -> float:
@@ -82,8 +85,8 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
 
         # Challenger and champion are scored here, on this one holdout: a score recorded on
         # another test set is never compared with.
-        test_file = require(split / "test.parquet", "test holdout")
-        test = read_table(test_file)
+        test_files = split / "test"
+        test = read_table(test_files)
         challenger = _score(publish, test, params["schema"], metric)
         current = champion(workload)
         champion_score = _score(current[1], test, params["schema"], metric) if current else None
@@ -96,7 +99,7 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
             "reason": verdict.reason,
             "registered_at": now(),
             "metric": {metric: challenger},
-            "holdout": holdout(test_file),
+            "holdout": holdout(test_files),
             "champion_then": None if current is None else {"version": current[0], metric: champion_score},
             "model_sha256": digest,
             "weights_sha256": weights,

@@ -43,7 +43,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     fitted = load_model(train)
     spec = fitted.spec
     module = models.module(spec["model"]["name"])
-    test = read_table(split / "test.parquet")
+    test = read_table(split / "test")
     x = models.features(test, params["schema"], spec["encoding"])
     native = module.predict(fitted, x)
     is_classifier = spec["task"] == "classification"

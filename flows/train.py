@@ -11,6 +11,7 @@ from tqdm import tqdm
 from flows.common import (
     load_params,
     log,
+    parquet_files,
     read_table,
     remove_leftovers,
     report,
@@ -66,8 +67,8 @@ def train(workload: str, split: Path, out: Path) -> dict:
 
     try:
         fitted = steps.train(
-            read_table(split / "train.parquet"),
-            read_table(split / "val.parquet"),
+            read_table(split / "train"),
+            read_table(split / "val"),
             params["schema"],
             params["model"],
             params["train"],
@@ -130,8 +131,9 @@ def _fingerprint(split: Path, params: dict, source: dict | None) -> str:
     digest = hashlib.sha256(json.dumps([params["schema"], params["model"], params["train"], source],
                                        sort_keys=True, default=str).encode())  # fmt: skip
     code = Path(steps.__file__).parent
-    for path in [split / "train.parquet", split / "val.parquet", code / "train.py", *sorted(code.glob("models/*.py"))]:
-        digest.update(path.read_bytes())
+    data = [*parquet_files(split / "train"), *parquet_files(split / "val")]
+    for path in [*data, code / "train.py", *sorted(code.glob("models/*.py"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 
 

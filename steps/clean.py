@@ -403,34 +403,48 @@ def duplicates(
     return Duplicates(key, row, first)
 
 
+@dataclass(frozen=True)
+class Marks:
+    """What the duplicate check across all partitions says of one partition's rows: each a mask."""
+
+    key: np.ndarray  # the row's key repeats an earlier row's
+    row: np.ndarray  # (with dedupe) the row's values repeat an earlier row's
+    row_text: list[str]  # for each row of ``row``, in order: the reason, naming the earlier row
+
+    def digest(self) -> bytes:
+        """All a partition's settled output depends on besides its own checked rows."""
+        text = "\0".join(self.row_text).encode()
+        return b"|".join([np.flatnonzero(self.key).tobytes(), np.flatnonzero(self.row).tobytes(), text])
+
+
+def marks(
+    dups: Duplicates, offset: int, n: int, dedupe: bool, key_of: dict[int, str], keys: Callable[[], pa.ChunkedArray]
+) -> Marks:
+    """The marks of the ``n`` rows from ``offset`` of ``dups``. With ``dedupe``, a repeated row's
+    reason names the first row by its key: ``key_of`` holds those keys (filled in partition
+    order, so earlier rows are there; ``keys()`` reads this partition's only when a later row
+    repeats one of them). Column operations throughout: no Python per row."""
+    key_repeated, row_repeated, first_of = dups.span(offset, n)
+    if not dedupe:
+        return Marks(key_repeated, np.zeros(n, dtype=bool), [])
+    repeated_first = dups.firsts(offset, n)
+    if len(repeated_first):
+        taken = keys().take(pa.array(repeated_first, pa.int64())).to_pylist()
+        for i, key in zip(repeated_first, taken, strict=True):
+            key_of[offset + int(i)] = key  # a row that a later one repeats: its key, for that one
+    return Marks(key_repeated, row_repeated, [f"duplicate of row '{key_of[int(f)]}'" for f in first_of])
+
+
 def settle(
-    ingested: Callable[[], pa.Table],
-    checked: Checked,
-    dups: Duplicates,
-    offset: int,
-    dedupe: bool,
-    key_of: dict[int, str],
+    ingested: Callable[[], pa.Table], checked: Checked, marks: Marks
 ) -> tuple[pa.Table, pa.Table | None, dict[str, int]]:
     """The kept rows (typed), the quarantined rows (as ``ingested()`` has them, plus 'reason'; None
-    when there are none) and the count per reason kind, for the partition at ``offset`` of
-    ``dups``. ``key_of`` names the first row of each repeated one (filled in partition order, so
-    earlier rows are there). Column operations throughout: a reused partition costs no Python
-    per row."""
+    when there are none) and the count per reason kind, of one partition under its ``marks``."""
     n = checked.parsed.num_rows
     keys = checked.parsed.column("key")
-    repeated_first = dups.firsts(offset, n)
-    for i, key in zip(repeated_first, keys.take(pa.array(repeated_first, pa.int64())).to_pylist(), strict=True):
-        key_of[offset + int(i)] = key  # a row that a later one repeats: its key, for that one
-    key_repeated_np, row_repeated_np, first_of = dups.span(offset, n)
-    key_repeated = pa.array(key_repeated_np)
-    row_repeated_np &= dedupe
+    key_repeated, row_repeated = pa.array(marks.key), pa.array(marks.row)
     no_text = pa.scalar(None, pa.string())
-    row_text = pc.replace_with_mask(
-        pa.nulls(n, pa.string()),
-        pa.array(row_repeated_np),
-        pa.array([f"duplicate of row '{key_of[int(f)]}'" for f in first_of] if dedupe else [], pa.string()),
-    )
-    row_repeated = pa.array(row_repeated_np)
+    row_text = pc.replace_with_mask(pa.nulls(n, pa.string()), row_repeated, pa.array(marks.row_text, pa.string()))
     checks = checked.checks
     kind = pc.coalesce(
         checks.column("before_kind"),
@@ -459,25 +473,36 @@ def quarantine_schema(ingested: pa.Schema) -> pa.Schema:
 
 
 class Profile:
-    """profile.json of the kept rows, added up partition by partition: per column its type,
-    missing count, and min/max/mean for numbers (the mean as one sum over all partitions)."""
+    """profile.json of the kept rows, added up partition by partition from each one's summary
+    (``summary``, small enough to keep with the partition): per column its type, missing count,
+    and min/max/mean for numbers (the mean as one sum over all partitions, added in order)."""
 
     def __init__(self) -> None:
         self.columns: dict[str, dict[str, Any]] = {}
 
-    def add(self, table: pa.Table) -> None:
+    @staticmethod
+    def summary(table: pa.Table) -> dict[str, dict[str, Any]]:
+        out = {}
         for field in table.schema:
             col = table.column(field.name)
-            info = self.columns.setdefault(field.name, {"type": str(field.type), "missing": 0})
-            info["missing"] += col.null_count
+            info: dict[str, Any] = {"type": str(field.type), "missing": col.null_count}
             if pa.types.is_floating(field.type) or pa.types.is_integer(field.type):
                 stats = pc.min_max(col)
-                lo, hi, total = stats["min"].as_py(), stats["max"].as_py(), pc.sum(col).as_py()
-                if lo is not None:
-                    info["min"] = lo if info.get("min") is None else min(info["min"], lo)
-                    info["max"] = hi if info.get("max") is None else max(info["max"], hi)
-                    info["sum"] = info.get("sum", 0) + total
-                    info["count"] = info.get("count", 0) + len(col) - col.null_count
+                info |= {"min": stats["min"].as_py(), "max": stats["max"].as_py(), "sum": pc.sum(col).as_py(),
+                         "count": len(col) - col.null_count}  # fmt: skip
+            out[field.name] = info
+        return out
+
+    def add(self, summary: dict[str, dict[str, Any]]) -> None:
+        for name, part in summary.items():
+            info = self.columns.setdefault(name, {"type": part["type"], "missing": 0})
+            info["missing"] += part["missing"]
+            if "min" in part:
+                if part["min"] is not None:
+                    info["min"] = part["min"] if info.get("min") is None else min(info["min"], part["min"])
+                    info["max"] = part["max"] if info.get("max") is None else max(info["max"], part["max"])
+                    info["sum"] = info.get("sum", 0) + part["sum"]
+                    info["count"] = info.get("count", 0) + part["count"]
                 info.setdefault("min", None), info.setdefault("max", None)
 
     def result(self) -> dict[str, Any]:
@@ -498,9 +523,9 @@ class Tally:
         self.by_reason: dict[str, int] = {}
         self.dedupe, self.repeats = dedupe, repeats
 
-    def add(self, kept: pa.Table, quarantined: dict[str, int]) -> None:
-        self.rows_in += kept.num_rows + sum(quarantined.values())
-        self.rows_kept += kept.num_rows
+    def add(self, kept: int, quarantined: dict[str, int]) -> None:
+        self.rows_in += kept + sum(quarantined.values())
+        self.rows_kept += kept
         for kind, count in quarantined.items():
             self.by_reason[kind] = self.by_reason.get(kind, 0) + count
 
@@ -531,11 +556,12 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any], row_d
     checked = check(table, schema, row_digests)
     dups = duplicates(lambda column: [checked.checks.column(column)])
     dedupe = bool(params.get("dedupe"))
-    kept, quarantined, counts = settle(lambda: table, checked, dups, 0, dedupe, {})
+    rows = marks(dups, 0, table.num_rows, dedupe, {}, lambda: checked.parsed.column("key"))
+    kept, quarantined, counts = settle(lambda: table, checked, rows)
     if quarantined is None:
         quarantined = quarantine_schema(table.schema).empty_table()
     tally = Tally(dedupe, dups.repeats)
-    tally.add(kept, counts)
+    tally.add(kept.num_rows, counts)
     return Cleaned(kept, quarantined, tally.report())
 
 

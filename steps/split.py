@@ -62,9 +62,29 @@ def assign(table: pa.Table, seed: int, val: float, test: float, test_partition: 
     return sets.astype(str)
 
 
+def deal(table: pa.Table, label: str, params: dict[str, Any], drawn: np.ndarray | None = None
+         ) -> tuple[dict[str, pa.Table], dict[str, Any]]:  # fmt: skip
+    """The rows of ``table`` (a partition, or the whole data) dealt to train, val and test, and
+    their counts: rows per set, per class for a class label, rows of the test partition."""
+    sets = assign(table, params["seed"], params["val"], params["test"], params.get("test_partition"), drawn)
+    holdout = 0
+    if params.get("test_partition") is not None:
+        holdout = int(pc.sum(pc.equal(table.column("partition"), params["test_partition"])).as_py() or 0)
+    is_value = _is_value(table, label)
+    tables = {name: table.filter(pa.array(sets == name)) for name in SETS}
+    per_class: dict[str, dict[str, int]] = {name: {} for name in SETS}
+    if not is_value:
+        for name, part in tables.items():
+            for c in pc.value_counts(part.column(label)).to_pylist():
+                per_class[name][str(c["values"])] = c["counts"]
+    counts = {"rows": {name: part.num_rows for name, part in tables.items()}, "per_class": per_class,
+              "holdout_rows": holdout, "is_value": is_value}  # fmt: skip
+    return tables, counts
+
+
 class Sets:
-    """Rows dealt to train, val and test a batch at a time (a row's set depends on its key
-    alone), with the counts that the checks and the report need at the end."""
+    """The counts of rows dealt to train, val and test, added up partition by partition, with
+    the checks and the report that need them all."""
 
     def __init__(self, label: str, params: dict[str, Any]) -> None:
         self.label, self.params = label, params
@@ -73,20 +93,14 @@ class Sets:
         self.holdout_rows = 0
         self.is_value: bool | None = None
 
-    def deal(self, table: pa.Table, drawn: np.ndarray | None = None) -> dict[str, pa.Table]:
-        p = self.params
-        sets = assign(table, p["seed"], p["val"], p["test"], p.get("test_partition"), drawn)
-        if p.get("test_partition") is not None:
-            self.holdout_rows += int(pc.sum(pc.equal(table.column("partition"), p["test_partition"])).as_py() or 0)
-        self.is_value = _is_value(table, self.label)
-        tables = {name: table.filter(pa.array(sets == name)) for name in SETS}
-        for name, part in tables.items():
-            self.rows[name] += part.num_rows
-            if not self.is_value:
-                for c in pc.value_counts(part.column(self.label)).to_pylist():
-                    level = str(c["values"])
-                    self.per_class[name][level] = self.per_class[name].get(level, 0) + c["counts"]
-        return tables
+    def add(self, counts: dict[str, Any]) -> None:
+        """Add the counts of one partition (``deal``'s second result)."""
+        self.holdout_rows += counts["holdout_rows"]
+        self.is_value = counts["is_value"]
+        for name in SETS:
+            self.rows[name] += counts["rows"][name]
+            for level, n in counts["per_class"][name].items():
+                self.per_class[name][level] = self.per_class[name].get(level, 0) + n
 
     def check(self) -> None:
         """SplitError when a set is empty or train misses a class."""
@@ -113,8 +127,9 @@ class Sets:
 
 def split(table: pa.Table, label: str, params: dict[str, Any]) -> dict[str, pa.Table]:
     """Tables for train, val and test. Raises SplitError when one would be empty or miss a class."""
+    tables, counts = deal(table, label, params)
     sets = Sets(label, params)
-    tables = sets.deal(table)
+    sets.add(counts)
     sets.check()
     return tables
 

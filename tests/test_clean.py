@@ -140,10 +140,11 @@ def test_partitions_settled_together_equal_one_table(group):
     assert len(dups.key) == t.num_rows  # the second copy of t repeats the keys of the first
     kept, key_of, offset, tally = [], {}, 0, clean.Tally(True, dups.repeats)
     for p, source in zip(parts, [t.slice(0, 7), pa.concat_tables([t.slice(7), t])], strict=True):
-        k, _, counts = clean.settle(lambda s=source: s, p, dups, offset, True, key_of)
+        marks = clean.marks(dups, offset, p.parsed.num_rows, True, key_of, lambda p=p: p.parsed.column("key"))
+        k, _, counts = clean.settle(lambda s=source: s, p, marks)
         offset += p.parsed.num_rows
         kept.append(k)
-        tally.add(k, counts)
+        tally.add(k.num_rows, counts)
     assert pa.concat_tables(kept).equals(whole.kept)
     assert tally.report() == whole.report
 

@@ -68,7 +68,7 @@ def test_nan_features_beyond_the_allowed_share_fail_clean_with_the_quarantine_to
     # The quarantine and the counts are there to look at; no clean rows for a later stage.
     assert pq.read_table(out / "quarantine.parquet").num_rows == 3
     assert json.loads((out / "report.json").read_text())["quarantined_by_reason"] == {"missing value": 3}
-    assert not (out / "clean.parquet").exists()
+    assert not (out / "rows").exists()
 
 
 def test_an_old_output_survives_a_failed_run(workdir: Path):

@@ -93,7 +93,7 @@ def test_a_second_run_skips_every_stage(pipeline_repo):
 
 def test_a_damaged_output_is_replaced_not_a_traceback(pipeline_repo):
     repo, _ = pipeline_repo
-    damaged = repo / "data/iris/split/train.parquet"
+    damaged = sorted((repo / "data/iris/split/train").glob("*.parquet"))[0]
     good = damaged.read_bytes()
     damaged.write_bytes(b"not parquet any more")
     with pytest.MonkeyPatch.context() as mp:

@@ -41,7 +41,7 @@ def test_same_seed_same_sets_other_seed_other_sets():
 def test_each_class_gets_the_requested_shares():
     sets = split.Sets("y", PARAMS)
     for start in range(0, 30000, 7000):  # dealt in batches, counted over all of them
-        sets.deal(rows(30000, classes=3).slice(start, 7000))
+        sets.add(split.deal(rows(30000, classes=3).slice(start, 7000), "y", PARAMS)[1])
     report = sets.report()
     for c in ("0", "1", "2"):
         share = {name: report[name]["per_class"][c] / 10000 for name in split.SETS}

@@ -44,7 +44,7 @@ def stage_paths(stage: str, workload: str) -> dict[str, Path]:
     inputs = {
         "ingest": {"raw": Path(load_params(workload)["raw"])},
         "clean": {"ingested": data / "ingest"},
-        "split": {"clean": data / "clean" / "clean.parquet"},
+        "split": {"clean": data / "clean" / "rows"},
         "train": {"split": data / "split"},
         "evaluate": {"split": data / "split", "train": data / "train"},
         "publish": {"split": data / "split", "train": data / "train", "evaluate": data / "evaluate"},
