@@ -169,7 +169,8 @@ def all_parts(usable: list[Path], raw: Path, params: dict) -> Iterator[tuple[str
     for batch, results in zip(plan, fanout.fan_out(compute_batch, payloads, "ingest", run), strict=True):
         for (_, name, datum, _), parts in zip(batch, results, strict=True):
             keep(datum, parts)
-            yield name, parts, False
+            # Linked from the store into the output like a reused file: its bytes written once.
+            yield name, fetch(datum) or parts, False
 
 
 def builtin(manifest: str, text: bytes, schema: dict, source: dict | None) -> dict:

@@ -36,6 +36,15 @@ def weights_digest(model_dir: Path) -> str:
     return digest.hexdigest()
 
 
+def registered_weights(workload: str, entry: dict[str, Any]) -> str | None:
+    """The weights digest of a registered version: recorded, or (an entry from before it was)
+    taken from the files kept of a promoted one; None for a rejected one of then."""
+    if "weights_sha256" in entry:
+        return entry["weights_sha256"]
+    kept = folder(workload) / f"v{entry['version']}"
+    return weights_digest(kept) if (kept / "model.safetensors").exists() else None
+
+
 def holdout(test: Path) -> dict[str, Any]:
     """What a score was measured on: the test set's rows and content hash (over its files' names
     and bytes, one file per partition)."""
@@ -76,7 +85,7 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
     weights = weights_digest(publish)
     with locked(workload) as index:
         for version in index["versions"]:
-            if digest == version["model_sha256"] or weights == version.get("weights_sha256"):
+            if digest == version["model_sha256"] or weights == registered_weights(workload, version):
                 log().info("promote@%s: this model is already v%d (%s)", workload, version["version"],
                            version["status"])  # fmt: skip
                 served = serve_to(workload, out)
