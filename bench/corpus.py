@@ -6,7 +6,9 @@
 Each partition is the `loans` built-in source (FICO ranges, '12.5%', '$12,000.00', blanks,
 'n/a', duplicates, repeated headers, malformed lines) with its own seed, as `part-NNNN.csv`,
 so a workload pointed at OUT (`raw: OUT`, the loans schema) reads it as real exports. The
-same arguments give the same bytes. Prints the files, rows and bytes written.
+same arguments give the same bytes. Each file is written whole (a temporary name, then a
+rename), so a stopped run is resumed by running it again: files already there are kept.
+Prints the files, rows and bytes written.
 """
 
 from __future__ import annotations
@@ -37,8 +39,14 @@ def main() -> None:
     rows = max(1, args.rows // args.partitions if args.rows else int(target / (len(probe) / 2000)))
     total = 0
     for i in range(args.partitions):
+        path = args.out / f"part-{i:04d}.csv"
+        if path.exists():
+            total += path.stat().st_size
+            continue
         data = sources.loans(settings | {"rows": rows, "seed": args.seed * 100_000 + i})
-        (args.out / f"part-{i:04d}.csv").write_bytes(data)
+        partial = path.with_suffix(".csv.partial")
+        partial.write_bytes(data)
+        partial.replace(path)
         total += len(data)
     print(f"{args.partitions} partitions of {rows} rows, {total / 1e6:.0f} MB in {args.out}")
 

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from steps import models
 from steps.clean import clean
-from steps.ingest import from_csv, parquet_row_groups
+from steps.ingest import csv_chunks, parquet_row_groups
 
 QUARANTINE = pa.schema([("key", pa.string()), ("partition", pa.string()), ("reason", pa.string())])
 
@@ -56,13 +56,13 @@ COMPRESSION = "zstd"
 
 def read(name: str, data: bytes, schema: dict[str, Any]) -> Iterator[pa.Table]:
     """An inbox partition as ingest reads raw data, without a label: Parquet a row group at a time
-    (memory holds one row group decoded), delimited text whole (its line-by-line repair of
-    dirty lines needs the file)."""
+    and delimited text a chunk of records at a time (memory holds one of them decoded, besides
+    the file's bytes)."""
     suffixes = [s.lower() for s in Path(name).suffixes]
     if ".parquet" in suffixes:
         yield from parquet_row_groups(data, name, schema)
     else:
-        yield from_csv(data, name, schema)
+        yield from csv_chunks(data, name, schema)
 
 
 def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str,

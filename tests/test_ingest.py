@@ -4,6 +4,7 @@ import pickle
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from conftest import BLOBS_SCHEMA, IRIS_SCHEMA, blobs_csv
@@ -98,3 +99,35 @@ def test_a_parquet_partition_read_a_row_group_at_a_time_is_the_same_rows_as_read
     assert whole.column("key").to_pylist()[9:11] == ["new.parquet:10", "new.parquet:11"]
     with pytest.raises(ingest.IngestError, match="new.parquet has no column 'f3'"):
         list(ingest.parquet_row_groups(data, "new.parquet", {**BLOBS_SCHEMA, "features": ["f1", "f3"]}))
+
+
+def test_record_lines_counted_with_numpy_match_pythons_csv_reader():
+    # Quoted fields holding newlines, escaped quotes, CRLF, blank lines, a missing last newline:
+    # the fast count must give every record's line as csv.reader does (keys name those lines).
+    rng = np.random.default_rng(1)
+    cells = ["a", "1.5", '"x;y"', '"multi\nline"', '"say ""hi"""', "", '"12;000.00"', '"a\r\nb"']
+    for _ in range(300):
+        lines = ["" if rng.random() < 0.2 else ";".join(rng.choice(cells, 3)) for _ in range(rng.integers(1, 8))]
+        data = ("h1;h2;h3\n" + rng.choice(["\n", "\r\n"]).join(lines) + rng.choice(["", "\n"])).encode()
+        fast, slow = ingest._lines(data, ";"), ingest._csv_lines(data, ";")
+        assert (fast.rows.tolist(), fast.blank) == (slow.rows.tolist(), slow.blank), data
+
+
+def test_a_quote_inside_a_field_is_text_and_rows_keep_their_lines():
+    data = b'f1,f2,kind\n5\'10",2,a\n\n"3,5",4,b\n'
+    table = ingest.from_csv(data, "p.csv", {**BLOBS_SCHEMA, "categorical": ["f1"]})
+    assert table.column("key").to_pylist() == ["p.csv:2", "p.csv:4"]
+    assert table.column("f1").to_pylist() == ["5'10\"", "3,5"]
+
+
+def test_a_csv_read_in_chunks_has_the_rows_keys_and_problems_of_one_read_whole():
+    lines = ["kind,f1,f2", "", "a,1,2", '"b\nc",3,4', "a,5", "b,7,8", "", "", '"x ""y""",9,10', "a,11,12,13", "b,13,14"]
+    data = ("\r\n\n" + "\n".join(lines) + "\n").encode()
+    whole = ingest.from_csv(data, "p.csv", BLOBS_SCHEMA)
+    chunks = list(ingest.csv_chunks(data, "p.csv", BLOBS_SCHEMA, rows=2))
+    assert len(chunks) == 5  # two records a chunk, blank lines counted as records
+    chunked = pa.concat_tables(chunks)
+    assert chunked.sort_by("key").equals(whole.sort_by("key"))
+    assert chunked.column("key").to_pylist()[:2] == ["p.csv:5", "p.csv:6"]  # lines 1, 2, 4: blank
+    malformed = chunked.filter(pc.is_valid(chunked.column("problem")))
+    assert malformed.column("key").to_pylist() == ["p.csv:8", "p.csv:13"]
