@@ -7,7 +7,8 @@ alone), and
 as shell exports, for deploy/serve.sh) and `python -m flows recover` (a dvc.lock broken by a
 kill gets its last good copy back; `make run` calls it before `dvc repro`) and
 `python -m flows plan [workload ...]` (what the next run will do and why), `python -m flows
-watch-files` (new raw data as Prefect events that start the workloads'
+prune [--days N] [--dry-run]` (datums no run has used for N days, default 7, out of .cairn/),
+`python -m flows watch-files` (new raw data as Prefect events that start the workloads'
 deployments; `make serve` runs it) and `python -m flows install-dvc-hook` (every `dvc`
 command of this venv writes dvc.lock atomically and puts back a broken one; `make setup` calls
 it)."""
@@ -39,6 +40,24 @@ def registry(argv: list[str]) -> None:
     else:
         chosen = registry.rollback(args.workload, args.to)
         print(f"{args.workload}: v{chosen['version']} is the champion again ({chosen['reason']})")
+
+
+def prune(argv: list[str]) -> None:
+    """`prune [--days N] [--dry-run]`: the datum store (.cairn/datums/) without what no run used."""
+    import argparse
+
+    from flows.execution import datums
+
+    cli = argparse.ArgumentParser(prog="python -m flows prune")
+    cli.add_argument("--days", type=float, default=7.0, help="keep datums used in the last N days (default 7)")
+    cli.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+    args = cli.parse_args(argv)
+    if args.days < 0:
+        cli.error(f"--days must be 0 or more, not {args.days}")
+    counts = datums.prune(args.days, args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{datums.ROOT}: {verb} {counts['removed']} datum(s) unused for {args.days:g} day(s), "
+          f"{counts['bytes_freed'] / 2**20:.1f} MB; kept {counts['kept']}")  # fmt: skip
 
 
 def pipeline_args(argv: list[str]) -> tuple[list[str] | None, int | None]:
@@ -82,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             from flows.execution.plan import plan, render
 
             print(render(plan(argv[1:] or None)))
+        elif argv[:1] == ["prune"]:
+            prune(argv[1:])
         elif argv == ["watch-files"]:
             from flows.operations.deployments import watch_files
 

@@ -13,6 +13,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -342,6 +343,22 @@ class Duplicates:
         row[self.row[lo:hi] - offset] = True
         return key, row, self.first[lo:hi]
 
+    @cached_property
+    def _last_repeat(self) -> tuple[np.ndarray, np.ndarray]:
+        """(each row that a later row repeats, the position of its last repeat), by the last."""
+        order = np.lexsort((self.row, self.first))  # by first, then repeat position
+        firsts, repeats = self.first[order], self.row[order]
+        last = np.append(firsts[1:] != firsts[:-1], True) if len(firsts) else np.empty(0, bool)
+        firsts, lasts = firsts[last], repeats[last]
+        by_last = np.argsort(lasts, kind="stable")
+        return firsts[by_last], lasts[by_last]
+
+    def done_with(self, offset: int, n: int) -> np.ndarray:
+        """The rows whose last repeat is among the ``n`` rows from ``offset``: no later row names them."""
+        firsts, lasts = self._last_repeat
+        lo, hi = np.searchsorted(lasts, [offset, offset + n])
+        return firsts[lo:hi]
+
     def firsts(self, offset: int, n: int) -> np.ndarray:
         """Ascending indexes, within the ``n`` rows from ``offset``, of rows a later row repeats."""
         inside = self.first[(self.first >= offset) & (self.first < offset + n)]
@@ -423,7 +440,8 @@ def marks(
     """The marks of the ``n`` rows from ``offset`` of ``dups``. With ``dedupe``, a repeated row's
     reason names the first row by its key: ``key_of`` holds those keys (filled in partition
     order, so earlier rows are there; ``keys()`` reads this partition's only when a later row
-    repeats one of them). Column operations throughout: no Python per row."""
+    repeats one of them, and forgets them after their last repeat). Column operations throughout:
+    no Python per row."""
     key_repeated, row_repeated, first_of = dups.span(offset, n)
     if not dedupe:
         return Marks(key_repeated, np.zeros(n, dtype=bool), [])
@@ -432,7 +450,10 @@ def marks(
         taken = keys().take(pa.array(repeated_first, pa.int64())).to_pylist()
         for i, key in zip(repeated_first, taken, strict=True):
             key_of[offset + int(i)] = key  # a row that a later one repeats: its key, for that one
-    return Marks(key_repeated, row_repeated, [f"duplicate of row '{key_of[int(f)]}'" for f in first_of])
+    texts = [f"duplicate of row '{key_of[int(f)]}'" for f in first_of]
+    for f in dups.done_with(offset, n).tolist():  # forgotten once no later row names them: memory stays flat
+        del key_of[f]
+    return Marks(key_repeated, row_repeated, texts)
 
 
 def settle(

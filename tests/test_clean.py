@@ -147,6 +147,7 @@ def test_partitions_settled_together_equal_one_table(group):
         tally.add(k.num_rows, counts)
     assert pa.concat_tables(kept).equals(whole.kept)
     assert tally.report() == whole.report
+    assert key_of == {}  # each first row's key was forgotten after its last repeat
 
 
 def test_digests_spilled_to_disk_in_buckets_give_the_repeats_found_in_memory(tmp_path, monkeypatch):
@@ -172,3 +173,22 @@ def test_digests_spilled_to_disk_in_buckets_give_the_repeats_found_in_memory(tmp
     for field in ("key", "row", "first"):
         assert np.array_equal(getattr(memory, field), getattr(disk, field)), field
     assert list((tmp_path / ".cairn").iterdir()) == []  # the bucket files are gone
+
+
+def test_the_key_a_repeated_row_names_is_forgotten_after_its_last_repeat():
+    # a.csv repeats its rows 2 and 6; b.csv repeats a.csv's rows 4 and 2. The reasons name the
+    # first row's key, and the keys held for that go as soon as no later row needs them.
+    lines = blobs_csv(8, seed=0).splitlines()
+    a = [lines[0], *lines[1:7], lines[2], lines[6]]
+    b = [lines[0], lines[4], lines[7], lines[8], lines[2]]
+    parts = [ingest.from_csv("\n".join(a).encode(), "a.csv", BLOBS_SCHEMA),
+             ingest.from_csv("\n".join(b).encode(), "b.csv", BLOBS_SCHEMA)]  # fmt: skip
+    checked = [clean.check(p, BLOBS_SCHEMA) for p in parts]
+    dups = clean.duplicates(lambda column: [c.checks.column(column) for c in checked])
+    key_of: dict[int, str] = {}
+    first = clean.marks(dups, 0, 8, True, key_of, lambda: checked[0].parsed.column("key"))
+    assert first.row_text == ["duplicate of row 'a.csv:3'", "duplicate of row 'a.csv:7'"]
+    assert key_of == {1: "a.csv:3", 3: "a.csv:5"}  # 'a.csv:7' has had its last repeat
+    second = clean.marks(dups, 8, 4, True, key_of, lambda: checked[1].parsed.column("key"))
+    assert second.row_text == ["duplicate of row 'a.csv:5'", "duplicate of row 'a.csv:3'"]
+    assert key_of == {}

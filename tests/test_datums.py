@@ -136,3 +136,33 @@ def test_a_stored_file_is_linked_into_an_output_not_copied(tmp_path: Path):
     datums.link(stored, tmp_path / "out.parquet")
     assert (tmp_path / "out.parquet").read_bytes() == b"scores"
     assert (tmp_path / "out.parquet").stat().st_ino == stored.stat().st_ino
+
+
+def test_prune_removes_what_no_run_used_for_days_and_half_stored_datums(tmp_path: Path, monkeypatch):
+    import os
+    import time
+
+    from flows.execution import datums
+
+    monkeypatch.chdir(tmp_path)
+    old, recent, hit = ("a" * 64, "b" * 64, "c" * 64)
+    for datum in (old, recent, hit):
+        datums.store("ingest", datum, {"0.parquet": datum.encode() * 1000})
+    week_ago = time.time() - 8 * 86400
+    for datum in (old, hit):
+        os.utime(datums.ROOT / "ingest" / datum[:2] / datum / "manifest.json", (week_ago, week_ago))
+    assert datums.stored("ingest", hit) is not None  # a run used it: not old any more
+    half = datums.ROOT / "ingest" / "dd" / ("d" * 64)  # a store a kill cut short: no manifest
+    half.mkdir(parents=True)
+    (half / "0.parquet").write_bytes(b"x")
+    os.utime(half, (week_ago, week_ago))
+    os.link(datums.ROOT / "ingest" / "aa" / old / "0.parquet", tmp_path / "output.parquet")  # an output's link
+
+    assert datums.prune(7, dry_run=True) == {"kept": 2, "removed": 2, "bytes_freed": 14}
+    assert half.exists()
+    assert datums.prune(7) == {"kept": 2, "removed": 2, "bytes_freed": 14}  # the linked 64 kB stay on disk
+    assert datums.stored("ingest", old) is None and not half.exists()
+    assert datums.stored("ingest", recent) and datums.stored("ingest", hit)
+    assert (tmp_path / "output.parquet").read_bytes() == old.encode() * 1000
+    result = run([sys.executable, "-m", "flows", "prune", "--days", "0"], tmp_path)
+    assert "removed 2 datum(s) unused for 0 day(s), 0.1 MB; kept 0" in result.stdout

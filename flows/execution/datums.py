@@ -11,6 +11,10 @@ partition's result is looked up under a key made of everything it depends on:
 A hit is the stored result, byte for byte what computing it again gives, so an incremental run
 leaves exactly the outputs and dvc.lock of a from-scratch run. The store is `.cairn/datums/`
 (gitignored, local): a fresh clone has none and computes everything.
+
+Every change to cairn's code makes new keys, so the store grows by a corpus's worth of datums
+per code version: `python -m flows prune [--days N]` removes those no run has used for N days
+(a hit marks a datum used; outputs hold their own links to the files, so they keep them).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import json
 import os
 import shutil
 import sqlite3
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -91,6 +96,7 @@ def stored(stage: str, datum: str) -> dict[str, Path] | None:
     files = {n: folder / n for n in names}
     if not all(p.exists() for p in files.values()):
         return None
+    used(manifest)
     return files
 
 
@@ -114,7 +120,10 @@ def folder(stage: str, datum: str) -> Path | None:
     if not has(stage, datum):
         return None
     names = json.loads((path / "manifest.json").read_text())
-    return path if all((path / n).exists() for n in names) else None
+    if not all((path / n).exists() for n in names):
+        return None
+    used(path / "manifest.json")
+    return path
 
 
 def link(stored: Path, dest: Path) -> None:
@@ -138,3 +147,35 @@ def folders(stage: str, datums: list[str]) -> list[Path]:
 def has(stage: str, datum: str) -> bool:
     """Whether ``datum`` is stored whole (its manifest written)."""
     return (ROOT / stage / datum[:2] / datum / "manifest.json").exists()
+
+
+def used(manifest: Path) -> None:
+    """Mark a datum used now (its manifest's mtime), for `prune`."""
+    with contextlib.suppress(OSError):
+        os.utime(manifest)
+
+
+def prune(days: float, dry_run: bool = False) -> dict[str, int]:
+    """Remove the datums no run has used for ``days`` days, and what killed runs left half-stored
+    (a folder without a manifest, an hour old); forget the hashes of files that are gone.
+    Returns the datums kept and removed, and the bytes freed."""
+    now = time.time()
+    counts = {"kept": 0, "removed": 0, "bytes_freed": 0}
+    for manifest_dir in sorted(ROOT.glob("*/*/*")) if ROOT.exists() else []:
+        manifest = manifest_dir / "manifest.json"
+        age = now - (manifest if manifest.exists() else manifest_dir).stat().st_mtime
+        if age < (days * 86400 if manifest.exists() else 3600):
+            counts["kept"] += 1
+            continue
+        counts["removed"] += 1
+        # A file an output still links to stays on disk: only the last link frees its bytes.
+        files = [f.stat() for f in manifest_dir.rglob("*") if f.is_file()]
+        counts["bytes_freed"] += sum(st.st_size for st in files if st.st_nlink == 1)
+        if not dry_run:
+            shutil.rmtree(manifest_dir, ignore_errors=True)
+    if STATE.exists() and not dry_run:
+        with contextlib.closing(sqlite3.connect(STATE, timeout=60)) as db, db:
+            paths = [row[0] for row in db.execute("SELECT DISTINCT path FROM sha256")]
+            gone = [(p,) for p in paths if not Path(p).exists()]
+            db.executemany("DELETE FROM sha256 WHERE path = ?", gone)
+    return counts
