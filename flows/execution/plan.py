@@ -34,15 +34,15 @@ def ingest_files(workload: str) -> dict[str, int]:
     """{'compute': n, 'reuse': m}: the raw files of ``workload`` that ingest will parse, and those
     whose result the datum store already has."""
     from flows.execution import datums
-    from flows.ingest import partitions, read_bytes
+    from flows.ingest import datum_key, file_name, load, partitions
 
     params = load_params(workload)
     raw = Path(params["raw"])
     counts = {"compute": 0, "reuse": 0}
-    for path in partitions(raw)[0]:
-        name = path.name if path == raw else path.relative_to(raw).as_posix()
-        data = path.read_bytes() if path.name == "source.json" else read_bytes(path)
-        datum = datums.key("ingest", name, data, {"schema": params["schema"], "source": params.get("source")})
+    files = partitions(raw)[0]
+    # An unchanged raw file is not read again: its sha256 is remembered by inode, size and mtime.
+    for path, sha256 in zip(files, datums.file_sha256(files, load), strict=True):
+        datum = datum_key(file_name(path, raw), sha256, params)
         counts["reuse" if datums.has("ingest", datum) else "compute"] += 1
     return counts
 
@@ -58,6 +58,7 @@ def plan(workloads: list[str] | None = None) -> list[dict[str, Any]]:
         graph = get_active_graph(repo.index.graph)
         targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
         stale: set[str] = set()
+        files: dict[str, dict[str, int]] = {}  # workload -> ingest's raw files to compute and reuse
         for stage in plan_repro(graph, targets):
             name = stage.addressing
             upstream = sorted(s.addressing for s in graph.successors(stage) if s.addressing in stale)
@@ -71,7 +72,11 @@ def plan(workloads: list[str] | None = None) -> list[dict[str, Any]]:
             stale.add(name)
             kind, _, workload = name.partition("@")
             if kind == "ingest" and row["will"] == "run":
-                row["files"] = ingest_files(workload)
+                row["files"] = files[workload] = ingest_files(workload)
+            elif kind in ("clean", "split") and workload in files:
+                # Partition for partition, as ingest's: an unchanged ingested partition is checked
+                # and dealt from the store, unless it now repeats a row of one that sorts before it.
+                row["partitions"] = files[workload]
             row["last_seconds"] = timings.get(name)
             rows.append(row)
     return rows
@@ -86,6 +91,9 @@ def render(rows: list[dict[str, Any]]) -> str:
         why = "; ".join(row["why"])
         if "files" in row:
             why += f" ({row['files']['compute']} raw file(s) to compute, {row['files']['reuse']} reused)"
+        if "partitions" in row:
+            counts = row["partitions"]
+            why += f" (per partition, as ingest: {counts['compute']} raw file(s) new or changed, {counts['reuse']} not)"
         lines.append(f"{row['stage']:<20} {row['will']:<7} {last:>9}  {why}")
     runs = [r for r in rows if r["will"] == "run"]
     total = sum(r["last_seconds"] or 0 for r in runs)
