@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from steps import StepError
+from steps import StepError, arrow
 
 # A reason is (kind, sentence): the kind is counted in the report, the sentence is stored.
 Reason = tuple[str, str]
@@ -98,7 +98,7 @@ def parse_column(values: list[str | None], name: str, kind: str) -> tuple[pa.Arr
         except ValueError:
             out.append(None)
             reasons.append(("unparsable value", f"column '{name}' has {text!r}; expected {expected}"))
-    return pa.array(out, arrow_type), reasons
+    return arrow.array(out, arrow_type), reasons
 
 
 def _ranges(schema: dict[str, Any], numeric: list[str]) -> dict[str, tuple[float, float]]:
@@ -134,13 +134,11 @@ def _numeric_reasons(values: np.ndarray, names: list[str], ranges: dict) -> list
 
 def _image_reasons(column: pa.ChunkedArray, name: str, lo: float, hi: float) -> list[Reason | None]:
     reasons: list[Reason | None] = [None] * len(column)
-    present = column.is_valid().to_numpy(zero_copy_only=False)
+    present = arrow.to_numpy(column.is_valid())
     for row in np.nonzero(~present)[0]:
         reasons[row] = ("missing value", f"missing image in column '{name}'")
-    filled = (
-        pc.fill_null(column, pa.scalar([0.0] * column.type.list_size, column.type)) if column.null_count else column
-    )
-    pixels = pc.list_flatten(filled).to_numpy(zero_copy_only=False).reshape(len(column), column.type.list_size)
+    filled = pc.fill_null(column, _no_pixels(column.type)) if column.null_count else column
+    pixels = arrow.to_numpy(pc.list_flatten(filled)).reshape(len(column), column.type.list_size)
     # The bounds in the pixels' own type when that is exact (no float64 copy of every pixel).
     lo_, hi_ = (pixels.dtype.type(v) if pixels.dtype.type(v) == v else np.float64(v) for v in (lo, hi))
     if pixels.size and pixels.min() >= lo_ and pixels.max() <= hi_:  # a NaN fails this too (min/max give NaN)
@@ -156,15 +154,21 @@ def _image_reasons(column: pa.ChunkedArray, name: str, lo: float, hi: float) -> 
     return reasons
 
 
+def _no_pixels(image: pa.DataType) -> pa.Scalar:
+    """An image of zeros, in place of a missing one."""
+    zeros = arrow.numbers(np.zeros(image.list_size, image.value_type.to_pandas_dtype()))
+    return pa.FixedSizeListArray.from_arrays(zeros, type=image)[0]
+
+
 def _row_values(table: pa.Table, columns: list[str], schema: dict[str, Any]) -> Iterator[tuple]:
     """Per row, what makes two rows the same: the label and feature values; for an image the
     label and a digest of its pixels (a tuple of 784 floats per row would not fit in memory)."""
     if not schema.get("image"):
         return zip(*(table.column(c).to_pylist() for c in columns), strict=True)
     image = table.column(schema["image"]["column"])
-    filled = pc.fill_null(image, pa.scalar([0.0] * image.type.list_size, image.type))
-    pixels = pc.list_flatten(filled).to_numpy(zero_copy_only=False).reshape(len(image), image.type.list_size)
-    missing = image.is_null().to_numpy(zero_copy_only=False)
+    filled = pc.fill_null(image, _no_pixels(image.type))
+    pixels = arrow.to_numpy(pc.list_flatten(filled)).reshape(len(image), image.type.list_size)
+    missing = arrow.to_numpy(image.is_null())
     digests = (None if gone else hashlib.blake2b(row.tobytes(), digest_size=16).digest()
                for row, gone in zip(pixels, missing, strict=True))  # fmt: skip
     return zip(*(table.column(c).to_pylist() for c in columns), digests, strict=True)
@@ -235,17 +239,17 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
     # A line whose every text column holds its own name: the header again, in the middle.
     header = np.ones(n, bool) if text else np.zeros(n, bool)
     for c in text:
-        header &= pc.fill_null(pc.equal(table.column(c), c), False).to_numpy(zero_copy_only=False)
+        same = pc.equal(table.column(c), arrow.text(c))
+        header &= arrow.to_numpy(pc.fill_null(same, arrow.scalar(False, pa.bool_())))
     headers = _rows_where(header, ("repeated header line", "repeated header line"))
     key_digest = pa.nulls(n, DIGEST)
     if row_digests or schema.get("key"):  # a generated key ('<partition>:<n>') repeats no other in a partition
         keys = table.column("key").to_pylist()
-        key_digest = pa.array([hashlib.blake2b(k.encode(), digest_size=16).digest() for k in keys], DIGEST)
+        key_digest = arrow.array([hashlib.blake2b(k.encode(), digest_size=16).digest() for k in keys], DIGEST)
     row_digest = pa.nulls(n, DIGEST)
     if row_digests:
-        row_digest = pa.array([None if problem else _row_digest(values)
-                               for problem, values in zip(problems, _row_values(table, columns, schema), strict=True)],
-                              DIGEST)  # fmt: skip
+        rows = zip(problems, _row_values(table, columns, schema), strict=True)
+        row_digest = arrow.array([None if problem else _row_digest(values) for problem, values in rows], DIGEST)
 
     parsed = table
     parse_reasons = list(none)
@@ -255,7 +259,7 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
         parsed = parsed.set_column(parsed.schema.get_field_index(col), col, typed)
     parsed = parsed.drop_columns(["problem"]) if has_problem else parsed
 
-    label_missing = parsed.column(label).is_null().to_numpy(zero_copy_only=False) if label else np.zeros(n, bool)
+    label_missing = arrow.to_numpy(parsed.column(label).is_null()) if label else np.zeros(n, bool)
     label_reasons = _rows_where(label_missing, ("missing label", f"missing label in column '{label}'"))
     if schema.get("image"):
         lo, hi = (float(v) for v in schema["range"])
@@ -263,12 +267,12 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
     else:
         numeric = [c for c in schema["features"] if pa.types.is_floating(parsed.schema.field(c).type)]
         values = np.column_stack(
-            [parsed.column(c).to_numpy(zero_copy_only=False).astype(np.float64) for c in numeric]
+            [arrow.to_numpy(parsed.column(c)).astype(np.float64) for c in numeric]
         ) if numeric else np.empty((n, 0))  # fmt: skip
         value_reasons = _numeric_reasons(values, numeric, _ranges(schema, numeric))
         categories = [c for c in schema["features"] if c not in numeric]
         for c in categories:
-            missing = parsed.column(c).is_null().to_numpy(zero_copy_only=False)
+            missing = arrow.to_numpy(parsed.column(c).is_null())
             value_reasons = _first(
                 value_reasons, _rows_where(missing, ("missing value", f"missing value in column '{c}'"))
             )
@@ -277,10 +281,10 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
     after = _first(parse_reasons, label_reasons, value_reasons)
     checks = pa.table(
         [
-            pa.array([r and r[0] for r in before], pa.string()),
-            pa.array([r and r[1] for r in before], pa.string()),
-            pa.array([r and r[0] for r in after], pa.string()),
-            pa.array([r and r[1] for r in after], pa.string()),
+            arrow.array([r and r[0] for r in before], pa.string()),
+            arrow.array([r and r[1] for r in before], pa.string()),
+            arrow.array([r and r[0] for r in after], pa.string()),
+            arrow.array([r and r[1] for r in after], pa.string()),
             key_digest,
             row_digest,
         ],
@@ -293,18 +297,20 @@ def words(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, np.ndarray]:
     """A column of 16-byte digests as an (n, 2) array of 64-bit words, and its validity."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     data = np.frombuffer(array.buffers()[1], dtype="<u8")[2 * array.offset : 2 * (array.offset + len(array))]
-    return data.reshape(-1, 2), array.is_valid().to_numpy(zero_copy_only=False)
+    return data.reshape(-1, 2), arrow.to_numpy(array.is_valid())
 
 
 def first_seen(digests: np.ndarray, among: np.ndarray) -> np.ndarray:
     """Per row, the index of the first row ``among`` those with the same digest (-1 for rows not
     ``among``): hash factorisation of the 16-byte digests (pandas, O(n)), not a Python set of
     every row."""
-    import pandas as pd  # here, not at the top: scoring never needs it, and it takes 0.2 s to import
-
     first = np.full(len(digests), -1, dtype=np.int64)
     candidates = np.nonzero(among)[0]
     first[candidates] = candidates  # each its own first, unless found below
+    if len(candidates) < 2:  # nothing to repeat (scoring checks no digests)
+        return first
+    import pandas as pd  # here, not at the top: scoring never needs it, and it takes 0.2 s to import
+
     # Only rows whose first 8 bytes repeat can repeat a row: usually few, so one hash pass
     # over all rows and an exact one over those.
     rows = candidates[pd.Series(digests[candidates, 0]).duplicated(keep=False).to_numpy()]
@@ -447,7 +453,7 @@ def marks(
         return Marks(key_repeated, np.zeros(n, dtype=bool), [])
     repeated_first = dups.firsts(offset, n)
     if len(repeated_first):
-        taken = keys().take(pa.array(repeated_first, pa.int64())).to_pylist()
+        taken = keys().take(arrow.numbers(repeated_first.astype(np.int64))).to_pylist()
         for i, key in zip(repeated_first, taken, strict=True):
             key_of[offset + int(i)] = key  # a row that a later one repeats: its key, for that one
     texts = [f"duplicate of row '{key_of[int(f)]}'" for f in first_of]
@@ -463,19 +469,21 @@ def settle(
     when there are none) and the count per reason kind, of one partition under its ``marks``."""
     n = checked.parsed.num_rows
     keys = checked.parsed.column("key")
-    key_repeated, row_repeated = pa.array(marks.key), pa.array(marks.row)
-    no_text = pa.scalar(None, pa.string())
-    row_text = pc.replace_with_mask(pa.nulls(n, pa.string()), row_repeated, pa.array(marks.row_text, pa.string()))
+    key_repeated, row_repeated = arrow.numbers(marks.key), arrow.numbers(marks.row)
+    no_text = arrow.text(None)
+    row_text = pc.replace_with_mask(pa.nulls(n, pa.string()), row_repeated, arrow.array(marks.row_text, pa.string()))
     checks = checked.checks
     kind = pc.coalesce(
         checks.column("before_kind"),
-        pc.if_else(key_repeated, pa.scalar("duplicate key"), no_text),
-        pc.if_else(row_repeated, pa.scalar("duplicate row"), no_text),
+        pc.if_else(key_repeated, arrow.text("duplicate key"), no_text),
+        pc.if_else(row_repeated, arrow.text("duplicate row"), no_text),
         checks.column("after_kind"),
     )
+    quoted = (arrow.text("duplicate key '"), keys, arrow.text("'"), arrow.text(""))  # "" joins them
+    duplicate_key = pc.binary_join_element_wise(*quoted)
     text = pc.coalesce(
         checks.column("before"),
-        pc.if_else(key_repeated, pc.binary_join_element_wise("duplicate key '", keys, "'", ""), no_text),
+        pc.if_else(key_repeated, duplicate_key, no_text),
         row_text,
         checks.column("after"),
     )
@@ -580,7 +588,7 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any], row_d
     rows = marks(dups, 0, table.num_rows, dedupe, {}, lambda: checked.parsed.column("key"))
     kept, quarantined, counts = settle(lambda: table, checked, rows)
     if quarantined is None:
-        quarantined = quarantine_schema(table.schema).empty_table()
+        quarantined = pa.Table.from_batches([], quarantine_schema(table.schema))
     tally = Tally(dedupe, dups.repeats)
     tally.add(kept.num_rows, counts)
     return Cleaned(kept, quarantined, tally.report())

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from steps import StepError
+from steps import StepError, arrow
 from steps.clean import PARSERS
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
@@ -65,9 +65,9 @@ def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: Se
     if schema.get("key"):
         keys = pc.cast(table.column(schema["key"]), pa.string())
     else:
-        numbers = pa.array(rows if rows is not None else np.arange(1, table.num_rows + 1), pa.int64())
-        keys = pc.binary_join_element_wise(f"{partition}:", pc.cast(numbers, pa.string()), "")
-    parts = pa.array([partition] * table.num_rows, pa.string())
+        numbers = arrow.numbers(np.asarray(rows if rows is not None else np.arange(1, table.num_rows + 1), np.int64))
+        keys = pc.binary_join_element_wise(arrow.text(f"{partition}:"), pc.cast(numbers, pa.string()), arrow.text(""))
+    parts = arrow.array([partition] * table.num_rows, pa.string())
     return table.append_column("key", keys).append_column("partition", parts)
 
 
@@ -313,18 +313,19 @@ def from_csv(
     columns = {n: raw.column(n) for n in names}
     for col in numeric:
         cells = pc.utf8_trim_whitespace(columns[col])
-        cells = pc.if_else(pc.is_in(cells, pa.array(["", "NaN", "nan", "NA", "null"])), None, cells)
+        blank = pc.is_in(cells, arrow.array(["", "NaN", "nan", "NA", "null"], pa.string()))
+        cells = pc.if_else(blank, arrow.text(None), cells)
         columns[col] = pc.cast(cells, pa.float64())
     table = _project(pa.table(columns), partition, schema, rows)
     if malformed:
         # Lines that are not rows at all still count: quarantined by clean with their line number.
         lost = pa.table(
             {
-                f.name: pa.array([f"{partition}:{n}" for n in malformed])
+                f.name: arrow.array([f"{partition}:{n}" for n in malformed], pa.string())
                 if f.name == "key"
-                else pa.array([partition] * len(malformed))
+                else arrow.array([partition] * len(malformed), pa.string())
                 if f.name == "partition"
-                else pa.array(list(malformed.values()))
+                else arrow.array(list(malformed.values()), pa.string())
                 if f.name == "problem"
                 else pa.nulls(len(malformed), f.type)
                 for f in table.schema

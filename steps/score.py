@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from steps import models
+from steps import arrow, models
 from steps.clean import clean
 from steps.ingest import csv_chunks, parquet_row_groups
 
@@ -108,12 +108,14 @@ def predict(kept: pa.Table, schema: dict[str, Any], spec: dict[str, Any], onnx: 
     if task == "classification":
         classes = spec["classes"]
         chosen = models.decide(y, spec.get("threshold"))  # the rule evaluate measured the model with
-        columns["predicted"] = pa.array(np.asarray(classes, dtype=object)[chosen].tolist())
-        columns["probabilities"] = pa.FixedSizeListArray.from_arrays(pa.array(y.astype(np.float32).ravel()), y.shape[1])
+        labels = arrow.array(classes, pa.string() if isinstance(classes[0], str) else pa.int64())  # as ingest types
+        columns["predicted"] = labels.take(arrow.numbers(np.asarray(chosen, np.int64)))
+        probabilities = arrow.numbers(y.astype(np.float32).ravel())
+        columns["probabilities"] = pa.FixedSizeListArray.from_arrays(probabilities, y.shape[1])
     elif task == "regression":
-        columns["predicted"] = pa.array(y.reshape(-1).astype(np.float64))
+        columns["predicted"] = arrow.numbers(y.reshape(-1).astype(np.float64))
     else:
-        columns["reconstruction_error"] = pa.array(((y - x) ** 2).mean(axis=1).astype(np.float64))
-    columns["model_sha256"] = pa.repeat(pa.scalar(sha256, pa.string()), kept.num_rows)
-    columns["model_version"] = pa.repeat(pa.scalar(version, pa.int32()), kept.num_rows)
+        columns["reconstruction_error"] = arrow.numbers(((y - x) ** 2).mean(axis=1).astype(np.float64))
+    columns["model_sha256"] = pa.repeat(arrow.text(sha256), kept.num_rows)
+    columns["model_version"] = pa.repeat(arrow.scalar(version, pa.int32()), kept.num_rows)
     return pa.table(columns)

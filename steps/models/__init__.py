@@ -30,10 +30,11 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-from steps import StepError
+from steps import StepError, arrow
 from steps.ingest import resolve_features
 
 TASKS = ("classification", "regression", "reconstruction")
@@ -134,17 +135,19 @@ def features(
     the table's memory (scoring only reads them)."""
     if schema.get("image"):
         column = table.column(schema["image"]["column"]).combine_chunks()
-        flat = column.flatten().to_numpy(zero_copy_only=False)
+        flat = arrow.to_numpy(column.flatten())
         return flat.astype(np.float32, copy=writable).reshape(len(column), column.type.list_size)
     levels = (encoding or {}).get("levels", {})
     columns = encoding["columns"] if encoding else resolve_features(schema, table.column_names)["features"]
     parts = []
     for col in columns:
-        values = table.column(col).to_numpy(zero_copy_only=False)
-        if col in levels:
-            parts.append(np.stack([values == level for level in levels[col]], axis=1).reshape(len(values), -1))
+        column = table.column(col)
+        if col in levels:  # one column per level: equal to it (a missing or unseen value: none is)
+            hot = [pc.fill_null(pc.equal(column, arrow.scalar(level, column.type)), arrow.scalar(False, pa.bool_()))
+                   for level in levels[col]]  # fmt: skip
+            parts.append(np.stack([arrow.to_numpy(h) for h in hot], axis=1).reshape(len(column), -1))
         else:
-            parts.append(values.reshape(-1, 1))
+            parts.append(arrow.to_numpy(column).reshape(-1, 1))
     return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.empty((table.num_rows, 0), np.float32)
 
 
