@@ -91,10 +91,33 @@ def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: Sequ
     elif not pa.types.is_string(label_type):
         label_type = pa.string()
     target = arrow_schema(schema, label_type)
+    if schema.get("image"):
+        _check_image_sizes(table.column(schema["image"]["column"]), partition, schema["image"], rows)
     table = _with_keys(table, partition, schema, rows)
     if "problem" not in table.column_names:
         table = table.append_column("problem", pa.nulls(table.num_rows, pa.string()))
     return pa.table([pc.cast(table.column(f.name), f.type) for f in target], schema=target)
+
+
+def _check_image_sizes(
+    column: pa.ChunkedArray, partition: str, image: dict[str, Any], rows: Sequence[int] | None
+) -> None:
+    """IngestError naming the file (and the row) when the image column does not hold images of
+    the schema's shape: Arrow's cast would only say that list sizes differ. A missing image is
+    clean's to quarantine, not an error."""
+    size, shape, name = int(np.prod(image["shape"])), "×".join(map(str, image["shape"])), image["column"]
+    if pa.types.is_fixed_size_list(column.type) and column.type.list_size != size:
+        raise IngestError(f"ingest: {partition} column '{name}' holds images of {column.type.list_size} values; "
+                          f"the schema's image shape {shape} in params.yaml needs {size}")  # fmt: skip
+    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+        lengths = pc.list_value_length(column)
+        lengths = arrow.to_numpy(pc.fill_null(lengths, arrow.scalar(size, lengths.type)))
+        wrong = np.flatnonzero(lengths != size)
+        if len(wrong):
+            row = wrong[0]
+            raise IngestError(f"ingest: {partition} row {rows[row] if rows is not None else row + 1} of column "
+                              f"'{name}' is an image of {lengths[row]} values; the schema's image shape {shape} "
+                              f"in params.yaml needs {size}")  # fmt: skip
 
 
 def _require_columns(names: list[str], schema: dict[str, Any], where: str) -> None:
@@ -376,7 +399,7 @@ def from_parquet(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Tabl
     _require_columns(table.column_names, schema, partition)
     try:
         return _project(table, partition, schema)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
         raise IngestError(f"ingest: {partition} does not fit the schema in params.yaml: {err}") from None
 
 
@@ -394,7 +417,7 @@ def parquet_row_groups(data: bytes, partition: str, schema: dict[str, Any]) -> I
     except pa.ArrowInvalid as err:
         raise IngestError(f"ingest: {partition} is not a readable Parquet file, or does not fit the schema in "
                           f"params.yaml: {err}") from None  # fmt: skip
-    except pa.ArrowNotImplementedError as err:
+    except (pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:
         raise IngestError(f"ingest: {partition} does not fit the schema in params.yaml: {err}") from None
 
 

@@ -101,6 +101,30 @@ def test_a_parquet_partition_read_a_row_group_at_a_time_is_the_same_rows_as_read
         list(ingest.parquet_row_groups(data, "new.parquet", {**BLOBS_SCHEMA, "features": ["f1", "f3"]}))
 
 
+IMAGES = {"key": None, "label": None, "features": None, "image": {"column": "pixels", "shape": [2, 3]}, "range": [0, 1]}
+
+
+def test_images_of_another_shape_are_an_error_naming_the_file_and_the_row():
+    """Arrow's own cast error says only that list sizes differ; the user needs the file, the row
+    and the two shapes. A missing image is not an error (clean quarantines it)."""
+
+    def parquet(pixels: pa.Array) -> bytes:
+        sink = io.BytesIO()
+        pq.write_table(pa.table({"pixels": pixels}), sink, row_group_size=2)
+        return sink.getvalue()
+
+    fine = parquet(pa.array([[0.0] * 6, None, [1.0] * 6], pa.list_(pa.float32())))
+    assert ingest.from_parquet(fine, "ok.parquet", IMAGES).column("pixels").null_count == 1
+    small = parquet(pa.FixedSizeListArray.from_arrays(pa.array(np.zeros(8, np.float32)), 4))
+    ragged = parquet(pa.array([[0.0] * 6, None, [0.0] * 6, [0.0] * 5], pa.list_(pa.float32())))
+    sh = "the schema's image shape 2×3 in params.yaml needs 6"
+    for read in (ingest.from_parquet, lambda *a: list(ingest.parquet_row_groups(*a))):
+        with pytest.raises(ingest.IngestError, match=f"small.parquet column 'pixels' holds images of 4 values; {sh}"):
+            read(small, "small.parquet", IMAGES)
+        with pytest.raises(ingest.IngestError, match="ragged.parquet row 4 of column 'pixels' is an image of 5 values"):
+            read(ragged, "ragged.parquet", IMAGES)
+
+
 def test_record_lines_counted_with_numpy_match_pythons_csv_reader():
     # Quoted fields holding newlines, escaped quotes, CRLF, blank lines, a missing last newline:
     # the fast count must give every record's line as csv.reader does (keys name those lines).
