@@ -5,7 +5,7 @@ pyarrow imports pandas (0.2 s here) the first time it converts a numpy or Python
 whether it is a pandas object. A score run that finds one new inbox partition would pay that on
 every run, a quarter of its time, so the steps that scoring runs (ingest's reading, clean's
 checks, the features, the predictions) build and read arrays from their buffers here instead.
-`tests/test_score.py` checks that scoring a Parquet inbox does not import pandas.
+`tests/test_arrow.py` checks that scoring Parquet images and a dirty CSV does not import pandas.
 
 Arrays from these functions equal pyarrow's own (`pa.array`), so the bytes written do not change.
 """
