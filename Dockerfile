@@ -21,7 +21,7 @@ RUN pip install --extra-index-url "$TORCH_INDEX" -r requirements.lock \
 COPY pyproject.toml README.md dvc.yaml params.yaml ./
 COPY flows ./flows
 COPY steps ./steps
-# install-dvc-hook: every `dvc` command writes dvc.lock atomically (flows/execution/lockfile.py).
+# install-dvc-hook: every `dvc` command writes dvc.lock atomically (flows/runtime/lockfile.py).
 RUN pip install --no-deps --no-build-isolation . && python -m flows install-dvc-hook && chown -R cairn /app
 
 USER cairn

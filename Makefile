@@ -36,8 +36,9 @@ pipeline: init
 serve: init
 	BIN=$(BIN) deploy/serve.sh
 
+# Both cores: test files spread over two workers (a file's module-scoped Prefect server stays in one).
 test: setup browser
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # Debian's chromium for the UI test (tests/test_ui.py), where apt can install it; else that test
 # is skipped and says why.
@@ -48,11 +49,12 @@ browser:
 
 # Without the tests marked slow (real Prefect servers, workers, several clones).
 test-fast: setup
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check flows steps tests bench
 	$(BIN)/ruff format --check flows steps tests bench
+	$(BIN)/lint-imports
 
 bench: init
 	$(BIN)/python bench/bench.py

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from flows.execution import fanout  # noqa: E402
+from flows import fanout  # noqa: E402
 
 
 def nothing(payload: int) -> int:

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from flows.execution.lockfile import problem  # noqa: E402
+from flows.runtime.lockfile import problem  # noqa: E402
 
 BIN = Path(sys.executable).parent
 

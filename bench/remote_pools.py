@@ -89,7 +89,7 @@ def main() -> None:
     cli.add_argument("--epochs", type=int, default=400, help="training epochs of each of the two stages")
     args = cli.parse_args()
     with tempfile.TemporaryDirectory(prefix="cairn-pools-") as tmp:
-        from flows.operations.server import server_env
+        from flows.service.server import server_env
 
         home = Path(tmp) / "prefect-home"
         home.mkdir()

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-.venv/bin}
 PORT=${1:-4200}
 export PATH="$PWD/$BIN:$PATH"
-# PREFECT_API_URL, PREFECT_API_AUTH_STRING and the server's settings (flows/operations/server.py).
+# PREFECT_API_URL, PREFECT_API_AUTH_STRING and the server's settings (flows/service/server.py).
 eval "$(python -m flows server-env "$PORT")"
 
 prefect server start --host 127.0.0.1 --port "$PORT" >.cairn-server.log 2>&1 &

@@ -13,5 +13,5 @@ if CPU_ISA != "native":
 
 # A tool that handles private data does not phone home by default: Prefect's client-side usage
 # telemetry (sent when prefect is imported) is off unless the user sets DO_NOT_TRACK=0. The
-# server's analytics are off in flows/operations/server.py, DVC's in .dvc/config.
+# server's analytics are off in flows/service/server.py, DVC's in .dvc/config.
 _os.environ.setdefault("DO_NOT_TRACK", "1")

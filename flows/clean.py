@@ -1,7 +1,7 @@
 """clean flow: ingested partitions -> clean rows, quarantined rows with reasons, a report.
 
 Partition by partition, in bounded memory. What needs one partition alone (parsing, checking
-each row, the digests of its key and values) is a datum (flows/execution/datums.py): kept by the
+each row, the digests of its key and values) is a datum (flows/storage/datums.py): kept by the
 partition's bytes, the schema and cairn's code, computed on the fan-out runner only for new or
 changed partitions. What needs all of them (a key or row repeating one in an earlier partition,
 ``max_quarantined`` over all rows, the profile) is settled over the digests alone (read one
@@ -22,21 +22,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from flows.common import (
-    InputError,
-    ParquetAppender,
-    attach,
-    load_params,
-    log,
-    parquet_bytes,
-    report,
-    stage_flow,
-    write_atomic,
-    write_json,
-)
-from flows.execution import datums, fanout
-from flows.execution.files import commit, replace_dir, staged
+from flows import config, fanout
+from flows.storage import datums
+from flows.storage.files import commit, replace_dir, staged, write_atomic, write_json
+from flows.storage.tables import ParquetAppender, parquet_bytes
+from flows.tracking import attach, log, report, stage_flow
 from steps import clean as steps
+from steps.errors import BadInput
 from steps.ingest import resolve_features
 
 PAIRPLOT_ROWS = 2000
@@ -68,7 +60,7 @@ def checked_partitions(files: list[Path], schema: dict) -> tuple[list[str], list
     shas = datums.file_sha256(files, Path.read_bytes)
     keys = [datum_key(f.stem, sha, schema) for f, sha in zip(files, shas, strict=True)]
     misses = [(f, k) for f, k in zip(files, keys, strict=True) if datums.folder("clean", k) is None]
-    run = fanout.settings()
+    run = config.load().execution
     plan = fanout.batches(misses, [f.stat().st_size for f, _ in misses], run)
     if misses:
         log().info("clean: %d partition(s) to check in %d batch(es) on %s", len(misses), len(plan), run.runner)
@@ -82,7 +74,7 @@ def checked_partitions(files: list[Path], schema: dict) -> tuple[list[str], list
 def pairplot(sample: pa.Table, numeric: list[str], label: str | None, title: str) -> bytes:
     """The pair plot of ``sample``; drawn again only when the sample or its settings change (an
     appended partition rarely changes the first rows, and drawing costs seconds)."""
-    datum = datums.key("pairplot", title, parquet_bytes(sample), {"numeric": numeric, "label": label})
+    datum = datums.key("clean-pairplot", title, parquet_bytes(sample), {"numeric": numeric, "label": label})
     if (stored := datums.fetch("pairplot", datum)) is not None:
         return stored["pairplot.png"]
     from steps.figures import pairplot_png  # matplotlib: only when drawing
@@ -95,7 +87,7 @@ def pairplot(sample: pa.Table, numeric: list[str], label: str | None, title: str
 def ingested_files(ingested: Path) -> list[Path]:
     files = sorted(ingested.glob("*.parquet")) if ingested.is_dir() else []
     if not files:
-        raise InputError(f"clean: input folder '{ingested}' has no .parquet files (run ingest first)")
+        raise BadInput(f"clean: input folder '{ingested}' has no .parquet files (run ingest first)")
     return files
 
 
@@ -156,7 +148,7 @@ def settled(
     checked = steps.Checked(pq.read_table(checked_in / "parsed.parquet"), pq.read_table(checked_in / "checks.parquet"))
     kept, bad, counts = steps.settle(lambda: pq.read_table(file), checked, rows)
     if schema is not None and not kept.schema.equals(schema):
-        raise InputError(f"clean: partition {file.name} has other columns or types than the ones before it: "
+        raise BadInput(f"clean: partition {file.name} has other columns or types than the ones before it: "
                          f"{kept.schema} vs {schema}")  # fmt: skip
     summary = {"kept": kept.num_rows, "counts": counts, "profile": steps.Profile.summary(kept),
                "first_bad": None if bad is None else bad.slice(0, 1).to_pylist()[0]}  # fmt: skip
@@ -172,13 +164,13 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     """Write ``out``/rows/ (the kept rows: one Parquet file per partition), quarantine.parquet,
     report.json (a DVC metric), and the data profile: profile.json (type, missing, min/max/mean
     per column) and pairplot.png."""
-    params = load_params(workload)
+    params = config.workload(workload)
     files = ingested_files(ingested)
-    schema = resolve_features(params["schema"], pq.read_schema(files[0]).names)
+    schema = resolve_features(params.written("schema"), pq.read_schema(files[0]).names)
     keys, folders, reused = checked_partitions(files, schema)
     read_digests, rows = digests(folders)
     dups = steps.duplicates(read_digests, spilled(rows))
-    dedupe = bool(params["clean"].get("dedupe"))
+    dedupe = params.clean.dedupe
     tally, profile, sample = steps.Tally(dedupe, dups.repeats), steps.Profile(), []
     key_of: dict[int, str] = {}
     first_bad: dict | None = None
@@ -213,7 +205,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
         shutil.rmtree(out / "rows", ignore_errors=True)
         commit(bad_tmp, out / "quarantine.parquet")
         write_json(out / "report.json", result)
-        steps.check_share(result, first_bad, params["clean"], str(out / "quarantine.parquet"))
+        steps.check_share(result, first_bad, params.written("clean"), str(out / "quarantine.parquet"))
     # The profile of what training will see: typed values, quarantined rows left out.
     write_json(out / "profile.json", profile.result())
     kept_sample = pa.concat_tables(sample).slice(0, PAIRPLOT_ROWS)
@@ -224,7 +216,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
         log().warning("clean@%s: %d rows quarantined (%s); rows and reasons in %s", workload, bad,
                       result["quarantined_by_reason"], out / "quarantine.parquet")  # fmt: skip
     if reused:
-        log().info("clean@%s: %d partition(s) computed, %d reused unchanged (flows/execution/datums.py)", workload,
+        log().info("clean@%s: %d partition(s) computed, %d reused unchanged (flows/storage/datums.py)", workload,
                    len(files) - reused, reused)  # fmt: skip
     report(f"clean-{workload}", f"clean@{workload}", result)
     attach(f"clean-{workload}", images={"pairplot": out / "pairplot.png"})

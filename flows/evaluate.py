@@ -15,33 +15,30 @@ Every workload writes the same files; what they hold follows the model's task:
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from flows.common import load_params, read_table, report, require, stage_flow, write_atomic, write_json
+from flows import config
+from flows.storage.files import write_atomic, write_json
+from flows.storage.model import load_model
+from flows.storage.tables import read_table, require
+from flows.tracking import report, stage_flow
 from steps import evaluate as steps
 from steps import figures, models
 
 FILES = ("metrics.json", "details.json", "predictions.csv", "curve.csv", "figure.png", "loss.png")
 
 
-def load_model(train: Path) -> models.Fitted:
-    """The model a train stage wrote to ``train``."""
-    spec = json.loads(require(train / "model.json", "model spec").read_text())
-    return models.from_bytes(spec, require(train / "model.safetensors", "model weights").read_bytes())
-
-
-def _classification(fitted, test, schema, params, x, module, title) -> dict[str, bytes | str | dict]:
+def _classification(fitted, test, schema, settings: config.Evaluate, x, module, title) -> dict[str, bytes | str | dict]:
     classes, threshold = fitted.spec["classes"], fitted.spec.get("threshold")
     y = models.labels(test, schema["label"], classes)
     proba = module.predict(fitted, x)
     result = steps.metrics(y, proba, classes, threshold)
     details = {k: result.pop(k) for k in ("per_class", "confusion_matrix")}
-    if params.get("slice"):
+    if settings.slice:
         details["slices"] = {
-            params["slice"]: steps.slices(y, proba, test.column(params["slice"]).to_pylist(), classes, threshold)
+            settings.slice: steps.slices(y, proba, test.column(settings.slice).to_pylist(), classes, threshold)
         }
     return {
         "metrics.json": result,
@@ -54,7 +51,7 @@ def _classification(fitted, test, schema, params, x, module, title) -> dict[str,
     }
 
 
-def _regression(fitted, test, schema, params, x, module, title) -> dict[str, bytes | str | dict]:
+def _regression(fitted, test, schema, settings: config.Evaluate, x, module, title) -> dict[str, bytes | str | dict]:
     y = test.column(schema["label"]).to_numpy(zero_copy_only=False).astype(np.float64)
     main = fitted.spec["model"].get("solver")
     variants = module.predict_all(fitted, x) if hasattr(module, "predict_all") else {None: module.predict(fitted, x)}
@@ -68,7 +65,7 @@ def _regression(fitted, test, schema, params, x, module, title) -> dict[str, byt
     }
 
 
-def _reconstruction(fitted, test, schema, params, x, module, title) -> dict[str, bytes | str | dict]:
+def _reconstruction(fitted, test, schema, settings: config.Evaluate, x, module, title) -> dict[str, bytes | str | dict]:
     recon = module.predict(fitted, x)
     sample = np.random.default_rng(0).choice(x.size, size=min(2000, x.size), replace=False)
     return {
@@ -86,13 +83,13 @@ TASKS = {"classification": _classification, "regression": _regression, "reconstr
 @stage_flow("evaluate")
 def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
     """Write ``out``/ metrics.json, details.json, predictions.csv, curve.csv, figure.png, loss.png."""
-    params = load_params(workload)
-    schema = params["schema"]
+    params = config.workload(workload)
+    schema = params.written("schema")
     fitted = load_model(train)
     module = models.module(fitted.spec["model"]["name"])
     test = read_table(split / "test")
     x = models.features(test, schema, fitted.spec["encoding"])
-    files = TASKS[fitted.spec["task"]](fitted, test, schema, params["evaluate"], x, module, f"{workload}: test holdout")
+    files = TASKS[fitted.spec["task"]](fitted, test, schema, params.evaluate, x, module, f"{workload}: test holdout")
     with open(require(train / "history.csv", "loss history"), newline="") as f:
         history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     files["loss.png"] = figures.loss_png(history, f"{workload}: loss per epoch")

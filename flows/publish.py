@@ -10,19 +10,11 @@ from pathlib import Path
 
 import yaml
 
-from flows.common import (
-    attach,
-    git_revision,
-    load_params,
-    log,
-    read_table,
-    replace_dir,
-    report,
-    require,
-    run_record,
-    stage_flow,
-)
-from flows.evaluate import load_model
+from flows import config
+from flows.storage.files import replace_dir
+from flows.storage.model import load_model
+from flows.storage.tables import read_table, require
+from flows.tracking import attach, git_revision, log, report, run_record, stage_flow
 from steps import models
 from steps import publish as steps
 
@@ -38,19 +30,19 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     the JSON coefficients computed in numpy, differ from the native model beyond the params'
     tolerances.
     """
-    params = load_params(workload)
-    tolerance = params["publish"]
+    params = config.workload(workload)
+    tolerance = params.written("publish")
     fitted = load_model(train)
     spec = fitted.spec
     module = models.module(spec["model"]["name"])
     test = read_table(split / "test")
-    x = models.features(test, params["schema"], spec["encoding"])
+    x = models.features(test, params.written("schema"), spec["encoding"])
     native = module.predict(fitted, x)
     is_classifier = spec["task"] == "classification"
     threshold = spec.get("threshold")
 
     onnx_files = module.to_onnx(fitted)
-    contract = steps.input_contract(params["schema"], spec)
+    contract = steps.input_contract(params.written("schema"), spec)
     output = steps.OUTPUTS[spec["task"]]
     portable = steps.onnx_predict(onnx_files["model.onnx"], x, output)
     checks = {"ONNX (onnxruntime)": steps.parity(native, portable, threshold, is_classifier)}
@@ -71,7 +63,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     metadata = {
         "workload": workload,
         "task": spec["task"],
-        "label": params["schema"]["label"],
+        "label": params.schema_.label,
         "feature_names": spec.get("feature_names"),
         "classes": spec.get("classes"),
         "input_contract": contract,

@@ -14,8 +14,8 @@ never scores anything). The stage writes
   and sha256.
 
 Datum by datum: a partition is scored again only when its bytes, the model or cairn's code
-changed (flows/execution/datums.py); partitions fan out on the runner of params.yaml's
-``execution`` section (flows/execution/fanout.py), one onnxruntime session per worker.
+changed (flows/storage/datums.py); partitions fan out on the runner of params.yaml's
+``execution`` section (flows/fanout.py), one onnxruntime session per worker.
 """
 
 from __future__ import annotations
@@ -27,39 +27,22 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-import yaml
 
-from flows.common import (
-    PARAMS_FILE,
-    InputError,
-    check_inside,
-    log,
-    parquet_bytes,
-    replace_dir,
-    report,
-    require,
-    stage_flow,
-    write_atomic,
-    write_json,
-)
-from flows.execution import datums, fanout
-from flows.ingest import NOT_DATA, file_name, kind, read_bytes
+from flows import config, fanout
+from flows.storage import datums
+from flows.storage.files import replace_dir, write_atomic, write_json
+from flows.storage.raw import NOT_DATA, file_name, kind, read_bytes
+from flows.storage.tables import parquet_bytes, require
+from flows.tracking import log, report, stage_flow
 from steps import score as steps
+from steps.errors import BadInput
 from steps.ingest import partition_stem
-
-
-def inbox_of(workload: str, path: Path = PARAMS_FILE) -> Path:
-    """``score.<workload>.inbox`` of params.yaml: where new data to score lands."""
-    section = (yaml.safe_load(path.read_text()) or {}).get("score") or {}
-    if workload not in section:
-        raise InputError(f"{path}: score has no entry for '{workload}'; it has: {', '.join(section) or 'none'}")
-    return check_inside((section[workload] or {}).get("inbox"), f"{path}: score.{workload}.inbox")
 
 
 def inbox_files(inbox: Path) -> list[Path]:
     """The partition files in ``inbox`` (read recursively), in name order; an empty inbox is fine."""
     if not inbox.is_dir():
-        raise InputError(f"score: inbox '{inbox}' is not a folder (score.<workload>.inbox in params.yaml)")
+        raise BadInput(f"score: inbox '{inbox}' is not a folder (score.<workload>.inbox in params.yaml)")
     files = sorted(p for p in inbox.rglob("*") if p.is_file() and p.name.lower() not in NOT_DATA)
     for path in files:
         if kind(path)[0] is None:
@@ -83,7 +66,7 @@ class Model:
 
 def load_model(folder: Path) -> Model:
     """The model in ``folder`` (data/<workload>/promote: the champion, with champion.json)."""
-    from flows.operations.registry import SERVING
+    from flows.registry import SERVING
 
     spec = json.loads(require(folder / "model.json", "model spec").read_text())
     onnx = require(folder / "model.onnx", "ONNX model").read_bytes()
@@ -113,7 +96,7 @@ def scored_datums(files: list[Path], inbox: Path, model: Model) -> tuple[list[Pa
             for name, content in zip(names, datums.file_sha256(files, read_bytes), strict=True)]  # fmt: skip
     misses = [(p, n, k, p.stat().st_size) for p, n, k in zip(files, names, keys, strict=True)
               if datums.folder("score", k) is None]  # fmt: skip
-    run = fanout.settings()
+    run = config.load().execution
     plan = fanout.batches(misses, [size for *_, size in misses], run)
     if misses:
         log().info("score: %d inbox file(s) to score in %d batch(es) on %s", len(misses), len(plan), run.runner)
@@ -141,7 +124,7 @@ def score(workload: str, inbox: Path, model: Path, out: Path) -> dict:
         for path, folder in zip(files, folders, strict=True):
             stem = partition_stem(file_name(path, inbox))
             if (tmp / f"{stem}.parquet").exists():
-                raise InputError(f"score: two inbox files of '{inbox}' are both named '{stem}'")
+                raise BadInput(f"score: two inbox files of '{inbox}' are both named '{stem}'")
             datums.link(folder / "scores.parquet", tmp / f"{stem}.parquet")
             rows += pq.read_metadata(folder / "scores.parquet").num_rows
             reasons = json.loads((folder / "reasons.json").read_text())

@@ -3,7 +3,7 @@ per-class report.
 
 A row's set depends on its key alone, so each partition of clean rows is dealt to the three sets
 on its own: memory holds one partition, not the data set. Its three files and counts are a
-datum (flows/execution/datums.py), kept by the bytes of the partition's clean rows and the split
+datum (flows/storage/datums.py), kept by the bytes of the partition's clean rows and the split
 params, so an appended partition costs its own rows; the others are linked, not written again.
 """
 
@@ -14,9 +14,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from flows.common import InputError, load_params, parquet_bytes, replace_dir, report, require, stage_flow, write_json
-from flows.execution import datums
+from flows import config
+from flows.storage import datums
+from flows.storage.files import replace_dir, write_json
+from flows.storage.tables import parquet_bytes, require
+from flows.tracking import report, stage_flow
 from steps import split as steps
+from steps.errors import BadInput
 
 
 def dealt(file: Path, sha256: str, label: str, params: dict) -> dict[str, Path]:
@@ -35,17 +39,17 @@ def dealt(file: Path, sha256: str, label: str, params: dict) -> dict[str, Path]:
 def split(workload: str, clean: Path, out: Path) -> dict:
     """Write ``out``/train/, val/ and test/ (one Parquet file per partition of clean rows each)
     and report.json."""
-    params = load_params(workload)
-    label = params["schema"]["label"]
+    params = config.workload(workload)
+    label = params.schema_.label
     files = sorted(require(clean, "input").glob("*.parquet"))
     if not files:
-        raise InputError(f"split: input folder '{clean}' has no .parquet files (run clean first)")
-    sets = steps.Sets(label, params["split"])
+        raise BadInput(f"split: input folder '{clean}' has no .parquet files (run clean first)")
+    sets = steps.Sets(label, params.written("split"))
     with replace_dir(out) as tmp:
         for name in steps.SETS:
             (tmp / name).mkdir()
         for file, sha256 in zip(files, datums.file_sha256(files, Path.read_bytes), strict=True):
-            part = dealt(file, sha256, label, params["split"])
+            part = dealt(file, sha256, label, params.written("split"))
             for name in steps.SETS:
                 datums.link(part[f"{name}.parquet"], tmp / name / file.name)
             sets.add(json.loads(part["counts.json"].read_text()))

@@ -8,18 +8,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from flows.common import (
-    load_params,
-    log,
-    parquet_files,
-    read_table,
-    remove_leftovers,
-    report,
-    require,
-    run_record,
-    stage_flow,
-    write_atomic,
-)
+from flows import config
+from flows.storage.files import remove_leftovers, write_atomic
+from flows.storage.tables import parquet_files, read_table, require
+from flows.tracking import log, report, run_record, stage_flow
 from steps import models
 from steps import train as steps
 from steps.models import torchnet
@@ -31,28 +23,28 @@ CHECKPOINTS = Path(".cairn") / "checkpoints"
 @stage_flow("train")
 def train(workload: str, split: Path, out: Path) -> dict:
     """Write ``out``/model.safetensors, model.json and history.csv; checkpoint every epoch."""
-    params = load_params(workload)
+    params = config.workload(workload)
     # Same inputs, same bytes: deterministic kernels (CUDA needs the workspace setting too).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
-    device = pick_device(params["train"]["device"])
+    device = pick_device(params.train.device)
     # The kernels decide the bytes: the instruction set (flows/__init__.py) and the thread count
     # that splits reductions. Both go into model.json; on CUDA the GPU model is the boundary.
-    torch.set_num_threads(params["train"].get("threads", 2))
+    torch.set_num_threads(params.train.threads)
     kernels = {"device": device.type, "cpu_isa": torch.backends.cpu.get_cpu_capability(),
                "threads": torch.get_num_threads()}  # fmt: skip
     logger = log()
-    logger.info("train@%s: %s on %s (%s kernels, %d CPU threads)", workload, params["model"]["name"], device,
+    logger.info("train@%s: %s on %s (%s kernels, %d CPU threads)", workload, params.model.name, device,
                 kernels["cpu_isa"], kernels["threads"])  # fmt: skip
 
-    start, source = _warm_start(workload) if params["train"].get("warm_start") else (None, None)
+    start, source = _warm_start(workload) if params.train.warm_start else (None, None)
     checkpoint = CHECKPOINTS / workload / "last.pt"
     remove_leftovers(checkpoint)  # temp files of a checkpoint write that was killed
     fingerprint = _fingerprint(split, params, source)
     resume = _resumable(checkpoint, fingerprint, workload)
-    bar = tqdm(total=params["train"]["epochs"], initial=len(resume["history"]) if resume else 0,
+    bar = tqdm(total=params.train.epochs, initial=len(resume["history"]) if resume else 0,
                desc=f"train@{workload}", unit="epoch", disable=None)  # fmt: skip
-    every = max(1, params["train"]["epochs"] // 20)  # about 20 log lines per run
+    every = max(1, params.train.epochs // 20)  # about 20 log lines per run
 
     def on_epoch(epoch: models.Epoch, fitted: models.Fitted) -> None:
         if fitted.state is not None:  # a model that can go on after an interruption
@@ -69,9 +61,9 @@ def train(workload: str, split: Path, out: Path) -> dict:
         fitted = steps.train(
             read_table(split / "train"),
             read_table(split / "val"),
-            params["schema"],
-            params["model"],
-            params["train"],
+            params.written("schema"),
+            params.written("model"),
+            params.written("train"),
             on_epoch,
             start,
             resume,
@@ -110,7 +102,7 @@ def _warm_start(workload: str) -> tuple[models.Fitted | None, dict | None]:
     import hashlib
     import json
 
-    from flows.operations.registry import champion
+    from flows.registry import champion
 
     current = champion(workload)
     if current is None:
@@ -122,17 +114,18 @@ def _warm_start(workload: str) -> tuple[models.Fitted | None, dict | None]:
     return start, {"champion": version, "weights_sha256": hashlib.sha256(weights).hexdigest()}
 
 
-def _fingerprint(split: Path, params: dict, source: dict | None) -> str:
+def _fingerprint(split: Path, params: config.Workload, source: dict | None) -> str:
     """What a checkpoint must have been made from to be resumed: the same train/val data,
     params, starting weights and training code."""
     import hashlib
     import json
 
-    digest = hashlib.sha256(json.dumps([params["schema"], params["model"], params["train"], source],
-                                       sort_keys=True, default=str).encode())  # fmt: skip
-    code = Path(steps.__file__).parent
-    data = [*parquet_files(split / "train"), *parquet_files(split / "val")]
-    for path in [*data, code / "train.py", *sorted(code.glob("models/*.py"))]:
+    from flows.storage import code
+
+    sections = [params.written("schema"), params.written("model"), params.written("train"), source]
+    digest = hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode())
+    digest.update(code.digest("train").encode())  # the code train runs, as dvc.yaml lists it
+    for path in [*parquet_files(split / "train"), *parquet_files(split / "val")]:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
 

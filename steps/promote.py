@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from steps import StepError, evaluate
+from steps import BadInput, evaluate
 
 # Direction of each metric a gate may use: True when higher is better.
 HIGHER_IS_BETTER = {
@@ -27,7 +27,7 @@ def score(task: str, metric: str, y: np.ndarray, prediction: np.ndarray, classes
           threshold: float | None) -> float:  # fmt: skip
     """``metric`` of a prediction on the test holdout (``y``: labels, values, or the inputs)."""
     if metric not in HIGHER_IS_BETTER:
-        raise StepError(f"promote: metric {metric!r} is not one of {', '.join(HIGHER_IS_BETTER)}")
+        raise BadInput(f"promote: metric {metric!r} is not one of {', '.join(HIGHER_IS_BETTER)}")
     if task == "classification":
         result = evaluate.metrics(y, prediction, classes, threshold)
     elif task == "regression":
@@ -35,7 +35,7 @@ def score(task: str, metric: str, y: np.ndarray, prediction: np.ndarray, classes
     else:
         result = evaluate.reconstruction(y, prediction)
     if metric not in result or result[metric] is None:
-        raise StepError(f"promote: metric {metric!r} does not apply to a {task} model")
+        raise BadInput(f"promote: metric {metric!r} does not apply to a {task} model")
     return float(result[metric])
 
 

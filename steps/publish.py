@@ -7,11 +7,11 @@ from typing import Any
 
 import numpy as np
 
-from steps import StepError
+from steps import BadInput
 from steps.evaluate import decide
 
 
-class PublishError(StepError):
+class PublishError(BadInput):
     """The portable model does not behave like the native one; nothing is published."""
 
 

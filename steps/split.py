@@ -15,12 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from steps import StepError
+from steps import BadInput
 
 SETS = ("train", "val", "test")
 
 
-class SplitError(StepError):
+class SplitError(BadInput):
     """A split that cannot be used: a set or a class left empty."""
 
 

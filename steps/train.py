@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from steps import StepError, models
+from steps import BadInput, models
 from steps.models import Data, Epoch, Fitted, OnEpoch
 
 
@@ -59,7 +59,7 @@ def train(
     label = schema["label"]
     classes = sorted(set(train_set.column(label).to_pylist())) if module.TASK == "classification" else None
     if classes is not None and len(classes) < 2:
-        raise StepError(
+        raise BadInput(
             f"train: the label '{label}' has {len(classes)} class(es) in the train rows "
             f"({', '.join(map(repr, classes)) or 'none'}); a classifier needs at least two"
         )

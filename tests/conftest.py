@@ -207,9 +207,9 @@ def start_server(home: Path, env: dict[str, str]) -> subprocess.Popen:
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory):
     """A real `prefect server start` on loopback with its own SQLite database, secured as
-    `make serve` secures it (flows/operations/server.py: auth string, CSRF, CORS); yields the environment
+    `make serve` secures it (flows/service/server.py: auth string, CSRF, CORS); yields the environment
     that points a subprocess at it (its log is ``PREFECT_HOME``/server.log)."""
-    from flows.operations.server import server_env
+    from flows.service.server import server_env
 
     home = tmp_path_factory.mktemp("prefect-home")
     env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))

@@ -1,5 +1,5 @@
 """Datums: a new or changed raw partition costs that partition, and the result is the bytes of a
-from-scratch run (flows/execution/datums.py)."""
+from-scratch run (flows/storage/datums.py)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def test_an_incremental_run_leaves_the_lock_and_outputs_of_a_full_run(tmp_path: 
 
 KILLED_WHILE_STORING = """
 import os, signal, sys
-from flows.execution import datums, files
+from flows.storage import datums, files
 from flows.__main__ import main
 
 real = datums.write_atomic
@@ -107,7 +107,7 @@ def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path: Path, monkey
     import hashlib
     import os
 
-    from flows.execution import datums
+    from flows.storage import datums
 
     monkeypatch.chdir(tmp_path)
     reads: list[str] = []
@@ -131,7 +131,7 @@ def test_a_file_hash_is_remembered_until_the_file_changes(tmp_path: Path, monkey
 
 
 def test_a_stored_file_is_linked_into_an_output_not_copied(tmp_path: Path):
-    from flows.execution import datums
+    from flows.storage import datums
 
     stored = tmp_path / "stored.parquet"
     stored.write_bytes(b"scores")
@@ -144,7 +144,7 @@ def test_prune_removes_what_no_run_used_for_days_and_half_stored_datums(tmp_path
     import os
     import time
 
-    from flows.execution import datums
+    from flows.storage import datums
 
     monkeypatch.chdir(tmp_path)
     old, recent, hit = ("a" * 64, "b" * 64, "c" * 64)

@@ -27,16 +27,19 @@ from conftest import (
     tiny_params,
 )
 
-from flows.operations.deployments import prefect_yaml
+from flows import config
+from flows.service.deployments import prefect_yaml
 
 
 def test_prefect_yaml_is_generated_from_params():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    assert (ROOT / "prefect.yaml").read_text() == prefect_yaml(params), "run `python -m flows deployments`"
+    assert (ROOT / "prefect.yaml").read_text() == prefect_yaml(config.parse(params)), (
+        "run `python -m flows deployments`"
+    )
     deployments = {d["name"]: d for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
     assert set(params["workloads"]) < set(deployments)
     assert deployments["retrain"]["schedules"] == [{"cron": params["deploy"]["retrain_cron"], "timezone": "UTC"}]
-    assert deployments["watch"]["entrypoint"] == "flows/operations/deployments.py:watch"
+    assert deployments["watch"]["entrypoint"] == "flows/service/deployments.py:watch"
 
 
 def test_container_files_ask_for_gpus_and_run_cairns_command_line():
@@ -80,13 +83,13 @@ def test_a_second_run_on_a_locked_checkout_is_refused_with_a_clear_message(repro
 
     with Repo(str(repro_repo)) as repo, lock_repo(repo):  # as if another pipeline were running
         result = run([sys.executable, "-m", "flows", "pipeline", "iris"], repro_repo, check=False)
-    assert result.returncode == 1
+    assert result.returncode == 75  # EX_TEMPFAIL: the same command later will work
     assert "error: pipeline: another DVC command or pipeline run holds the lock on this checkout" in result.stderr
     assert run(["dvc", "status", "--json"], repro_repo).stdout.strip() == "{}"  # nothing was touched
 
 
 def test_the_watcher_runs_only_workloads_with_new_raw_data(repro_repo, monkeypatch):
-    from flows.operations.deployments import watch
+    from flows.service.deployments import watch
 
     monkeypatch.chdir(repro_repo)
     assert watch.fn() == {}  # nothing new: nothing runs
@@ -139,7 +142,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
     server creates the watcher's runs from its interval schedule, a worker completes one, two
     runs of one checkout wait for each other (pool concurrency 1) instead of failing, and the
     server logs no error meanwhile."""
-    from flows.operations.server import server_env
+    from flows.service.server import server_env
 
     home = tmp_path_factory.mktemp("schedule")
     env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"),
@@ -192,7 +195,7 @@ def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(re
     """A clone has no DVC cache, so no outputs: that is not new data. A new partition is."""
     from dvc.repo import Repo
 
-    from flows.operations.deployments import new_raw_data
+    from flows.service.deployments import new_raw_data
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(repro_repo), str(clone)], tmp_path)
@@ -210,7 +213,7 @@ def test_a_file_landing_in_raw_is_an_event_that_starts_its_workloads_run(tmp_pat
     """watch-files sees a new partition at once and emits cairn.raw.changed; the workload's
     deployment trigger (prefect.yaml) creates its pipeline run, which the UI shows as started by
     that event. On a real server, secured as `make serve` secures it."""
-    from flows.operations.server import server_env
+    from flows.service.server import server_env
 
     home = tmp_path_factory.mktemp("events")
     env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))

@@ -48,7 +48,7 @@ def test_unparsable_and_missing_cells_have_a_reason(kind, text, reason):
 
 
 def test_unknown_parser_is_a_clear_error():
-    with pytest.raises(clean.StepError, match="schema.parse.c is 'date'; expected one of number, percent"):
+    with pytest.raises(clean.BadInput, match="schema.parse.c is 'date'; expected one of number, percent"):
         clean.parse_column(["x"], "c", "date")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -192,3 +193,19 @@ def test_raw_data_tracked_by_dvc_comes_back_with_an_old_revision(tmp_path: Path)
     assert (raw / "part-2.csv").read_bytes() == old_bytes
     run(["dvc", "repro", "ingest@blobs"], repo)
     assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest@blobs"] == first
+
+
+def test_an_edit_reruns_the_stages_that_run_the_edited_file_and_no_other(repro_repo, tmp_path):
+    """On a copy of the built repository: editing the server, the registry's listing and the CLI
+    leaves every stage up to date; editing a model makes train and what follows it stale, never
+    ingest, clean or split (whose stored partitions stay valid too: same datum keys)."""
+    repo = tmp_path / "repo"
+    shutil.copytree(repro_repo, repo, symlinks=True)
+    for path in ("flows/service/server.py", "flows/service/registry.py", "flows/cli.py", "flows/runtime/pipeline.py"):
+        (repo / path).write_text((repo / path).read_text() + "\n# an edit\n")
+    assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}
+
+    mlp = repo / "steps/models/mlp.py"
+    mlp.write_text(mlp.read_text() + "\n# an edit\n")
+    stale = {name.partition("@")[0] for name in json.loads(run(["dvc", "status", "--json"], repo).stdout)}
+    assert stale == {"train", "evaluate", "publish", "promote", "score"}

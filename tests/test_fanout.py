@@ -1,4 +1,4 @@
-"""Fan-out (flows/execution/fanout.py): the runner is a setting that changes the speed, never a
+"""Fan-out (flows/fanout.py): the runner is a setting that changes the speed, never a
 byte of the output; batching caps the number of tasks."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import blobs_csv, make_repo, only_workloads, project_env, run
 
-from flows.execution import fanout
+from flows import fanout
 
 
 def test_batches_keep_order_cap_the_task_count_and_are_never_empty():
@@ -33,9 +33,16 @@ def test_fan_out_gives_results_in_input_order_on_every_runner(runner):
 
 
 def test_a_bad_execution_setting_is_one_line_naming_it(tmp_path: Path):
-    (tmp_path / "params.yaml").write_text("execution: {runner: spark}\n")
-    with pytest.raises(ValueError, match=r"execution.runner is 'spark'"):
-        fanout.settings(tmp_path / "params.yaml")
+    from conftest import ROOT
+
+    from flows import config
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text()) | {"execution": {"runner": "spark"}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(
+        config.BadInput, match=r"params.yaml: execution.runner is 'spark'; input should be 'serial', 'threads'"
+    ):
+        config.load(tmp_path / "params.yaml")
 
 
 def ingest_bytes(repo: Path, runner: str, files: int = 5) -> dict[str, bytes]:

@@ -59,7 +59,7 @@ def served(tmp_path: Path):
     process worker: (env, repo, start_worker, restart_server)."""
     from conftest import free_port, make_repo, only_workloads, start_server, stop
 
-    from flows.operations.server import server_env
+    from flows.service.server import server_env
 
     env = project_env(PREFECT_HOME=str(tmp_path), **server_env(free_port(), "cairn:test-secret"),
                       PREFECT_WORKER_QUERY_SECONDS="1")  # fmt: skip
@@ -166,7 +166,7 @@ def test_a_dvc_remote_unreachable_for_a_while_is_retried_through(tmp_path: Path,
     from conftest import make_repo, only_workloads
     from dvc.repo import Repo
 
-    from flows.operations import workers
+    from flows.runtime import workers
 
     repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
     store = tmp_path / "store"

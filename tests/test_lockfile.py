@@ -12,8 +12,8 @@ import pytest
 import yaml
 from conftest import make_repo, only_workloads, run
 
-from flows.execution import lockfile
-from steps import StepError
+from flows.runtime import lockfile
+from steps import BadInput
 
 
 def test_a_broken_lock_gets_its_last_good_copy_back(tmp_path):
@@ -29,7 +29,7 @@ def test_a_broken_lock_gets_its_last_good_copy_back(tmp_path):
         assert lock.read_text() == good.read_text()
     good.unlink()
     lock.write_text("")
-    with pytest.raises(StepError, match=r"dvc.lock is unusable \(it is empty\) and there is no good copy"):
+    with pytest.raises(BadInput, match=r"dvc.lock is unusable \(it is empty\) and there is no good copy"):
         lockfile.recover(lock, good)
 
 
@@ -60,7 +60,7 @@ KILL_DURING_IN_PLACE_WRITE = textwrap.dedent("""
 # What the hook does in every `dvc` of the venv, killed halfway through serializing the lock.
 KILL_DURING_ATOMIC_WRITE = textwrap.dedent("""
     import os, signal, sys
-    from flows.execution import lockfile
+    from flows.runtime import lockfile
     from dvc.utils.serialize import _yaml
 
     lockfile.atomic_dvc_writes()

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from conftest import blobs_csv, make_repo, only_workloads, run
 
-from flows.execution.pipeline import pipeline
+from flows.runtime.pipeline import pipeline
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,8 @@ def _retrain_iris(repo: Path, seed: int, margin: float) -> dict:
 
 
 def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
-    from flows.operations import registry
+    from flows import registry
+    from flows.service import registry as service_registry
 
     repo, _ = pipeline_repo
     # A challenger cannot beat the champion by a whole accuracy point: rejected, with the reason.
@@ -135,9 +136,9 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
         assert _retrain_iris(repo, seed=9, margin=-1.0)["promote@iris"] == "promoted"
         assert registry.read_index("iris")["champion"] == 3
         assert json.loads((repo / "data/iris/promote/champion.json").read_text())["version"] == 3
-        assert registry.rollback("iris")["version"] == 1
+        assert service_registry.rollback("iris")["version"] == 1
         assert registry.read_index("iris")["champion"] == 1
-        assert re.search(r"iris +v3 +retired", registry.listing("iris"))
+        assert re.search(r"iris +v3 +retired", service_registry.listing("iris"))
         # The rollback rewrote this checkout's copy of what serves: DVC sees it, a run commits it.
         assert (repo / "data/iris/promote/model.onnx").read_bytes() == served
         assert "promote@iris" in run(["dvc", "status", "--json"], repo).stdout
@@ -159,7 +160,7 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
 def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
     import hashlib
 
-    from flows.operations import registry
+    from flows import registry
 
     repo, _ = pipeline_repo
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -180,7 +181,7 @@ def test_a_failing_stage_says_what_failed_in_one_line_first(tmp_path, harness):
     from prefect import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    from flows.execution.pipeline import StageFailed
+    from flows.runtime.pipeline import StageFailed
 
     repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
     (repo / "data/blobs/raw/part-2.csv").write_text(blobs_csv(60, seed=2, bad={i: "NaN" for i in range(1, 31)}))
@@ -214,7 +215,7 @@ def test_a_failure_lets_running_stages_finish_starts_nothing_after_it_and_a_reru
     """Two workloads at once (--jobs 2): blobs' clean refuses its data. What had started is
     committed, nothing downstream of clean@blobs runs, and after the fix a rerun runs only what
     is left; the lock is then that of a clean run."""
-    from flows.execution.pipeline import StageFailed
+    from flows.runtime.pipeline import StageFailed
 
     repo = make_repo(tmp_path / "repo", only_workloads("blobs", "iris"))
     good = (repo / "data/blobs/raw/part-2.csv").read_text()

@@ -1,6 +1,6 @@
 import pytest
 
-from steps import StepError, promote
+from steps import BadInput, promote
 
 
 def test_higher_is_better_metrics_need_the_margin():
@@ -20,9 +20,9 @@ def test_lower_is_better_metrics_turn_the_comparison_around():
 def test_an_unknown_or_inapplicable_metric_is_a_clear_error():
     import numpy as np
 
-    with pytest.raises(StepError, match="metric 'speed' is not one of"):
+    with pytest.raises(BadInput, match="metric 'speed' is not one of"):
         promote.score("classification", "speed", np.array([0]), np.array([[1.0, 0.0]]), [0, 1], None)
-    with pytest.raises(StepError, match="metric 'rmse' does not apply to a classification model"):
+    with pytest.raises(BadInput, match="metric 'rmse' does not apply to a classification model"):
         promote.score("classification", "rmse", np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]]), [0, 1], None)
 
 

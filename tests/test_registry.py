@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from flows.common import InputError
-from flows.operations import registry
+from flows import registry
+from flows.service import registry as service_registry
+from steps.errors import BadInput
 
 
 def _register(root: str, n: int) -> None:
@@ -45,20 +46,20 @@ def test_rollback_is_logged_and_the_champion_link_follows(tmp_path, monkeypatch)
     versions = [{"version": n, "status": s, "reason": "r", "metric": {"accuracy": 0.9}, "registered_at": "t"}
                 for n, s in ((1, "retired"), (2, "champion"))]  # fmt: skip
     (tmp_path / "iris" / "index.json").write_text(json.dumps({"champion": 2, "versions": versions}))
-    assert registry.rollback("iris")["version"] == 1
+    assert service_registry.rollback("iris")["version"] == 1
     assert (tmp_path / "iris" / "champion" / "model.onnx").read_text() == "model 1"  # what serves
     event = registry.read_index("iris")["events"][-1]
     assert event["event"] == "rollback" and event["version"] == 1 and event["reason"] == "rolled back from v2"
-    assert "serving: iris v1" in registry.listing("iris")
+    assert "serving: iris v1" in service_registry.listing("iris")
 
 
 def test_bad_names_versions_and_indexes_are_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("CAIRN_REGISTRY", str(tmp_path))
-    with pytest.raises(InputError, match="registry: workload '../../etc' is not a valid name"):
-        registry.rollback("../../etc")
-    with pytest.raises(InputError, match=r"registry: --to -1 is not a version number"):
-        registry.rollback("iris", -1)
+    with pytest.raises(BadInput, match="registry: workload '../../etc' is not a valid name"):
+        service_registry.rollback("../../etc")
+    with pytest.raises(BadInput, match=r"registry: --to -1 is not a version number"):
+        service_registry.rollback("iris", -1)
     (tmp_path / "iris").mkdir()
     (tmp_path / "iris" / "index.json").write_text('{"champion": 1, "versi')  # cut short
-    with pytest.raises(InputError, match=r"registry: .*iris/index.json is unreadable \("):
+    with pytest.raises(BadInput, match=r"registry: .*iris/index.json is unreadable \("):
         registry.read_index("iris")

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from conftest import api, make_repo, project_env, run, stop, tiny_params
 
-from flows.execution.pipeline import pipeline
-from flows.operations.workers import run_on_worker
+from flows.runtime.pipeline import pipeline
+from flows.runtime.workers import run_on_worker
 
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
 
@@ -137,7 +137,7 @@ def test_remote_stages_must_name_stages_of_dvc_yaml(gpu_repo):
 def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
     from dvc.repo import Repo
 
-    from flows.operations import workers
+    from flows.runtime import workers
 
     monkeypatch.setattr(workers, "tracked", lambda: True)
     run(["dvc", "remote", "add", "-d", "shared", str(gpu_repo.parent / "remote")], gpu_repo)
@@ -147,18 +147,18 @@ def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
     with Repo(".") as repo:
         stage = next(s for s in repo.index.stages if s.addressing == "train@iris")
         with pytest.raises(
-            workers.WorkerError, match=r"but steps/train.py differ from the commit a worker would clone; commit first"
+            workers.WorkerFailed, match=r"but steps/train.py differ from the commit a worker would clone; commit first"
         ):
             workers.check_ready(repo, stage, "gpu")
         run(GIT + ["commit", "-qam", "the change"], gpu_repo)
         monkeypatch.setattr(workers, "deployment_exists", lambda name: False)
-        with pytest.raises(workers.WorkerError, match="no deployment 'stage-on-worker/gpu'; run `python -m flows dep"):
+        with pytest.raises(workers.WorkerFailed, match="no deployment 'stage-on-worker/gpu'; run `python -m flows dep"):
             workers.check_ready(repo, stage, "gpu")
         monkeypatch.setattr(workers, "deployment_exists", lambda name: name == "stage-on-worker/gpu")
         workers.check_ready(repo, stage, "gpu")  # committed, deployed: ready
         run(["git", "init", "-q", "--bare", str(gpu_repo.parent / "origin.git")], gpu_repo)
         run(["git", "remote", "add", "origin", str(gpu_repo.parent / "origin.git")], gpu_repo)
-        with pytest.raises(workers.WorkerError, match="this commit is not on origin, where the worker clones from"):
+        with pytest.raises(workers.WorkerFailed, match="this commit is not on origin, where the worker clones from"):
             workers.check_ready(repo, stage, "gpu")
 
 
@@ -168,7 +168,7 @@ def test_a_stage_no_worker_takes_is_cancelled_after_the_timeout(prefect_server):
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    from flows.operations import workers
+    from flows.runtime import workers
 
     parameters = {"stage": "train@iris", "repo_url": "/nowhere", "rev": "HEAD", "lock": None}
     server = {PREFECT_API_URL: prefect_server["PREFECT_API_URL"],
@@ -179,7 +179,7 @@ def test_a_stage_no_worker_takes_is_cancelled_after_the_timeout(prefect_server):
         workers.run_on_worker.to_deployment(name="idle").apply(work_pool_name="idle")
         assert workers.deployment_exists("stage-on-worker/idle")
         expected = r"waited 3 s for work pool 'idle' and cancelled its run, still \w+; is a worker of that pool running"
-        with pytest.raises(workers.WorkerError, match=expected):
+        with pytest.raises(workers.WorkerFailed, match=expected):
             workers.await_worker("idle", parameters, timeout=3)
         with get_client(sync_client=True) as client:
             runs = [r for r in client.read_flow_runs() if r.parameters.get("repo_url") == "/nowhere"]

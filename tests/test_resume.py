@@ -57,7 +57,7 @@ def killed_after_three_epochs(repro_repo, tmp_path, monkeypatch) -> str:
         stage.train.fn("blobs", SPLIT, tmp_path / "killed")
     monkeypatch.undo()
     monkeypatch.chdir(repro_repo)
-    return stage._fingerprint(SPLIT, stage.load_params("blobs"), None)
+    return stage._fingerprint(SPLIT, stage.config.workload("blobs"), None)
 
 
 def test_a_checkpoint_from_other_inputs_is_not_resumed(repro_repo, tmp_path, monkeypatch):

@@ -11,8 +11,9 @@ import httpx
 import pytest
 from conftest import ROOT, api, make_repo, run, tiny_params
 
-from flows.common import InputError, check_inside, check_name
-from flows.operations import workers
+from flows.config import check_inside, check_name
+from flows.runtime import workers
+from steps.errors import BadInput
 
 
 def only_iris(**extra) -> dict:
@@ -25,11 +26,11 @@ def only_iris(**extra) -> dict:
 def test_names_and_paths_are_checked():
     assert check_name("mnist-ae_2", "workload") == "mnist-ae_2"
     for bad in ("x; touch /tmp/pwned #", "../etc", "$(id)", "", "a b", "-rf", 3):
-        with pytest.raises(InputError, match="is not a valid name; use letters, digits"):
+        with pytest.raises(BadInput, match="is not a valid name; use letters, digits"):
             check_name(bad, "workload")
     assert str(check_inside("data/iris/raw", "raw")) == "data/iris/raw"
     for bad in ("$(touch x)", "data/`id`", "a b", "/etc/passwd", "../outside", "data/../../x", None):
-        with pytest.raises(InputError, match="raw .* (is not a plain relative path|is outside the repository)"):
+        with pytest.raises(BadInput, match="raw .* (is not a plain relative path|is outside the repository)"):
             check_inside(bad, "raw")
 
 
@@ -59,11 +60,11 @@ def test_credentials_are_redacted_everywhere_they_are_shown():
 def test_a_worker_clones_only_allowed_repositories(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CAIRN_WORKER_REPOS", raising=False)
-    with pytest.raises(workers.WorkerError, match="refusing to clone 'https://evil.example/x.git'"):
+    with pytest.raises(workers.WorkerFailed, match="refusing to clone 'https://evil.example/x.git'"):
         workers.run_on_worker.fn("train@iris", "https://user:pw@evil.example/x.git", "0" * 40)
     assert not list(tmp_path.iterdir())  # nothing cloned
     monkeypatch.setenv("CAIRN_WORKER_REPOS", "https://evil.example/x.git")
-    with pytest.raises(workers.WorkerError, match="is not a stage address at a commit hash"):
+    with pytest.raises(workers.WorkerFailed, match="is not a stage address at a commit hash"):
         workers.run_on_worker.fn("train@iris; id", "https://evil.example/x.git", "HEAD")
     # The worker clones with its own credentials for a URL it allows; the run's parameters have none.
     monkeypatch.setenv("CAIRN_WORKER_REPOS", "https://ci:secret@git.example/cairn.git")

@@ -8,7 +8,8 @@ from pathlib import Path
 import yaml
 from conftest import ROOT
 
-from flows.execution.stages import STAGES, stage_flow, stage_paths
+from flows.runtime.stages import STAGE_INPUTS, STAGES, stage_flow, stage_paths
+from flows.storage import code
 
 
 def imports(path: Path) -> set[str]:
@@ -64,40 +65,59 @@ def test_readme_names_the_two_commands_and_ci_runs_the_tests():
     assert "\nrun:" in makefile and "\ntest:" in makefile
 
 
-def _cairn_imports(path: Path) -> set[str]:
-    """The flows/steps modules ``path`` imports (``from a.b import c`` may name module a.b.c)."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-    return {m for m in out if m.split(".")[0] in ("flows", "steps")}
-
-
-def _code_of(stage: str) -> set[Path]:
-    """Every file of cairn's code that a stage's process runs: its flow module, what that imports,
-    transitively, and the package __init__ files on the way."""
-    seen: set[Path] = set()
-    todo = [Path("flows") / f"{stage}.py"]
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        todo += [p / "__init__.py" for p in path.parents if (ROOT / p / "__init__.py").exists()]
-        for module in _cairn_imports(ROOT / path):
-            base = Path(*module.split("."))
-            todo += [f for f in (base / "__init__.py", base.with_suffix(".py")) if (ROOT / f).exists()]
-    return seen
-
-
-def test_every_module_a_stage_runs_is_a_dep_so_a_code_change_reruns_it():
+def test_a_stages_code_deps_in_dvc_yaml_are_exactly_the_code_it_runs():
+    """Not one file more (an edit elsewhere would rerun it) and not one less (an edit there would
+    not): the list flows/storage/code.py computes, which datum keys and checkpoints hash too."""
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for stage, spec in stages.items():
-        deps = [Path(d) for d in spec["do"]["deps"] if "$" not in d and not d.startswith("data/")]
-        missing = sorted(str(f) for f in _code_of(stage) if not any(f == d or d in f.parents for d in deps))
-        assert not missing, f"dvc.yaml: stage {stage} runs {missing} but does not list them as deps"
+        declared = {d for d in spec["do"]["deps"] if d.startswith(("flows/", "steps/"))}
+        runs = set(code.stage_code(stage))
+        assert declared == runs, (
+            f"dvc.yaml: {stage} lists {sorted(declared - runs)} it does not run, "
+            f"and runs {sorted(runs - declared)} it does not list"
+        )
+
+
+def test_no_stage_runs_the_service_the_cli_or_the_registry_listing():
+    """Editing the server, the watcher, the CLI or the registry's table reruns nothing."""
+    for stage in STAGES:
+        runs = code.stage_code(stage)
+        assert not [p for p in runs if p.startswith(("flows/service/", "flows/runtime/", "flows/cli.py"))], stage
+        assert not [p for p in runs if p.startswith("flows/") and p.removeprefix("flows/").removesuffix(".py")
+                    in set(STAGES) - {stage}], stage  # fmt: skip
+    assert "steps/models" not in code.stage_code("ingest") + code.stage_code("clean") + code.stage_code("split")
+
+
+def test_datum_keys_hash_the_stages_own_code(tmp_path, monkeypatch):
+    """A copy of the code with one edit in a model: ingest's key is the same, score's is not."""
+    import shutil
+
+    from flows.storage import datums
+
+    copy = tmp_path / "repo"
+    for package in ("flows", "steps"):
+        shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    before = {s: datums.key(s, "a.csv", b"x", {}) for s in ("ingest", "score")}
+    monkeypatch.setattr(code, "ROOT", copy)
+    code.stage_code.cache_clear()
+    code.digest.cache_clear()
+    try:
+        mlp = copy / "steps/models/mlp.py"
+        mlp.write_text(mlp.read_text() + "# an edit\n")
+        after = {s: datums.key(s, "a.csv", b"x", {}) for s in ("ingest", "score")}
+    finally:
+        code.stage_code.cache_clear()
+        code.digest.cache_clear()
+    assert after["ingest"] == before["ingest"]
+    assert after["score"] != before["score"]
+
+
+def test_the_command_lines_inputs_are_the_stage_flows_parameters():
+    import inspect
+
+    for name in STAGES:
+        params = list(inspect.signature(stage_flow(name).fn).parameters)
+        assert tuple(params[1:-1]) == STAGE_INPUTS[name] and params[0] == "workload" and params[-1] == "out", name
 
 
 def test_every_model_that_trains_with_torch_is_exclusive_in_the_pipelines_waves():
@@ -113,3 +133,25 @@ def test_every_model_that_trains_with_torch_is_exclusive_in_the_pipelines_waves(
         uses_torch = any(getattr(v, "__name__", "").startswith(("torch", "steps.models.torchnet", "steps.models.mlp"))
                          for v in vars(module).values())  # fmt: skip
         assert getattr(module, "EXCLUSIVE", False) == uses_torch, path.stem
+
+
+def test_the_layers_hold_and_the_check_fails_when_a_stage_flow_imports_another(tmp_path):
+    """import-linter's contracts (pyproject.toml) on the code as it is, then on a copy in which
+    publish imports evaluate: the first passes, the second is refused naming the import."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    lint = Path(sys.executable).parent / "lint-imports"
+    env = os.environ | {"PYTHONPATH": str(tmp_path)}
+    for package in ("flows", "steps"):
+        shutil.copytree(ROOT / package, tmp_path / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", tmp_path)
+    ok = subprocess.run([lint, "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout
+    publish = tmp_path / "flows/publish.py"
+    publish.write_text(publish.read_text() + "\nimport flows.evaluate  # noqa\n")
+    broken = subprocess.run([lint, "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert broken.returncode != 0
+    assert "flows.publish -> flows.evaluate" in broken.stdout

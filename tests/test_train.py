@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets
 
-from steps import StepError, models, split, train
+from steps import BadInput, models, split, train
 from steps.models import mlp
 
 MODEL, PARAMS = TINY_MODEL, TINY_TRAIN
@@ -79,11 +79,11 @@ def test_a_binary_classifier_threshold_is_fixed_or_tuned_on_validation_as_params
 
 
 def test_unknown_label_and_bad_params_are_clear_errors(sets):
-    with pytest.raises(StepError, match="label 'z' in column 'kind' is not a class seen in train"):
+    with pytest.raises(BadInput, match="label 'z' in column 'kind' is not a class seen in train"):
         models.labels(pa.table({"kind": ["a", "z"]}), "kind", ["a", "b"])
-    with pytest.raises(StepError, match="optimizer is 'adagrad'"):
+    with pytest.raises(BadInput, match="optimizer is 'adagrad'"):
         fit(sets, optimizer="adagrad")
-    with pytest.raises(StepError, match="no module steps/models/nope.py"):
+    with pytest.raises(BadInput, match="no module steps/models/nope.py"):
         fit(sets, model=MODEL | {"name": "nope"})
 
 

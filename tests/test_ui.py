@@ -17,7 +17,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 ATTACH = """
 from pathlib import Path
 from prefect import flow
-from flows.common import attach
+from flows.tracking import attach
 from steps.figures import confusion_png
 
 @flow(name="ui-probe")

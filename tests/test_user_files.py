@@ -150,10 +150,10 @@ def test_a_label_with_one_class_is_a_clear_error():
     from conftest import TINY_MODEL, TINY_TRAIN
 
     from steps import train
-    from steps.models import StepError
+    from steps.models import BadInput
 
     table = ingest.from_csv(b"f1,f2,kind\n" + b"".join(b"%d,%d,a\n" % (i, i) for i in range(20)), "a.csv", BLOBS_SCHEMA)
-    with pytest.raises(StepError) as err:
+    with pytest.raises(BadInput) as err:
         train.train(table, table, BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN)
     assert str(err.value) == (
         "train: the label 'kind' has 1 class(es) in the train rows ('a'); a classifier needs at least two"

@@ -12,7 +12,7 @@ A model is a module in this package (its name is ``model.name`` in params.yaml) 
 - optionally ``coefficients(fitted) -> dict``: plain JSON another language can compute with,
   and ``predict_coefficients(coefs, x)``: that computation in numpy, to check the JSON;
 - optionally ``EXCLUSIVE = True`` when ``fit`` uses process-wide state (torch's global RNG):
-  the pipeline's waves (flows/execution/pipeline.py) then train one such model at a time;
+  the pipeline's waves (flows/runtime/pipeline.py) then train one such model at a time;
 - optionally ``WARM_START = True`` when ``fit`` starts from ``data.start`` (fine-tuning);
   a model that sets ``fitted.state`` each epoch goes on from ``data.resume`` (checkpoints).
 
@@ -34,13 +34,13 @@ import pyarrow.compute as pc
 from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
-from steps import StepError, arrow
+from steps import BadInput, arrow
 from steps.ingest import resolve_features
 
 TASKS = ("classification", "regression", "reconstruction")
 
 
-class ModelError(StepError):
+class ModelError(BadInput):
     """A model spec or input that does not fit."""
 
 

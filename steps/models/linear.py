@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps import StepError
+from steps import BadInput
 from steps.models import Data, Epoch, Fitted, OnEpoch, torchnet
 
 TASK = "regression"
@@ -60,7 +60,7 @@ def _sgd(z, t, zv, tv, params, on_epoch, fitted, pack) -> tuple[np.ndarray, floa
 
 def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEpoch | None) -> Fitted:
     if spec["model"].get("solver", "closed") not in SOLVERS:
-        raise StepError(f"train: model.solver is {spec['model']['solver']!r}; expected one of {SOLVERS}")
+        raise BadInput(f"train: model.solver is {spec['model']['solver']!r}; expected one of {SOLVERS}")
     mean, std = data.mean.astype(np.float64), data.std.astype(np.float64)
     y_mean, y_std = float(data.y_train.mean()), float(data.y_train.std() or 1.0)
     z = (data.x_train - mean) / std

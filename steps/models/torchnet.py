@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps import StepError
+from steps import BadInput
 from steps.models import Data, Epoch, Fitted, OnEpoch
 
 ONNX_OPSET = 17
@@ -52,7 +52,7 @@ def pick_device(wanted: str) -> torch.device:
     if wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if wanted == "cuda" and not torch.cuda.is_available():
-        raise StepError("train: device is 'cuda' in params.yaml but no CUDA device is visible")
+        raise BadInput("train: device is 'cuda' in params.yaml but no CUDA device is visible")
     return torch.device(wanted)
 
 
@@ -64,7 +64,7 @@ def _optimizer(params: dict[str, Any], weights) -> torch.optim.Optimizer:
         return torch.optim.LBFGS(weights, lr=1.0, max_iter=LBFGS_ITERATIONS, history_size=20, tolerance_grad=1e-9,
                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")  # fmt: skip
     if params["optimizer"] not in kinds:
-        raise StepError(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)} or 'lbfgs'")
+        raise BadInput(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)} or 'lbfgs'")
     return kinds[params["optimizer"]](weights, lr=params["lr"], weight_decay=params["weight_decay"])
 
 
@@ -109,7 +109,7 @@ def fit(
     device = pick_device(params["device"])
     better = {"val_loss": lambda new, old: new < old, "val_accuracy": lambda new, old: new > old}
     if params["monitor"] not in better:
-        raise StepError(f"train: monitor is {params['monitor']!r}; expected one of {sorted(better)}")
+        raise BadInput(f"train: monitor is {params['monitor']!r}; expected one of {sorted(better)}")
 
     def prepare(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         xn = torch.from_numpy((x - data.mean) / data.std).to(device)
@@ -170,7 +170,7 @@ def fit(
             fitted.history.append(record)
             score = getattr(record, params["monitor"])
             if score is None:
-                raise StepError(f"train: monitor {params['monitor']!r} needs a classifier; use 'val_loss'")
+                raise BadInput(f"train: monitor {params['monitor']!r} needs a classifier; use 'val_loss'")
             if lbfgs:  # solved to convergence: the last weights are the optimum, not the best epoch
                 previous = fitted.history[-2].train_loss if len(fitted.history) > 1 else None
                 converged = previous is not None and previous - record.train_loss <= CONVERGED * max(1.0, abs(previous))

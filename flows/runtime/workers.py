@@ -24,17 +24,14 @@ from typing import TypeVar
 
 from prefect import flow
 
-from flows.common import PARAMS_FILE, log, tracked
-from steps import StepError
+from flows import config
+from flows.tracking import log, tracked
+from steps.errors import WorkerFailed
 
 DEPLOYMENT = "stage-on-worker"
 
 
 T = TypeVar("T")
-
-
-class WorkerError(StepError):
-    """A stage could not be reproduced on a worker, or its result not restored here."""
 
 
 # A DVC remote that is briefly unreachable (a network blip, a restarting object store) is
@@ -45,7 +42,7 @@ RETRY_DELAYS = (5, 10, 20, 40, 60)
 def with_retries(what: str, attempt: Callable[[], T], delays: tuple[float, ...] = RETRY_DELAYS,
                  also: tuple[type, ...] = ()) -> T:  # fmt: skip
     """``attempt()``, retried after each delay while it fails with an error of DVC or the OS (or
-    one of ``also``); the last failure is raised. Bad input (any other StepError) and a run-cache
+    one of ``also``); the last failure is raised. Bad input (any other BadInput) and a run-cache
     that has no entry are answers, not faults: raised at once."""
     from dvc.exceptions import DvcException
     from dvc.stage.cache import RunCacheNotFoundError
@@ -70,7 +67,7 @@ def redact(text: str) -> str:
 def _sh(cmd: list[str], cwd: Path, where: str = "worker") -> str:
     result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     if result.returncode:
-        raise WorkerError(redact(f"{where}: {' '.join(cmd)} failed in {cwd}: {result.stderr.strip()[-500:]}"))
+        raise WorkerFailed(redact(f"{where}: {' '.join(cmd)} failed in {cwd}: {result.stderr.strip()[-500:]}"))
     return result.stdout
 
 
@@ -85,8 +82,8 @@ def allowed_repos(root: Path | None = None) -> dict[str, str]:
     params.yaml, and ``$CAIRN_WORKER_REPOS`` (space-separated)."""
     root = (root or Path.cwd()).resolve()
     urls = [str(root), *os.environ.get("CAIRN_WORKER_REPOS", "").split()]
-    if (root / PARAMS_FILE).exists():
-        urls += deploy_params(root / PARAMS_FILE).get("worker_repos") or []
+    if (root / config.PARAMS_FILE).exists():
+        urls += config.load(root / config.PARAMS_FILE).deploy.worker_repos
     if origin := _origin(root):
         urls.append(origin)
     return {redact(url): url for url in urls}
@@ -102,12 +99,12 @@ def run_on_worker(stage: str, repo_url: str, rev: str, lock: str | None = None) 
     the remote)."""
     allowed = allowed_repos()
     if redact(repo_url) not in allowed:
-        raise WorkerError(
+        raise WorkerFailed(
             f"worker: refusing to clone {redact(repo_url)!r}: not this worker's origin, checkout, "
             "deploy.worker_repos or $CAIRN_WORKER_REPOS"
         )
     if not re.fullmatch(r"[0-9a-f]{7,40}", rev) or not re.fullmatch(r"[\w-]+@[\w-]+", stage):
-        raise WorkerError(f"worker: {stage!r} at {rev!r} is not a stage address at a commit hash")
+        raise WorkerFailed(f"worker: {stage!r} at {rev!r} is not a stage address at a commit hash")
     with tempfile.TemporaryDirectory(prefix="cairn-worker-") as tmp:
         clone = Path(tmp) / "repo"
         _sh(["git", "clone", "--quiet", allowed[redact(repo_url)], str(clone)], Path(tmp))
@@ -117,24 +114,9 @@ def run_on_worker(stage: str, repo_url: str, rev: str, lock: str | None = None) 
         out = _sh(["dvc", "repro", "--pull", "--single-item", stage], clone)
         ran = f"Running stage '{stage}'" in out
         push = ["dvc", "push", "--run-cache", stage]
-        with_retries(f"{stage}: pushing to the DVC remote", lambda: _sh(push, clone), also=(WorkerError,))
+        with_retries(f"{stage}: pushing to the DVC remote", lambda: _sh(push, clone), also=(WorkerFailed,))
     log().info("%s: %s on a worker and pushed with its run-cache", stage, "reproduced" if ran else "found up to date")
     return {"stage": stage, "ran": ran}
-
-
-WAIT_SECONDS = 6 * 3600  # default deploy.worker_timeout_seconds: queueing plus a long training run
-
-
-def deploy_params(path: Path = PARAMS_FILE) -> dict:
-    """The ``deploy`` section of params.yaml."""
-    import yaml
-
-    return (yaml.safe_load(path.read_text()) or {}).get("deploy") or {}
-
-
-def remote_stages(path: Path = PARAMS_FILE) -> dict[str, str]:
-    """``deploy.remote_stages`` of params.yaml: {stage address: work pool}."""
-    return deploy_params(path).get("remote_stages") or {}
 
 
 def _source(root: Path) -> tuple[str, str]:
@@ -153,20 +135,20 @@ def check_ready(repo, stage, pool: str) -> None:
     """Refuse early, and say why, what a worker could not reproduce as this checkout would."""
     where = f"pipeline: {stage.addressing} goes to work pool '{pool}' (deploy.remote_stages in params.yaml)"
     if not tracked():
-        raise WorkerError(f"{where}, but no Prefect API is configured (PREFECT_API_URL)")
+        raise WorkerFailed(f"{where}, but no Prefect API is configured (PREFECT_API_URL)")
     if not repo.config["core"].get("remote"):
-        raise WorkerError(f"{where}, but there is no default DVC remote to hand data over (`dvc remote add -d`)")
+        raise WorkerFailed(f"{where}, but there is no default DVC remote to hand data over (`dvc remote add -d`)")
     # The worker runs the committed code and params: uncommitted changes would train something else.
     tracked_deps = ["params.yaml", "dvc.yaml"] + [str(d.def_path) for d in stage.deps]
     root = Path(repo.root_dir)
     dirty = _sh(["git", "diff", "--name-only", "HEAD", "--", *tracked_deps], root, "pipeline").split()
     if dirty:
-        raise WorkerError(f"{where}, but {', '.join(dirty)} differ from the commit a worker would clone; commit first")
+        raise WorkerFailed(f"{where}, but {', '.join(dirty)} differ from the commit a worker would clone; commit first")
     has_origin = subprocess.run(["git", "remote", "get-url", "origin"], cwd=root, capture_output=True).returncode == 0
     if has_origin and not _sh(["git", "branch", "-r", "--contains", "HEAD"], root, "pipeline").strip():
-        raise WorkerError(f"{where}, but this commit is not on origin, where the worker clones from; git push first")
+        raise WorkerFailed(f"{where}, but this commit is not on origin, where the worker clones from; git push first")
     if not deployment_exists(f"{DEPLOYMENT}/{pool}"):
-        raise WorkerError(
+        raise WorkerFailed(
             f"{where}, but the Prefect server has no deployment '{DEPLOYMENT}/{pool}'; run "
             f"`python -m flows deployments` and, where the workers are, `prefect deploy --name {pool}`"
         )
@@ -184,12 +166,12 @@ def await_worker(pool: str, parameters: dict, timeout: float) -> None:
     if not run.state.is_final():
         with get_client(sync_client=True) as client:
             client.set_flow_run_state(run.id, Cancelled(message=f"no worker finished it in {timeout:g} s"), force=True)
-        raise WorkerError(
+        raise WorkerFailed(
             f"pipeline: {stage} waited {timeout:g} s for work pool '{pool}' and cancelled its run, still "
             f"{run.state.name}; is a worker of that pool running? (deploy.worker_timeout_seconds in params.yaml)"
         )
     if not run.state.is_completed():
-        raise WorkerError(f"pipeline: {stage} on work pool '{pool}' ended {run.state.name}: "
+        raise WorkerFailed(f"pipeline: {stage} on work pool '{pool}' ended {run.state.name}: "
                           f"{run.state.message or 'see the flow run ' + run.name}")  # fmt: skip
 
 
@@ -203,10 +185,6 @@ def deployment_exists(name: str) -> bool:
         except ObjectNotFound:
             return False
     return True
-
-
-def worker_timeout() -> float:
-    return float(deploy_params().get("worker_timeout_seconds") or WAIT_SECONDS)
 
 
 def hand_over(repo, graph, stage, pool: str) -> dict:
@@ -229,7 +207,7 @@ def bring_back(repo, stage) -> None:
         with_retries(f"{stage.addressing}: fetching the worker's run-cache", lambda: repo.stage_cache.pull(None))
         with_retries(f"{stage.addressing}: restoring its outputs", lambda: repo.stage_cache.restore(stage, pull=True))
     except RunCacheNotFoundError:
-        raise WorkerError(
+        raise WorkerFailed(
             f"pipeline: the worker reproduced {stage.addressing}, but DVC's run-cache has no entry for this "
             "checkout's inputs; does the worker push to the same DVC remote?"
         ) from None

@@ -1,6 +1,6 @@
 """Writes that survive a kill: an output is either its old self (or absent) or complete.
 
-Standard library only: DVC's startup hook (flows/execution/lockfile.py) imports this in every `dvc`
+Standard library only: DVC's startup hook (flows/runtime/lockfile.py) imports this in every `dvc`
 command, where pandas or pyarrow would cost time for nothing.
 """
 
@@ -16,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from steps.errors import NoSpace
 
 
 def _umask() -> int:
@@ -41,10 +43,6 @@ def remove_leftovers(path: Path) -> list[Path]:
 
 
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}
-
-
-class NoSpace(OSError):
-    """The disk (or quota) filled up while writing an output: nothing was replaced."""
 
 
 @contextlib.contextmanager

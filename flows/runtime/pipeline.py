@@ -5,7 +5,7 @@ restore it from DVC's run-cache if that has it, else run its command line in thi
 (a Prefect subflow, so the UI shows it as its own run) and `dvc commit` it, which writes the
 same dvc.lock entry and run-cache entry that `dvc repro` writes. A stage that
 ``deploy.remote_stages`` sends to a work pool (train on a GPU pool) runs on a worker of that
-pool instead and comes back through the run-cache (flows/operations/workers.py).
+pool instead and comes back through the run-cache (flows/runtime/workers.py).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from typing import Any
 
 from prefect import flow
 
-from flows.common import git_revision, load_params, log, report, tracked
-from flows.execution import fanout, lockfile
-from flows.execution.files import NoSpace
-from flows.execution.stages import STAGES, UsageError, run_stage
-from flows.operations.workers import await_worker, bring_back, check_ready, hand_over, remote_stages, worker_timeout
-from steps import StepError
+from flows import config
+from flows.runtime import lockfile
+from flows.runtime.stages import STAGES, UsageError, run_stage
+from flows.runtime.workers import await_worker, bring_back, check_ready, hand_over
+from flows.tracking import git_revision, log, report, tracked
+from steps.errors import Busy, CairnError, StageFailed
 
 COMMAND = ["python", "-m", "flows", "$DVC_STAGE"]
 
@@ -50,14 +50,6 @@ def _fetch_run_cache(repo) -> bool:
         log().warning("pipeline: could not fetch DVC's run-cache from the remote (%s); stages run here", err)
         return False
     return True
-
-
-class StageFailed(StepError):
-    """A stage of the pipeline refused its input or failed: the stage's one-line error."""
-
-
-class Busy(StepError):
-    """The checkout is locked by another run."""
 
 
 @contextlib.contextmanager
@@ -102,7 +94,7 @@ def pipeline(workloads: list[str] | None = None, jobs: int | None = None) -> dic
     # DVC's repository lock for the whole run: a second run on this checkout is refused
     # (DVC gives up after a few seconds) instead of interleaving its stages with ours.
     with checkout_lock("pipeline") as repo:
-        return _run(repo, workloads, jobs or fanout.settings().jobs)
+        return _run(repo, workloads, jobs or config.load().execution.jobs)
 
 
 def _run(repo, workloads: list[str] | None, jobs: int) -> dict[str, str]:
@@ -110,7 +102,7 @@ def _run(repo, workloads: list[str] | None, jobs: int) -> dict[str, str]:
 
     logger = log()
     graph = get_active_graph(repo.index.graph)
-    pools = remote_stages()
+    pools = config.load().deploy.remote_stages
     if unknown := sorted(set(pools) - {s.addressing for s in graph}):
         raise UsageError(f"params.yaml: deploy.remote_stages names {unknown}, which dvc.yaml does not define")
     targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
@@ -142,7 +134,7 @@ def exclusive(stage) -> bool:
         return False
     from steps import models
 
-    return getattr(models.module(load_params(workload)["model"]["name"]), "EXCLUSIVE", False)
+    return getattr(models.module(config.workload(workload).model.name), "EXCLUSIVE", False)
 
 
 class Waves:
@@ -218,9 +210,11 @@ class Waves:
             if remote:
                 try:
                     parameters = hand_over(self.repo, self.graph, stage, self.pools[name])
-                except (StepError, NoSpace) as err:
+                except CairnError as err:
                     return self._fail(name, err)
-                job = functools.partial(await_worker, self.pools[name], parameters, worker_timeout())
+                job = functools.partial(
+                    await_worker, self.pools[name], parameters, config.load().deploy.worker_timeout_seconds
+                )
             else:
                 job = functools.partial(run_stage, _command(stage))
                 local.append(stage)
@@ -246,13 +240,13 @@ class Waves:
                 bring_back(self.repo, stage)
             elif name.startswith("promote@"):
                 self.verdicts[name] = _verdict(result)
-        except (StepError, NoSpace) as err:
+        except CairnError as err:
             return self._fail(name, err)
         self._commit(stage, "worker" if name in self.pools else "ran")
 
-    def _fail(self, name: str, err: StepError | NoSpace) -> None:
+    def _fail(self, name: str, err: CairnError) -> None:
         """Record a stage's refusal or failure as its one-line error."""
-        message = err.strerror if isinstance(err, NoSpace) else str(err)
+        message = str(err)
         log().error("%s failed: %s", name, message)
         self.outcome[name] = "failed"
         self.failed.append(f"{name} failed: {message}")
@@ -281,7 +275,7 @@ def _champion_moved(stage) -> bool:
     name, _, workload = stage.addressing.partition("@")
     if name != "promote":
         return False
-    from flows.operations import registry
+    from flows import registry
 
     stale = registry.stale_serving(workload, Path(stage.wdir) / "data" / workload / "promote")
     if stale:

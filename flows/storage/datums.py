@@ -6,13 +6,14 @@ partition's result is looked up under a key made of everything it depends on:
 
 - the partition's bytes (sha256),
 - the stage's params slice (the workload's schema and source settings),
-- cairn's code: every file of flows/ and steps/ (any change there is a miss: a full run).
+- the code the stage runs (flows/storage/code.py: the same files dvc.yaml lists as its deps), so
+  an edit elsewhere (a model, the server) leaves the stage's datums valid.
 
 A hit is the stored result, byte for byte what computing it again gives, so an incremental run
 leaves exactly the outputs and dvc.lock of a from-scratch run. The store is `.cairn/datums/`
 (gitignored, local): a fresh clone has none and computes everything.
 
-Every change to cairn's code makes new keys, so the store grows by a corpus's worth of datums
+Every change to a stage's code makes new keys, so the store grows by a corpus's worth of datums
 per code version: `python -m flows prune [--days N]` removes those no run has used for N days
 (a hit marks a datum used; outputs hold their own links to the files, so they keep them).
 """
@@ -27,33 +28,22 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
-from functools import cache
 from pathlib import Path
 from typing import Any
 
-from flows.execution.files import write_atomic
-from steps import StepError
+from flows.storage import code
+from flows.storage.files import write_atomic
+from steps import BadInput
 
 ROOT = Path(".cairn") / "datums"
-FLOWS = Path(__file__).resolve().parents[1]
-PACKAGES = (FLOWS, FLOWS.parent / "steps")
-
-
-@cache
-def code_digest() -> str:
-    """sha256 over the paths and bytes of every .py file of cairn's code."""
-    digest = hashlib.sha256()
-    for package in PACKAGES:
-        for path in sorted(package.rglob("*.py")):
-            digest.update(path.relative_to(package.parent).as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()
 
 
 def key(stage: str, name: str, data: bytes | str, params: Any) -> str:
     """The key of partition ``name`` in ``stage`` under ``params``; ``data`` is its bytes or their
-    sha256 (hex, as ``file_sha256`` gives it)."""
+    sha256 (hex, as ``file_sha256`` gives it). ``stage`` may name a kind of datum within a stage
+    ('clean-settle'): the code hashed is the stage's, the word before the '-'."""
     digest = hashlib.sha256()
-    for part in (stage, name, code_digest(), json.dumps(params, sort_keys=True, default=str)):
+    for part in (stage, name, code.digest(stage.partition("-")[0]), json.dumps(params, sort_keys=True, default=str)):
         digest.update(part.encode() + b"\0")
     digest.update(bytes.fromhex(data) if isinstance(data, str) else hashlib.sha256(data).digest())
     return digest.hexdigest()
@@ -140,7 +130,7 @@ def folders(stage: str, datums: list[str]) -> list[Path]:
     """The folder of each of ``datums``, which the stage has just stored or found whole."""
     out = [folder(stage, d) for d in datums]
     if any(f is None for f in out):  # only a concurrent prune could do this
-        raise StepError(f"{stage}: a stored datum vanished from {ROOT} while the stage ran; run it again")
+        raise BadInput(f"{stage}: a stored datum vanished from {ROOT} while the stage ran; run it again")
     return out  # type: ignore[return-value]
 
 

@@ -6,27 +6,33 @@ then pays for the libraries it uses (torch, scikit-learn) and no others.
 
 from __future__ import annotations
 
-import argparse
 import importlib
-import inspect
 import json
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from flows.common import check_name, load_params, log, tracked, write_json
+from flows import config
+from flows.config import check_name
+from flows.storage.files import write_json
+from flows.tracking import log, tracked
+from steps.errors import UsageError
 
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish", "promote", "score")
-USAGE = (
-    "python -m flows STAGE@WORKLOAD | python -m flows {%s} WORKLOAD --INPUT PATH ... --out PATH"
-    " | python -m flows pipeline [--jobs N] [WORKLOAD ...]"
-    " | python -m flows registry {list [WORKLOAD] | rollback WORKLOAD [--to N]}"
-)
-
-
-class UsageError(ValueError):
-    """A command line that names no known stage or lacks an option."""
+# The inputs of each stage, named as its flow's parameters (after ``workload``, before ``out``):
+# the options of `python -m flows STAGE WORKLOAD --INPUT PATH ... --out PATH`. Written here so
+# that `--help` does not import the stage (torch for train); a test checks them against the flows.
+STAGE_INPUTS = {
+    "ingest": ("raw",),
+    "clean": ("ingested",),
+    "split": ("clean",),
+    "train": ("split",),
+    "evaluate": ("split", "train"),
+    "publish": ("split", "train", "evaluate"),
+    "promote": ("split", "publish"),
+    "score": ("inbox", "model"),
+}
 
 
 def stage_flow(name: str):
@@ -41,8 +47,11 @@ def stage_paths(stage: str, workload: str) -> dict[str, Path]:
     layout that dvc.yaml declares as deps and outs (tests/test_structure.py keeps the two in
     step). Inputs are named as the stage flow's parameters."""
     data = Path("data") / workload
+    if stage == "ingest":
+        return {"raw": Path(config.workload(workload).raw), "out": data / "ingest"}
+    if stage == "score":  # only for the workloads of params.yaml's `score` section
+        return {"inbox": config.load().inbox(workload), "model": data / "promote", "out": data / "score"}
     inputs = {
-        "ingest": {"raw": Path(load_params(workload)["raw"])},
         "clean": {"ingested": data / "ingest"},
         "split": {"clean": data / "clean" / "rows"},
         "train": {"split": data / "split"},
@@ -50,22 +59,15 @@ def stage_paths(stage: str, workload: str) -> dict[str, Path]:
         "publish": {"split": data / "split", "train": data / "train", "evaluate": data / "evaluate"},
         "promote": {"split": data / "split", "publish": data / "publish"},
     }
-    if stage == "score":  # only for the workloads of params.yaml's `score` section
-        from flows.score import inbox_of
-
-        return {"inbox": inbox_of(workload), "model": data / "promote", "out": data / "score"}
     if stage not in inputs:
         raise UsageError(f"unknown stage {stage!r}; expected one of {', '.join(STAGES)}")
     return inputs[stage] | {"out": data / stage}
 
 
 def parse(argv: list[str]) -> tuple[Any, dict[str, Any]]:
-    """(flow, keyword arguments) of a stage command line; the options are the flow's parameters.
-
-    ``STAGE@WORKLOAD`` alone (what dvc.yaml runs, as ``"$DVC_STAGE"``) takes its paths from
-    ``stage_paths``; the long form names every path."""
-    if not argv:
-        raise UsageError(f"usage: {USAGE % ','.join(STAGES)}")
+    """(flow, keyword arguments) of a stage command line: ``STAGE@WORKLOAD`` alone (what dvc.yaml
+    runs, as ``"$DVC_STAGE"``) takes its paths from ``stage_paths``; the long form
+    ``STAGE WORKLOAD --INPUT PATH ... --out PATH`` (flows/cli.py checks it) names every path."""
     if "@" in argv[0]:
         # dvc.yaml passes the stage address through the environment ("$DVC_STAGE"), never as
         # text interpolated into the shell command, so no params value can reach the shell.
@@ -74,14 +76,10 @@ def parse(argv: list[str]) -> tuple[Any, dict[str, Any]]:
         name, workload = argv[0].split("@", 1)
         stage = stage_flow(name)
         return stage, {"workload": check_name(workload, "workload")} | stage_paths(name, workload)
-    stage = stage_flow(argv[0])
-    cmd = argparse.ArgumentParser(prog=f"python -m flows {argv[0]}", description=stage.fn.__doc__)
-    cmd.add_argument("workload")
-    for param in list(inspect.signature(stage.fn).parameters)[1:]:
-        cmd.add_argument(f"--{param}", type=Path, required=True)
-    args = vars(cmd.parse_args(argv[1:]))
-    check_name(args["workload"], "workload")
-    return stage, args
+    name, workload, options = argv[0], argv[1], argv[2:]
+    stage = stage_flow(name)
+    args = {k.removeprefix("--"): Path(v) for k, v in zip(options[::2], options[1::2], strict=True)}
+    return stage, {"workload": check_name(workload, "workload")} | args
 
 
 def run_stage(argv: list[str]) -> Any:
@@ -91,7 +89,7 @@ def run_stage(argv: list[str]) -> Any:
     pipeline); without one it runs as a plain function, so a `dvc repro` stage process never
     pays for starting a temporary Prefect server.
     """
-    from flows.execution import lockfile
+    from flows.runtime import lockfile
 
     stage, args = parse(argv)
     lockfile.snapshot()  # under `dvc repro`, DVC has just read dvc.lock: a good copy to keep

@@ -1,4 +1,6 @@
-"""What every stage flow shares: params, atomic writes, logging, and Prefect tracking."""
+"""How a stage flow is seen: its Prefect flow (tracked when an API is configured, a plain
+function otherwise), its logger, the summary and figures it attaches to its run, and the
+nondeterministic record of a run (timings, git revision) that no DVC output may hold."""
 
 from __future__ import annotations
 
@@ -15,79 +17,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-import yaml
-
-from flows.execution.files import UMASK, remove_leftovers, replace_dir, write_atomic, write_json  # noqa: F401
-from steps import StepError
-
-PARAMS_FILE = Path("params.yaml")
-
-
-class InputError(StepError):
-    """A stage's input file or params entry is missing or unreadable."""
-
-
-# Workload names reach file paths, DVC stage names and Prefect artifact keys: letters, digits,
-# '-' and '_' only, so none of them can carry shell syntax or climb out of data/.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-
-
-def check_name(name: object, what: str) -> str:
-    """``name`` if it is a safe workload name, else InputError saying what is wrong."""
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise InputError(
-            f"{what} {name!r} is not a valid name; use letters, digits, '-' and '_' (at most 64, "
-            "starting with a letter or digit)"
-        )
-    return name
-
-
-def check_inside(path: object, what: str, root: Path | None = None) -> Path:
-    """``path`` as a relative Path inside ``root`` (default: the working directory, the
-    repository root), else InputError. Refuses absolute paths, '..' and shell syntax."""
-    root = (root or Path.cwd()).resolve()
-    if not isinstance(path, str) or not re.fullmatch(r"[A-Za-z0-9_./-]+", path):
-        raise InputError(f"{what} {path!r} is not a plain relative path (letters, digits, '_', '-', '.', '/')")
-    resolved = (root / path).resolve()
-    if Path(path).is_absolute() or ".." in Path(path).parts or not resolved.is_relative_to(root):
-        raise InputError(f"{what} {path!r} is outside the repository {root}")
-    return Path(path)
-
-
-def check_params(params: dict[str, Any], path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Every workload name and raw path of a parsed params.yaml, checked before any stage runs."""
-    from flows import settings  # pydantic: 0.1 s to import, only where params are checked
-
-    workloads = params.get("workloads")
-    if not isinstance(workloads, dict) or not workloads:
-        raise InputError(f"{path} has no 'workloads' section")
-    for name, entry in workloads.items():
-        check_name(name, f"{path}: workload")
-        if not isinstance(entry, dict):
-            raise InputError(f"{path}: workload {name!r} is {entry!r}; expected a mapping of settings")
-        check_inside(entry.get("raw"), f"{path}: workloads.{name}.raw")
-        wrong = settings.problems(entry, f"{path}: workloads.{name}")
-        if wrong:
-            raise InputError("; ".join(wrong))
-    for name, entry in (params.get("score") or {}).items():
-        if name not in workloads:
-            raise InputError(
-                f"{path}: score names '{name}', which is not a workload; workloads: {', '.join(workloads)}"
-            )
-        check_inside((entry or {}).get("inbox"), f"{path}: score.{name}.inbox")
-    return params
-
-
-def load_params(workload: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """The params.yaml entry of ``workload``; raises InputError naming what is missing or unsafe."""
-    if not path.exists():
-        raise InputError(f"{path} not found in {Path.cwd()}; run stages from the repository root")
-    workloads = check_params(yaml.safe_load(path.read_text()) or {}, path)["workloads"]
-    if workload not in workloads:
-        raise InputError(f"{path} has no workload '{workload}'; it has: {', '.join(workloads) or 'none'}")
-    return workloads[workload]
+from flows.storage.files import write_json
+from steps.errors import BadInput
 
 
 def in_flow_run() -> bool:
@@ -100,7 +31,7 @@ def in_flow_run() -> bool:
 class StageFlow:
     """A stage's function and its Prefect flow, run as '<name>@<workload>'. The flow is built on
     first use: an untracked stage process (`dvc repro`) calls ``fn`` and never imports Prefect's
-    flow machinery (about 2 s per process). When the stage refuses its input (a StepError), the
+    flow machinery (about 2 s per process). When the stage refuses its input (a BadInput), the
     run's first log line is that one-line error (which stage, what, where); Prefect's traceback
     follows it, once."""
 
@@ -111,7 +42,7 @@ class StageFlow:
         def body(*args: Any, **kwargs: Any) -> Any:
             try:
                 return fn(*args, **kwargs)
-            except StepError as err:
+            except BadInput as err:
                 if in_flow_run():  # untracked, `python -m flows` prints it
                     workload = inspect.signature(fn).bind_partial(*args, **kwargs).arguments.get("workload")
                     log().error("%s@%s failed: %s", name, workload, err)
@@ -202,56 +133,6 @@ def attach(key: str, markdown: str | None = None, images: dict[str, Path] | None
     for name, path in (images or {}).items():
         url = "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
         create_image_artifact(image_url=url, key=artifact_key(key, name), description=f"{key}: {path.name}")
-
-
-def require(path: Path, what: str) -> Path:
-    if not path.exists():
-        raise InputError(f"{what} '{path}' does not exist; run the stage that makes it first")
-    return path
-
-
-def parquet_files(path: Path) -> list[Path]:
-    """A Parquet file, or the Parquet files of a folder (one per partition) in name order."""
-    require(path, "input")
-    files = sorted(path.glob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise InputError(f"input folder '{path}' has no .parquet files")
-    return files
-
-
-def read_table(path: Path) -> pa.Table:
-    """A Parquet file, or all Parquet files of a folder in name order, as one table."""
-    return pa.concat_tables(pq.read_table(f) for f in parquet_files(path))
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
-    return sink.getvalue().to_pybytes()
-
-
-class ParquetAppender:
-    """A Parquet file written one table at a time (a row group or more each), in a staged file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path, self.writer = path, None
-
-    def write(self, table: pa.Table, where: str) -> None:
-        if self.writer is None:
-            self.writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
-        elif not table.schema.equals(self.writer.schema):
-            try:
-                table = table.cast(self.writer.schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError, ValueError) as err:
-                raise InputError(f"{where} has other columns or types than the ones before it: {err}") from None
-        if table.num_rows:  # an empty partition adds no row group
-            self.writer.write_table(table)
-
-    def close(self, empty: pa.Schema) -> None:
-        if self.writer is None:  # nothing at all: a file with the columns and no rows
-            pq.write_table(empty.empty_table(), self.path, compression="zstd")
-        else:
-            self.writer.close()
 
 
 def git_revision() -> str:

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from flows.execution.files import remove_leftovers, write_atomic
-from steps import StepError
+from flows.storage.files import remove_leftovers, write_atomic
+from steps import BadInput
 
 LOCK = Path("dvc.lock")
 # libyaml's loader where PyYAML has it: a big dvc.lock parses in milliseconds, not ~0.7 s.
@@ -86,7 +86,7 @@ def order_stages(before: list[str], plan: list[str], lock: Path = LOCK) -> None:
 
 
 def recover(lock: Path = LOCK, good: Path = GOOD) -> bool:
-    """Put the last good copy back when ``lock`` is broken; True when it did. Raises StepError
+    """Put the last good copy back when ``lock`` is broken; True when it did. Raises BadInput
     when the lock is broken and there is no good copy to put back."""
     if not lock.exists():
         return False
@@ -94,7 +94,7 @@ def recover(lock: Path = LOCK, good: Path = GOOD) -> bool:
     if why is None:
         return False
     if not good.exists() or problem(good.read_text(errors="replace")) is not None:
-        raise StepError(
+        raise BadInput(
             f"{lock} is unusable ({why}) and there is no good copy in {good}; "
             f"`git checkout {lock}` brings back the committed one"
         )
@@ -151,7 +151,7 @@ def guard_dvc_command() -> None:
         if root is not None:
             remove_leftovers(root / LOCK)
             recover(root / LOCK, root / GOOD)
-    except StepError as err:
+    except BadInput as err:
         print(f"cairn: {err}", file=sys.stderr)  # DVC's own error follows; nothing was changed
     atomic_dvc_writes()
 
@@ -161,7 +161,7 @@ HOOK = "cairn-dvc-guard.pth"
 # one basename comparison unless the program is `dvc`.
 HOOK_LINE = (
     "import os, sys; os.path.basename((sys.argv or [''])[0]) == 'dvc' "
-    "and __import__('flows.execution.lockfile', fromlist=['_']).guard_dvc_command()\n"
+    "and __import__('flows.runtime.lockfile', fromlist=['_']).guard_dvc_command()\n"
 )
 
 

@@ -25,14 +25,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from flows.common import (
-    InputError,
-    artifact_key,
-    check_name,
-    replace_dir,
-    require,
-    write_json,
-)
+from flows.config import check_name
+from flows.storage.files import replace_dir, write_json
+from flows.storage.tables import require
+from steps.errors import BadInput
 
 SERVING = "champion.json"  # in data/<workload>/promote: which version that folder holds
 
@@ -47,7 +43,7 @@ def folder(workload: str) -> Path:
 
 
 def read_index(workload: str) -> dict[str, Any]:
-    """The index of ``workload`` (an empty one before its first model); InputError when unreadable."""
+    """The index of ``workload`` (an empty one before its first model); BadInput when unreadable."""
     path = folder(workload) / "index.json"
     if not path.exists():
         return {"workload": workload, "champion": None, "versions": [], "events": []}
@@ -56,7 +52,7 @@ def read_index(workload: str) -> dict[str, Any]:
         if not isinstance(index.get("versions"), list):
             raise ValueError("no 'versions' list")
     except (ValueError, AttributeError) as err:
-        raise InputError(
+        raise BadInput(
             f"registry: {path} is unreadable ({err}); restore it from a backup, or move the folder "
             "away to start a new history"
         ) from None
@@ -102,7 +98,7 @@ def serving(workload: str) -> dict[str, Any]:
     index = read_index(workload)
     entry = next((v for v in index["versions"] if v["version"] == index["champion"]), None)
     if entry is None:
-        raise InputError(f"registry: {workload} has no champion; run its gate: `dvc repro promote@{workload}`")
+        raise BadInput(f"registry: {workload} has no champion; run its gate: `dvc repro promote@{workload}`")
     return {"workload": workload, "version": entry["version"], "model_sha256": entry["model_sha256"],
             "metric": entry["metric"]}  # fmt: skip
 
@@ -129,90 +125,3 @@ def stale_serving(workload: str, out: Path) -> bool:
         return True
     index = read_index(workload)
     return held.get("version") != index["champion"]
-
-
-def history_rows(workload: str) -> list[dict]:
-    """The registry's history of ``workload``, newest first, one row per version: what answers
-    "is this model better than last week's" in the Prefect UI."""
-    rows = []
-    for v in reversed(read_index(workload)["versions"]):
-        ((metric, value),) = v["metric"].items()
-        raw = next(iter(v.get("lineage", {}).get("ingest", {}).values()), None)
-        rows.append({
-            "version": f"v{v['version']}",
-            "registered": v.get("registered_at", "?"),
-            "status": v["status"],
-            metric: round(value, 6),
-            "champion then": "-" if not v.get("champion_then") else f"v{v['champion_then']['version']}: "
-                                                                  f"{v['champion_then'][metric]:.6g}",
-            "reason": v["reason"],
-            "data (ingest md5)": raw or "?",
-            "git revision": v.get("git_revision", "?")[:12],
-            "model sha256": v["model_sha256"][:12],
-        })  # fmt: skip
-    return rows
-
-
-def history_artifact(workload: str) -> None:
-    """The history as a table artifact 'registry-<workload>' (its versions are the UI's history)."""
-    from prefect.artifacts import create_table_artifact
-    from prefect.context import FlowRunContext
-
-    if FlowRunContext.get() is not None:
-        create_table_artifact(table=history_rows(workload), key=artifact_key("registry", workload),
-                              description=f"{workload}: every registered model, newest first")  # fmt: skip
-
-
-def rollback(workload: str, to: int | None = None) -> dict:
-    """Make version ``to`` (default: the champion before the current one) the champion again:
-    ``champion`` then serves it, and the index logs when and from which version."""
-    if to is not None and (not isinstance(to, int) or to < 1):
-        raise InputError(f"registry: --to {to!r} is not a version number (1, 2, ...)")
-    if not (folder(workload) / "index.json").exists():
-        raise InputError(f"registry: {workload} has no registered models; see `python -m flows registry list`")
-    with locked(workload) as index:
-        promoted = [v for v in index["versions"] if v["status"] in ("champion", "retired")]
-        if to is None:
-            earlier = [v["version"] for v in promoted if v["version"] < (index["champion"] or 0)]
-            if not earlier:
-                raise InputError(f"registry: {workload} has no earlier champion to roll back to")
-            to = max(earlier)
-        chosen = next((v for v in promoted if v["version"] == to), None)
-        if chosen is None:
-            raise InputError(f"registry: {workload} has no promoted version v{to}; see `python -m flows registry list`")
-        before = index["champion"]
-        for v in index["versions"]:
-            if v["status"] == "champion":
-                v["status"] = "retired"
-        chosen["status"] = "champion"
-        index["champion"] = to
-        point_champion(workload, to)
-        index["events"].append(
-            {"at": now(), "event": "rollback", "version": to, "reason": f"rolled back from v{before}"}
-        )
-    served = Path("data") / workload / "promote"
-    if served.is_dir():  # this checkout's copy of what serves: `dvc repro` then sees it changed
-        serve_to(workload, served)
-    return chosen
-
-
-def listing(workload: str | None = None) -> str:
-    """The registry as a table: workload, version, status (champion = serving), when, metric on
-    which holdout, reason; then each workload's dated log of changes."""
-    root = registry_root()
-    names = [workload] if workload else sorted(p.name for p in root.iterdir() if p.is_dir()) if root.exists() else []
-    lines = [f"{'workload':<10} {'version':>7}  {'status':<9} {'registered':<20} {'metric':<22} {'holdout':<9} reason"]
-    events = []
-    for name in names:
-        index = read_index(name)
-        for v in index["versions"]:
-            ((metric, value),) = v["metric"].items()
-            version, score = f"v{v['version']}", f"{metric} {value:.6g}"
-            status = "champion" if v["status"] == "champion" else v["status"]
-            rows = f"{v['holdout']['rows']} rows" if "holdout" in v else "?"
-            lines.append(f"{name:<10} {version:>7}  {status:<9} {v.get('registered_at', '?'):<20} {score:<22} "
-                         f"{rows:<9} {v['reason']}")  # fmt: skip
-        events += [f"{e['at']}  {name} v{e['version']} {e['event']}: {e['reason']}" for e in index["events"]]
-        if index["champion"]:
-            events.append(f"serving: {name} v{index['champion']} ({folder(name) / 'champion'})")
-    return "\n".join(lines + ([""] + events if events else []))

@@ -26,49 +26,18 @@ import collections
 import contextlib
 import itertools
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from flows.common import PARAMS_FILE, InputError, in_flow_run, log, tracked
+from flows import config
+from flows.config import Execution
+from flows.tracking import in_flow_run, log, tracked
 
 P = TypeVar("P")
 R = TypeVar("R")
 T = TypeVar("T")
 
 RUNNERS = ("serial", "threads", "processes", "dask")
-
-
-class Execution(BaseModel):
-    """params.yaml ``execution``: how stages run. No stage lists these keys as DVC params, so
-    changing them never reruns a stage: they change the speed, not the bytes."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    jobs: int = Field(default=1, ge=1)  # local stages at once in the pipeline flow
-    runner: Literal["serial", "threads", "processes", "dask"] = "processes"
-    workers: int = Field(default=2, ge=1)
-    dask_address: str | None = None  # tcp://scheduler:8786; null: a LocalCluster of `workers`
-    max_tasks: int = Field(default=64, ge=1)
-    batch_mb: float = Field(default=64.0, gt=0)
-
-
-def settings(path: Path = PARAMS_FILE) -> Execution:
-    """The ``execution`` section of params.yaml (defaults where absent); ``CAIRN_RUNNER`` and
-    ``CAIRN_WORKERS`` override the runner and its size for one command."""
-    section = ((yaml.safe_load(path.read_text()) or {}).get("execution") if path.exists() else None) or {}
-    env = {"runner": os.environ.get("CAIRN_RUNNER"), "workers": os.environ.get("CAIRN_WORKERS")}
-    if env["workers"]:
-        env["workers"] = int(env["workers"]) if env["workers"].isdigit() else env["workers"]
-    try:
-        return Execution.model_validate(section | {k: v for k, v in env.items() if v})
-    except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise InputError(f"{path}: execution.{where} is {first.get('input')!r}: {first['msg']}") from None
 
 
 def batches(items: Sequence[T], weights: Sequence[int], run: Execution) -> list[list[T]]:
@@ -94,7 +63,7 @@ def fan_out(fn: Callable[[P], R], payloads: Iterable[P], name: str, run: Executi
     ``payloads`` is consumed lazily: at most two per worker are held at once. ``fn`` must be a
     module-level function (processes and Dask pickle it by name). A single payload runs here,
     in this process, whatever the runner."""
-    run = run or settings()
+    run = run or config.load().execution
     payloads = iter(payloads)
     head = list(itertools.islice(payloads, 2))
     if run.runner == "serial" or len(head) < 2:  # one task: a pool would only add its start

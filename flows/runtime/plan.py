@@ -1,7 +1,7 @@
 """`python -m flows plan [WORKLOAD ...]`: what the next `dvc repro` or pipeline run will do, and
 why, before it runs. `dvc status` says which stages are stale; this also says which dep, param
 or partition changed, how many raw files ingest will compute and how many it will reuse
-(flows/execution/datums.py), what will run only if an upstream stage changes its outputs, and how long
+(flows/storage/datums.py), what will run only if an upstream stage changes its outputs, and how long
 each stage took last time (.cairn/timings.json)."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from flows.common import load_params
-from flows.execution.stages import TIMINGS
+from flows import config
+from flows.runtime.stages import TIMINGS
 
 
 def reasons(status: list) -> list[str]:
@@ -33,11 +33,11 @@ def reasons(status: list) -> list[str]:
 def ingest_files(workload: str) -> dict[str, int]:
     """{'compute': n, 'reuse': m}: the raw files of ``workload`` that ingest will parse, and those
     whose result the datum store already has."""
-    from flows.execution import datums
     from flows.ingest import datum_key, file_name, load, partitions
+    from flows.storage import datums
 
-    params = load_params(workload)
-    raw = Path(params["raw"])
+    params = config.workload(workload)
+    raw = Path(params.raw)
     counts = {"compute": 0, "reuse": 0}
     files = partitions(raw)[0]
     # An unchanged raw file is not read again: its sha256 is remembered by inode, size and mtime.
