@@ -31,6 +31,19 @@ IRIS_SCHEMA = {
 }
 
 
+def _has_avx2() -> bool:
+    try:
+        return "avx2" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+# cairn pins AVX2 kernels on x86-64 (flows/__init__.py); a CPU without AVX2 (ARM, say) cannot
+# have them, so the tests that assert them skip there and say why in the run's summary.
+HAS_AVX2 = _has_avx2()
+needs_avx2 = pytest.mark.skipif(not HAS_AVX2, reason="this CPU has no AVX2: the kernels cairn pins do not exist here")
+
+
 def blobs_csv(rows: int, seed: int, bad: dict[int, str] | None = None) -> str:
     """A CSV of three well-separated classes in 2 features; ``bad`` replaces row i's f1 text."""
     rng = np.random.default_rng(seed)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import blobs_csv, make_repo, only_workloads, run
+from conftest import HAS_AVX2, blobs_csv, make_repo, only_workloads, run
 
 WORKLOADS = ("iris", "blobs", "sales", "loans", "forest", "digits")
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish", "promote")
@@ -75,7 +75,9 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
     assert "# Model card: iris" in card and "| accuracy |" in card
     # what fixes the bytes of a trained model, recorded with it
     kernels = json.loads((publish / "model.json").read_text())["kernels"]
-    assert kernels == {"device": "cpu", "cpu_isa": "AVX2", "threads": 2}
+    assert {k: v for k, v in kernels.items() if k != "cpu_isa"} == {"device": "cpu", "threads": 2}
+    if HAS_AVX2:
+        assert kernels["cpu_isa"] == "AVX2"
 
 
 def test_published_files_say_how_to_use_them_without_cairn(repro_repo: Path):

@@ -33,10 +33,16 @@ def test_a_broken_lock_gets_its_last_good_copy_back(tmp_path):
         lockfile.recover(lock, good)
 
 
-def test_make_setup_installed_the_dvc_hook():
-    hook = Path(sysconfig.get_paths()["purelib"]) / lockfile.HOOK
-    assert hook.exists(), f"{hook} is missing: `make setup` (python -m flows install-dvc-hook) installs it"
-    assert hook.read_text() == lockfile.HOOK_LINE
+def test_the_dvc_hook_installs_into_site_packages_and_names_a_module_that_exists(tmp_path, monkeypatch):
+    """What `make setup` runs, into a stand-in site-packages (not the developer's venv)."""
+    import importlib.util
+    import re
+
+    monkeypatch.setattr(sysconfig, "get_paths", lambda: {"purelib": str(tmp_path)})
+    hook = lockfile.install_dvc_hook()
+    assert hook == tmp_path / lockfile.HOOK and hook.read_text() == lockfile.HOOK_LINE
+    (module,) = re.findall(r"__\('([\w.]+)'", lockfile.HOOK_LINE)
+    assert importlib.util.find_spec(module) is not None, module
 
 
 # DVC's own in-place rewrite, as a `dvc` without cairn's hook does it, cut short by a kill.

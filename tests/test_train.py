@@ -2,7 +2,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets
+from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets, needs_avx2
 
 from steps import BadInput, models, split, train
 from steps.models import mlp
@@ -137,6 +137,7 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(sets):
     assert models.to_bytes(resumed) == models.to_bytes(whole)  # dropout, shuffling, Adam, schedule: all as before
 
 
+@needs_avx2
 def test_every_cairn_process_trains_with_the_avx2_kernels():
     import subprocess
     import sys
