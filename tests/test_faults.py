@@ -39,7 +39,7 @@ def test_a_full_disk_is_one_line_and_the_old_output_survives(workdir: Path, tiny
 
     raw.write_text(blobs_csv(40_000, seed=2))  # its Parquet does not fit in what is left
     result = ingest()
-    assert result.returncode == 1
+    assert result.returncode == 74  # EX_IOERR: no space
     assert error_line(result) == (
         f"error: no space left on the device of {out.parent} while writing ingest (the old output, if any, "
         "is untouched); free space and run again"
