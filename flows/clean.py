@@ -29,7 +29,7 @@ from flows.storage.tables import ParquetAppender, parquet_bytes
 from flows.tracking import attach, log, report, stage_flow
 from steps import clean as steps
 from steps.errors import BadInput
-from steps.ingest import resolve_features
+from steps.schema import resolve_features
 
 PAIRPLOT_ROWS = 2000
 # Digests held at once by the duplicate check: 24 bytes a row, ~0.3 GB with pandas' hashing.

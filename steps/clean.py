@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
@@ -21,10 +20,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from steps import BadInput, arrow
+from steps.schema import MISSING, PARSERS
 
 # A reason is (kind, sentence): the kind is counted in the report, the sentence is stored.
 Reason = tuple[str, str]
-MISSING = {"", "n/a", "na", "nan", "null", "none", "-", "?"}
 
 
 class CleanError(BadInput):
@@ -36,47 +35,6 @@ class Cleaned:
     kept: pa.Table
     quarantined: pa.Table  # the ingested columns plus 'reason'
     report: dict[str, Any]
-
-
-def _number(text: str) -> float:
-    return float(text)
-
-
-def _percent(text: str) -> float:
-    return float(text.removesuffix("%").strip())
-
-
-MONEY = re.compile(r"-?\$?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?")  # '$12,000.00', '12000', not '12.000,00'
-
-
-def _money(text: str) -> float:
-    if not MONEY.fullmatch(text):
-        raise ValueError(text)
-    return float(text.replace("$", "").replace(",", "").replace(" ", ""))
-
-
-def _range_mid(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)", text)
-    if match is None:
-        return float(text)  # a single number is a range of one
-    lo, hi = float(match[1]), float(match[2])
-    if lo > hi:
-        raise ValueError(text)
-    return (lo + hi) / 2
-
-
-def _category(text: str) -> str:
-    return re.sub(r"[\s_]+", "_", text.strip().lower())
-
-
-# kind -> (parse one stripped, non-missing cell, what a good value looks like, Arrow type)
-PARSERS: dict[str, tuple[Callable[[str], Any], str, pa.DataType]] = {
-    "number": (_number, "a number like '42.5'", pa.float64()),
-    "percent": (_percent, "a percentage like '12.5%'", pa.float64()),
-    "money": (_money, "an amount like '$12,000.00'", pa.float64()),
-    "range_mid": (_range_mid, "a range like '675-679'", pa.float64()),
-    "category": (_category, "a category name", pa.string()),
-}
 
 
 def parse_column(values: list[str | None], name: str, kind: str) -> tuple[pa.Array, list[Reason | None]]:

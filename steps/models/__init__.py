@@ -35,7 +35,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from steps import BadInput, arrow
-from steps.ingest import resolve_features
+from steps.schema import resolve_features
 
 TASKS = ("classification", "regression", "reconstruction")
 
