@@ -106,3 +106,22 @@ def test_wrong_params_are_one_line_naming_key_value_and_what_is_allowed(workdir:
     assert result.returncode == 1
     assert error_line(result).startswith("error: params.yaml: " + expected)
     assert not out.exists()
+
+
+def test_every_command_has_help_and_a_usage_error_is_one_line_with_exit_2(capsys):
+    from flows.cli import main, parser
+
+    commands = parser()._subparsers._group_actions[0].choices
+    assert {"pipeline", "plan", "registry", "prune", "recover", "deployments", "server-env", "train"} <= set(commands)
+    assert main([]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as done:
+            main([name, "--help"])
+        assert done.value.code == 0, name
+        assert f"usage: python -m flows {name}" in capsys.readouterr().out
+    assert main(["--help-me"]) == 2
+    assert main(["server-env", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: python -m flows") and "usage:" in err
