@@ -195,6 +195,7 @@ def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(re
     """A clone has no DVC cache, so no outputs: that is not new data. A new partition is."""
     from dvc.repo import Repo
 
+    from flows.runtime.dvc_repo import Dvc
     from flows.service.deployments import new_raw_data
 
     clone = tmp_path / "clone"
@@ -202,10 +203,10 @@ def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(re
     (clone / "dvc.lock").write_text((repro_repo / "dvc.lock").read_text())  # as if it were committed
     monkeypatch.chdir(clone)
     with Repo(".") as repo:
-        assert new_raw_data(repo) == {}
+        assert new_raw_data(Dvc(repo)) == {}
     (clone / "data/blobs/raw/part-3.csv").write_text((clone / "data/blobs/raw/part-2.csv").read_text())
     with Repo(".") as repo:
-        assert list(new_raw_data(repo)) == ["blobs"]
+        assert list(new_raw_data(Dvc(repo))) == ["blobs"]
 
 
 @pytest.mark.slow

@@ -138,14 +138,15 @@ def test_a_worker_is_sent_only_what_it_can_reproduce(gpu_repo, monkeypatch):
     from dvc.repo import Repo
 
     from flows.runtime import workers
+    from flows.runtime.dvc_repo import Dvc
 
     monkeypatch.setattr(workers, "tracked", lambda: True)
     run(["dvc", "remote", "add", "-d", "shared", str(gpu_repo.parent / "remote")], gpu_repo)
     with (gpu_repo / "steps/train.py").open("a") as f:
         f.write("# an uncommitted change\n")
     monkeypatch.chdir(gpu_repo)
-    with Repo(".") as repo:
-        stage = next(s for s in repo.index.stages if s.addressing == "train@iris")
+    with Repo(".") as dvc_repo:
+        repo, stage = Dvc(dvc_repo), "train@iris"
         with pytest.raises(
             workers.WorkerFailed, match=r"but steps/train.py differ from the commit a worker would clone; commit first"
         ):

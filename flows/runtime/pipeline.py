@@ -10,11 +10,10 @@ pool instead and comes back through the run-cache (flows/runtime/workers.py).
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import functools
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,56 +21,21 @@ from prefect import flow
 
 from flows import config
 from flows.runtime import lockfile
+from flows.runtime.dvc_repo import Dvc
 from flows.runtime.stages import STAGES, UsageError, run_stage
 from flows.runtime.workers import await_worker, bring_back, check_ready, hand_over
 from flows.tracking import git_revision, log, report, tracked
-from steps.errors import Busy, CairnError, StageFailed
+from steps.errors import CairnError, StageFailed
 
 COMMAND = ["python", "-m", "flows", "$DVC_STAGE"]
 
 
-def _command(stage) -> list[str]:
+def _command(dvc: Dvc, name: str) -> list[str]:
     """The stage's command line as `python -m flows` takes it: its address, as DVC passes it."""
-    if shlex.split(stage.cmd) != COMMAND or stage.addressing.split("@")[0] not in STAGES:
-        raise UsageError(
-            f"pipeline: stage '{stage.addressing}' runs {stage.cmd!r}; expected 'python -m flows \"$DVC_STAGE\"'"
-        )
-    return [stage.addressing]
-
-
-def _fetch_run_cache(repo) -> bool:
-    """Fetch the run-cache entries (not the data) of the default DVC remote, if there is one, so
-    stages that workers reproduced restore here without running. True when there is a remote."""
-    if not repo.config["core"].get("remote"):
-        return False
-    try:
-        repo.stage_cache.pull(None)
-    except Exception as err:  # an unreachable remote must not stop a local run
-        log().warning("pipeline: could not fetch DVC's run-cache from the remote (%s); stages run here", err)
-        return False
-    return True
-
-
-@contextlib.contextmanager
-def checkout_lock(what: str) -> Iterator:
-    """The DVC repository of the working directory, locked for the block (after putting back a
-    good dvc.lock if a kill broke it), with DVC's writes made atomic. Another run holding the
-    lock is a one-line Busy error: runs from deployments queue on the work pool's concurrency
-    limit of 1 instead."""
-    from dvc.lock import LockError
-    from dvc.repo import Repo, lock_repo
-
-    lockfile.recover()
-    lockfile.atomic_dvc_writes()
-    try:
-        with Repo(".") as repo, lock_repo(repo):
-            lockfile.snapshot()
-            yield repo
-    except LockError:
-        raise Busy(
-            f"{what}: another DVC command or pipeline run holds the lock on this checkout (.dvc/tmp/lock); "
-            "wait for it to finish, or run in a separate clone that shares the DVC remote"
-        ) from None
+    cmd = dvc.command(name)
+    if shlex.split(cmd) != COMMAND or name.split("@")[0] not in STAGES:
+        raise UsageError(f"pipeline: stage '{name}' runs {cmd!r}; expected 'python -m flows \"$DVC_STAGE\"'")
+    return [name]
 
 
 def run_name() -> str:
@@ -93,26 +57,23 @@ def pipeline(workloads: list[str] | None = None, jobs: int | None = None) -> dic
     """
     # DVC's repository lock for the whole run: a second run on this checkout is refused
     # (DVC gives up after a few seconds) instead of interleaving its stages with ours.
-    with checkout_lock("pipeline") as repo:
-        return _run(repo, workloads, jobs or config.load().execution.jobs)
+    with Dvc.open("pipeline") as dvc:
+        return _run(dvc, workloads, jobs or config.load().execution.jobs)
 
 
-def _run(repo, workloads: list[str] | None, jobs: int) -> dict[str, str]:
-    from dvc.repo.reproduce import get_active_graph, plan_repro
-
+def _run(dvc: Dvc, workloads: list[str] | None, jobs: int) -> dict[str, str]:
     logger = log()
-    graph = get_active_graph(repo.index.graph)
+    addresses = dvc.addresses()
     pools = config.load().deploy.remote_stages
-    if unknown := sorted(set(pools) - {s.addressing for s in graph}):
+    if unknown := sorted(set(pools) - set(addresses)):
         raise UsageError(f"params.yaml: deploy.remote_stages names {unknown}, which dvc.yaml does not define")
-    targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
-    if workloads and not targets:
+    if workloads and not any(a.split("@")[-1] in workloads for a in addresses):
         raise UsageError(f"pipeline: no stages for workloads {workloads} in dvc.yaml")
-    plan = list(plan_repro(graph, targets))
-    for stage in plan:  # before any stage runs: fail early, lose nothing
-        if stage.addressing in pools:
-            check_ready(repo, stage, pools[stage.addressing])
-    outcome = Waves(repo, graph, plan, pools, jobs).run()
+    plan = dvc.plan(workloads)
+    for name in plan:  # before any stage runs: fail early, lose nothing
+        if name in pools:
+            check_ready(dvc, name, pools[name])
+    outcome = Waves(dvc, plan, pools, jobs, run_stage).run()
     counts = {
         k: list(outcome.values()).count(k) for k in ("ran", "worker", "restored", "skipped", "promoted", "rejected")
     }
@@ -123,14 +84,14 @@ def _run(repo, workloads: list[str] | None, jobs: int) -> dict[str, str]:
     return outcome
 
 
-def exclusive(stage) -> bool:
+def exclusive(name: str) -> bool:
     """Whether ``stage`` trains or exports a model that uses process-wide torch state (the global
     RNG a fit seeds, the flag torch.onnx.export sets): at most one such stage runs at a time in
     this process. ``EXCLUSIVE`` in steps/models says a model uses torch: its fit seeds the global
     RNG, and its to_onnx calls torch.onnx.export, whose global flag makes a second export at once
     fail ('GLOBALS.in_onnx_export must be False', seen in bench/parallel.py)."""
-    name, _, workload = stage.addressing.partition("@")
-    if name not in ("train", "publish"):
+    kind, _, workload = name.partition("@")
+    if kind not in ("train", "publish"):
         return False
     from steps import models
 
@@ -139,33 +100,34 @@ def exclusive(stage) -> bool:
 
 class Waves:
     """DVC's DAG in waves: every stage whose upstream stages are done and committed starts, up
-        to ``jobs`` at once, each in a thread of its own (a Prefect subflow of the pipeline run).
+    to ``jobs`` at once, each in a thread of its own (a Prefect subflow of the pipeline run).
 
-        Every DVC call (is it stale, restore from the run-cache, `dvc commit`, pushes for worker
-        pools) stays in this, the coordinator thread, one at a time; a stage thread only runs the
-        stage's flow or waits for its worker. A stage on a work pool takes no local slot; torch
-    fits and ONNX exports run one at a time (``exclusive``). When a
-        stage fails, the running ones finish and are committed, nothing new starts, and the run
-        ends with the failing stage's one-line error. New dvc.lock entries are put in plan order
-        at the end, so the lock is byte for byte that of `dvc repro` or ``jobs=1``.
+    Every DVC call (is it stale, restore from the run-cache, `dvc commit`, pushes for worker
+    pools) stays in this, the coordinator thread, one at a time, through ``dvc`` (the adapter,
+    flows/runtime/dvc_repo.py); a stage thread only runs the stage (``run_local``, given its command
+    line as `python -m flows` takes it) or waits for its worker. A stage on a work pool takes no
+    local slot; torch fits and ONNX exports run one at a time (``exclusive``). When a stage
+    fails, the running ones finish and are committed, nothing new starts, and the run ends with
+    the failing stage's one-line error. New dvc.lock entries are put in plan order at the end,
+    so the lock is byte for byte that of `dvc repro` or ``jobs=1``.
     """
 
-    def __init__(self, repo, graph, plan: list, pools: dict[str, str], jobs: int):
-        self.repo, self.graph, self.plan, self.pools, self.jobs = repo, graph, plan, pools, jobs
-        names = {s.addressing for s in plan}
+    def __init__(self, dvc: Dvc, plan: list[str], pools: dict[str, str], jobs: int,
+                 run_local: Callable[[list[str]], Any]):  # fmt: skip
+        self.dvc, self.plan, self.pools, self.jobs, self.run_local = dvc, plan, pools, jobs, run_local
+        names = set(plan)
         # DVC's edges point from a stage to the stages it depends on.
-        self.upstream = {s.addressing: [u.addressing for u in graph.successors(s) if u.addressing in names]
-                         for s in plan}  # fmt: skip
+        self.upstream = {name: [u for u in dvc.upstream(name) if u in names] for name in plan}
         self.outcome: dict[str, str] = {}
         self.verdicts: dict[str, str] = {}  # promote@<workload> that ran: what the gate decided
         self.failed: list[str] = []
-        self.pull = _fetch_run_cache(repo)
+        self.pull = dvc.fetch_run_cache()
 
     def run(self) -> dict[str, str]:
         import concurrent.futures as cf
 
-        before = lockfile.stage_order()
-        running: dict[cf.Future, Any] = {}
+        before = self.dvc.lock_order()
+        running: dict[cf.Future, str] = {}
         try:
             # A thread per local slot, and one per worker-pool stage: waiting for a worker
             # never holds up local work, even with jobs=1.
@@ -180,69 +142,62 @@ class Waves:
                     for future in done:
                         self._finish(running.pop(future), future)
         finally:
-            lockfile.order_stages(before, [s.addressing for s in self.plan])
+            self.dvc.order_lock(before, self.plan)
         if self.failed:
             raise StageFailed(self.failed[0])
-        return {s.addressing: self.verdicts.get(s.addressing, self.outcome[s.addressing])
-                for s in self.plan if s.addressing in self.outcome}  # fmt: skip
+        return {name: self.verdicts.get(name, self.outcome[name]) for name in self.plan if name in self.outcome}
 
     def _start_ready(self, pool, running: dict) -> None:
         """Decide, restore or start every stage that can go now, in plan order."""
-        local = [s for s in running.values() if s.addressing not in self.pools]
-        busy = {s.addressing for s in running.values()}
-        for stage in self.plan:
-            name = stage.addressing
+        local = [name for name in running.values() if name not in self.pools]
+        busy = set(running.values())
+        for name in self.plan:
             if name in self.outcome or name in busy:
                 continue
             if not all(self.outcome.get(u) in DONE for u in self.upstream[name]):
                 continue
             remote = name in self.pools
-            if not remote and (len(local) >= self.jobs or (exclusive(stage) and any(map(exclusive, local)))):
+            if not remote and (len(local) >= self.jobs or (exclusive(name) and any(map(exclusive, local)))):
                 continue
-            if not stage.changed() and not _champion_moved(stage):
+            if not self.dvc.changed(name) and not _champion_moved(self.dvc, name):
                 log().info("%s: up to date, skipped", name)
                 self.outcome[name] = "skipped"
                 continue
             # As `dvc repro` does: outputs go first, so a damaged one is replaced, never merged with.
-            stage.remove_outs(ignore_remove=False, force=False)
-            if self._restore(stage):
+            self.dvc.remove_outs(name)
+            if self._restore(name):
                 continue
             if remote:
                 try:
-                    parameters = hand_over(self.repo, self.graph, stage, self.pools[name])
+                    parameters = hand_over(self.dvc, name, self.pools[name])
                 except CairnError as err:
                     return self._fail(name, err)
                 job = functools.partial(
                     await_worker, self.pools[name], parameters, config.load().deploy.worker_timeout_seconds
                 )
             else:
-                job = functools.partial(run_stage, _command(stage))
-                local.append(stage)
+                job = functools.partial(self.run_local, _command(self.dvc, name))
+                local.append(name)
             # The copied context makes the stage's flow a subflow of this pipeline run.
-            running[pool.submit(contextvars.copy_context().run, job)] = stage
+            running[pool.submit(contextvars.copy_context().run, job)] = name
 
-    def _restore(self, stage) -> bool:
-        from dvc.stage.cache import RunCacheNotFoundError
-
-        try:
-            self.repo.stage_cache.restore(stage, pull=self.pull)
-        except RunCacheNotFoundError:
+    def _restore(self, name: str) -> bool:
+        if not self.dvc.restore(name, pull=self.pull):
             return False
-        log().info("%s: restored from DVC's run-cache", stage.addressing)
-        self._commit(stage, "restored")
+        log().info("%s: restored from DVC's run-cache", name)
+        self._commit(name, "restored")
         return True
 
-    def _finish(self, stage, future) -> None:
-        name = stage.addressing
+    def _finish(self, name: str, future) -> None:
         try:
             result = future.result()
             if name in self.pools:
-                bring_back(self.repo, stage)
+                bring_back(self.dvc, name)
             elif name.startswith("promote@"):
                 self.verdicts[name] = _verdict(result)
         except CairnError as err:
             return self._fail(name, err)
-        self._commit(stage, "worker" if name in self.pools else "ran")
+        self._commit(name, "worker" if name in self.pools else "ran")
 
     def _fail(self, name: str, err: CairnError) -> None:
         """Record a stage's refusal or failure as its one-line error."""
@@ -251,10 +206,9 @@ class Waves:
         self.outcome[name] = "failed"
         self.failed.append(f"{name} failed: {message}")
 
-    def _commit(self, stage, how: str) -> None:
-        lockfile.snapshot()  # the lock as it is before DVC rewrites it
-        self.repo.commit(stage.addressing, force=True)
-        self.outcome[stage.addressing] = how
+    def _commit(self, name: str, how: str) -> None:
+        self.dvc.commit(name)  # the lock is kept as it was, then DVC rewrites it
+        self.outcome[name] = how
 
 
 DONE = ("skipped", "restored", "ran", "worker")
@@ -267,19 +221,19 @@ def _verdict(result: dict) -> str:
     return "promoted" if result["status"] == "champion" else "rejected"
 
 
-def _champion_moved(stage) -> bool:
-    """Whether ``stage`` is a champion gate whose output no longer holds the registry's champion:
+def _champion_moved(dvc: Dvc, name: str) -> bool:
+    """Whether ``name`` is a champion gate whose output no longer holds the registry's champion:
     a promotion or rollback made from another clone sharing the registry, which DVC cannot see.
     The pipeline (what deployments and the schedule run) then runs the gate again, and the
     stages after it (score) follow the champion."""
-    name, _, workload = stage.addressing.partition("@")
-    if name != "promote":
+    kind, _, workload = name.partition("@")
+    if kind != "promote":
         return False
     from flows import registry
 
-    stale = registry.stale_serving(workload, Path(stage.wdir) / "data" / workload / "promote")
+    stale = registry.stale_serving(workload, Path(dvc.wdir(name)) / "data" / workload / "promote")
     if stale:
-        log().info("%s: the registry's champion is not the one in its output; the gate runs again", stage.addressing)
+        log().info("%s: the registry's champion is not the one in its output; the gate runs again", name)
     return stale
 
 

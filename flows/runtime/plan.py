@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flows import config
+from flows.runtime.dvc_repo import Dvc
 from flows.runtime.stages import TIMINGS
 
 
@@ -47,38 +48,36 @@ def ingest_files(workload: str) -> dict[str, int]:
     return counts
 
 
-def plan(workloads: list[str] | None = None) -> list[dict[str, Any]]:
-    """One row per stage that will or may run, in the order they would run."""
-    from dvc.repo import Repo, lock_repo
-    from dvc.repo.reproduce import get_active_graph, plan_repro
-
+def plan(workloads: list[str] | None = None, dvc: Dvc | None = None) -> list[dict[str, Any]]:
+    """One row per stage that will or may run, in the order they would run. ``dvc``: the DVC
+    adapter (flows/runtime/dvc_repo.py); by default the working directory's repository, read under
+    DVC's lock (DVC reads stage status under it)."""
+    if dvc is None:
+        with Dvc.reading() as dvc:
+            return plan(workloads, dvc)
     timings = json.loads(TIMINGS.read_text()) if TIMINGS.exists() else {}
     rows: list[dict[str, Any]] = []
-    with Repo(".") as repo, lock_repo(repo):  # DVC reads stage status under its lock
-        graph = get_active_graph(repo.index.graph)
-        targets = [s for s in graph if workloads is None or s.addressing.split("@")[-1] in workloads]
-        stale: set[str] = set()
-        files: dict[str, dict[str, int]] = {}  # workload -> ingest's raw files to compute and reuse
-        for stage in plan_repro(graph, targets):
-            name = stage.addressing
-            upstream = sorted(s.addressing for s in graph.successors(stage) if s.addressing in stale)
-            if stage.changed():
-                row = {"stage": name, "will": "run", "why": reasons(stage.status().get(name, []))}
-            elif upstream:
-                verb = "changes its" if len(upstream) == 1 else "change their"
-                row = {"stage": name, "will": "run if", "why": [f"{', '.join(upstream)} {verb} outputs"]}
-            else:
-                continue
-            stale.add(name)
-            kind, _, workload = name.partition("@")
-            if kind == "ingest" and row["will"] == "run":
-                row["files"] = files[workload] = ingest_files(workload)
-            elif kind in ("clean", "split") and workload in files:
-                # Partition for partition, as ingest's: an unchanged ingested partition is checked
-                # and dealt from the store, unless it now repeats a row of one that sorts before it.
-                row["partitions"] = files[workload]
-            row["last_seconds"] = timings.get(name)
-            rows.append(row)
+    stale: set[str] = set()
+    files: dict[str, dict[str, int]] = {}  # workload -> ingest's raw files to compute and reuse
+    for name in dvc.plan(workloads):
+        upstream = sorted(u for u in dvc.upstream(name) if u in stale)
+        if dvc.changed(name):
+            row = {"stage": name, "will": "run", "why": reasons(dvc.status(name))}
+        elif upstream:
+            verb = "changes its" if len(upstream) == 1 else "change their"
+            row = {"stage": name, "will": "run if", "why": [f"{', '.join(upstream)} {verb} outputs"]}
+        else:
+            continue
+        stale.add(name)
+        kind, _, workload = name.partition("@")
+        if kind == "ingest" and row["will"] == "run":
+            row["files"] = files[workload] = ingest_files(workload)
+        elif kind in ("clean", "split") and workload in files:
+            # Partition for partition, as ingest's: an unchanged ingested partition is checked
+            # and dealt from the store, unless it now repeats a row of one that sorts before it.
+            row["partitions"] = files[workload]
+        row["last_seconds"] = timings.get(name)
+        rows.append(row)
     return rows
 
 

@@ -25,6 +25,7 @@ from typing import TypeVar
 from prefect import flow
 
 from flows import config
+from flows.runtime.dvc_repo import Dvc, no_run_cache_entry, transient_errors
 from flows.tracking import log, tracked
 from steps.errors import WorkerFailed
 
@@ -44,14 +45,11 @@ def with_retries(what: str, attempt: Callable[[], T], delays: tuple[float, ...] 
     """``attempt()``, retried after each delay while it fails with an error of DVC or the OS (or
     one of ``also``); the last failure is raised. Bad input (any other BadInput) and a run-cache
     that has no entry are answers, not faults: raised at once."""
-    from dvc.exceptions import DvcException
-    from dvc.stage.cache import RunCacheNotFoundError
-
     for delay in (*delays, None):
         try:
             return attempt()
-        except also + (DvcException, OSError) as err:
-            if delay is None or isinstance(err, RunCacheNotFoundError):
+        except also + transient_errors() + (OSError,) as err:
+            if delay is None or no_run_cache_entry(err):
                 raise
             log().warning("%s failed (%s); retrying in %g s", what, redact(str(err)).splitlines()[0], delay)
             time.sleep(delay)
@@ -131,16 +129,16 @@ def _text(path: Path) -> str | None:
     return path.read_text() if path.exists() else None
 
 
-def check_ready(repo, stage, pool: str) -> None:
+def check_ready(dvc: Dvc, stage: str, pool: str) -> None:
     """Refuse early, and say why, what a worker could not reproduce as this checkout would."""
-    where = f"pipeline: {stage.addressing} goes to work pool '{pool}' (deploy.remote_stages in params.yaml)"
+    where = f"pipeline: {stage} goes to work pool '{pool}' (deploy.remote_stages in params.yaml)"
     if not tracked():
         raise WorkerFailed(f"{where}, but no Prefect API is configured (PREFECT_API_URL)")
-    if not repo.config["core"].get("remote"):
+    if not dvc.has_remote():
         raise WorkerFailed(f"{where}, but there is no default DVC remote to hand data over (`dvc remote add -d`)")
     # The worker runs the committed code and params: uncommitted changes would train something else.
-    tracked_deps = ["params.yaml", "dvc.yaml"] + [str(d.def_path) for d in stage.deps]
-    root = Path(repo.root_dir)
+    tracked_deps = ["params.yaml", "dvc.yaml", *dvc.dep_paths(stage)]
+    root = Path(dvc.root)
     dirty = _sh(["git", "diff", "--name-only", "HEAD", "--", *tracked_deps], root, "pipeline").split()
     if dirty:
         raise WorkerFailed(f"{where}, but {', '.join(dirty)} differ from the commit a worker would clone; commit first")
@@ -187,28 +185,24 @@ def deployment_exists(name: str) -> bool:
     return True
 
 
-def hand_over(repo, graph, stage, pool: str) -> dict:
+def hand_over(dvc: Dvc, stage: str, pool: str) -> dict:
     """Push ``stage``'s inputs to the DVC remote; the parameters of its worker run. DVC calls:
     the pipeline's coordinator thread makes them, never a thread that waits for a worker."""
-    root = Path(repo.root_dir)
-    upstream = [s.addressing for s in graph.successors(stage)]  # DVC's edges point to dependencies
+    root = Path(dvc.root)
+    upstream = dvc.upstream(stage)
     if upstream:
-        with_retries(f"{stage.addressing}: pushing its inputs to the DVC remote", lambda: repo.push(targets=upstream))
+        with_retries(f"{stage}: pushing its inputs to the DVC remote", lambda: dvc.push(upstream))
     url, rev = _source(root)
-    log().info("%s: sent to work pool '%s' (%s at %s)", stage.addressing, pool, url, rev[:12])
-    return {"stage": stage.addressing, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")}
+    log().info("%s: sent to work pool '%s' (%s at %s)", stage, pool, url, rev[:12])
+    return {"stage": stage, "repo_url": url, "rev": rev, "lock": _text(root / "dvc.lock")}
 
 
-def bring_back(repo, stage) -> None:
+def bring_back(dvc: Dvc, stage: str) -> None:
     """Fetch the run-cache a worker pushed and restore ``stage``'s outputs from it."""
-    from dvc.stage.cache import RunCacheNotFoundError
-
-    try:
-        with_retries(f"{stage.addressing}: fetching the worker's run-cache", lambda: repo.stage_cache.pull(None))
-        with_retries(f"{stage.addressing}: restoring its outputs", lambda: repo.stage_cache.restore(stage, pull=True))
-    except RunCacheNotFoundError:
+    with_retries(f"{stage}: fetching the worker's run-cache", dvc.pull_run_cache)
+    if not with_retries(f"{stage}: restoring its outputs", lambda: dvc.restore(stage, pull=True)):
         raise WorkerFailed(
-            f"pipeline: the worker reproduced {stage.addressing}, but DVC's run-cache has no entry for this "
+            f"pipeline: the worker reproduced {stage}, but DVC's run-cache has no entry for this "
             "checkout's inputs; does the worker push to the same DVC remote?"
-        ) from None
-    log().info("%s: restored from what the worker pushed", stage.addressing)
+        )
+    log().info("%s: restored from what the worker pushed", stage)

@@ -23,7 +23,8 @@ import yaml
 from prefect import flow
 
 from flows import config
-from flows.runtime.pipeline import checkout_lock, run_pipeline
+from flows.runtime.dvc_repo import Dvc
+from flows.runtime.pipeline import run_pipeline
 from flows.tracking import log
 
 PREFECT_FILE = Path("prefect.yaml")
@@ -90,7 +91,7 @@ def write_prefect_yaml() -> Path:
     return PREFECT_FILE
 
 
-def new_raw_data(repo) -> dict[str, list[str]]:
+def new_raw_data(dvc: Dvc) -> dict[str, list[str]]:
     """{workload: [what changed]} for the workloads whose raw data differs from what dvc.lock
     records for their ingest stage: a new, changed or removed partition file. Only the raw
     dependency counts, not missing outputs: a fresh clone (no DVC cache) has new raw data
@@ -99,11 +100,11 @@ def new_raw_data(repo) -> dict[str, list[str]]:
     watched = {("ingest", w): e.raw for w, e in params.workloads.items()}
     watched |= {("score", w): e.inbox for w, e in params.score.items()}  # new rows to score
     changed: dict[str, list[str]] = {}
-    for stage in repo.index.stages:
-        kind, _, workload = stage.addressing.partition("@")
-        for dep in stage.deps:
-            if dep.def_path == watched.get((kind, workload)) and (status := dep.status()):
-                changed.setdefault(workload, []).extend(f"{path} {what}" for path, what in status.items())
+    for name in dvc.stages():
+        kind, _, workload = name.partition("@")
+        path = watched.get((kind, workload))
+        if path is not None and (status := dvc.dep_status(name, path)):
+            changed.setdefault(workload, []).extend(f"{file} {what}" for file, what in status.items())
     return changed
 
 
@@ -155,8 +156,8 @@ def watch_files(stop: Any = None) -> None:
 def watch() -> dict[str, str]:
     """Run the pipeline for the workloads whose raw data changed since dvc.lock (new_raw_data);
     say so and stop when there are none."""
-    with checkout_lock("watch") as repo:
-        changed = new_raw_data(repo)
+    with Dvc.open("watch") as dvc:
+        changed = new_raw_data(dvc)
     if not changed:
         log().info("watch: no raw data changed since dvc.lock; nothing to run")
         return {}
