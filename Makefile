@@ -36,9 +36,11 @@ pipeline: init
 serve: init
 	BIN=$(BIN) deploy/serve.sh
 
-# Both cores: test files spread over two workers (a file's module-scoped Prefect server stays in one).
+# Both cores: tests spread over two workers one by one; a module whose tests share one built
+# repository (xdist_group) stays on one worker. A repository built once per run is shared
+# between the workers (tests/conftest.py: built_once).
 test: setup browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # Debian's chromium for the UI test (tests/test_ui.py), where apt can install it; else that test
 # is skipped and says why.
@@ -49,7 +51,7 @@ browser:
 
 # Without the tests marked slow (real Prefect servers, workers, several clones).
 test-fast: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check flows steps tests bench

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import fcntl
+import hashlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -186,12 +189,90 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
     return path
 
 
+def copy_repo(src: Path, dest: Path) -> Path:
+    """A copy of the repository ``src`` at ``dest``, as a clone with its DVC cache and datum store
+    would be (links kept as links): the cheap start of a test that changes a built repository."""
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
+
+
+def built_once(factory: pytest.TempPathFactory, name: str, build: Callable[[Path], object]) -> Path:
+    """The repository ``build`` makes in an empty folder, made once per test run: the first pytest
+    worker (xdist) to ask builds it, the others wait for it, and nobody changes it after. Tests
+    copy it (``copy_repo``), so the same tiny pipeline is not run again and again."""
+    base = factory.getbasetemp()
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "built-once"
+    shared.mkdir(exist_ok=True)
+    repo, done = shared / name, shared / f"{name}.done"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the worker dies
+        if not done.exists():
+            shutil.rmtree(repo, ignore_errors=True)  # half built by a worker that died
+            build(repo)
+            done.touch()
+    return repo
+
+
+def build_key(*parts: object) -> str:
+    """A short name for a build made of ``parts`` (files, params, targets)."""
+    return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
+
+
+def from_scratch(factory: pytest.TempPathFactory, params: dict, files: dict[str, str], target: str,
+                 remove: tuple[str, ...] = ()) -> Path:  # fmt: skip
+    """The reference a grown repository is compared with: a fresh repo with ``params``, its raw and
+    inbox files changed as ``files`` ({path: text}) and ``remove`` say, then `dvc repro ``target```.
+    Memoised for the test run: tests that grow the same data share one reference."""
+
+    def build(repo: Path) -> None:
+        make_repo(repo, params)
+        for path in remove:
+            (repo / path).unlink()
+        for path, text in files.items():
+            (repo / path).write_text(text)
+        run(["dvc", "repro", target], repo)
+
+    return built_once(factory, "scratch-" + build_key(params, files, target, remove), build)
+
+
+def lock_entries(repo: Path, like: Path) -> tuple[dict, dict]:
+    """``repo``'s dvc.lock entries for the stages ``like``'s lock has, and ``like``'s: a grown
+    repository against its from-scratch reference, stage for stage."""
+    theirs = yaml.safe_load((like / "dvc.lock").read_text())["stages"]
+    ours = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return {name: ours.get(name) for name in theirs}, theirs
+
+
+def _full_repro(repo: Path) -> None:
+    make_repo(repo)
+    run(["dvc", "repro"], repo)
+
+
+def _blobs_repro(repo: Path) -> None:
+    make_repo(repo, only_workloads("blobs"))
+    out = run(["dvc", "repro"], repo)
+    assert '"files_reused": 0' in out.stdout + out.stderr  # the first run computes everything
+
+
 @pytest.fixture(scope="session")
 def repro_repo(tmp_path_factory) -> Path:
-    """A tiny repo after a full `dvc repro` (stages as separate processes)."""
-    repo = make_repo(tmp_path_factory.mktemp("repro") / "repo")
-    run(["dvc", "repro"], repo)
-    return repo
+    """A tiny repo after a full `dvc repro` (stages as separate processes), built once per test
+    run and copied once per pytest worker. Tests read it; a test that changes it takes
+    ``repro_copy``."""
+    return copy_repo(built_once(tmp_path_factory, "repro", _full_repro), tmp_path_factory.mktemp("repro") / "repo")
+
+
+@pytest.fixture
+def repro_copy(repro_repo: Path, tmp_path: Path) -> Path:
+    """A copy of ``repro_repo`` of the test's own."""
+    return copy_repo(repro_repo, tmp_path / "repo")
+
+
+@pytest.fixture
+def blobs_repo(tmp_path_factory, tmp_path: Path) -> Path:
+    """A repo of the blobs workload alone after a full `dvc repro` (ingest to score), a copy of
+    the test's own: built once per test run."""
+    return copy_repo(built_once(tmp_path_factory, "blobs", _blobs_repro), tmp_path / "grown")
 
 
 def free_port() -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -106,24 +105,21 @@ def test_published_files_say_how_to_use_them_without_cairn(repro_repo: Path):
     assert predictions[1].startswith("loans.csv:")  # the row's key: its line in the raw file
 
 
-def test_nothing_changed_means_nothing_runs(repro_repo: Path):
-    out = run(["dvc", "repro"], repro_repo)
+def test_nothing_changed_means_nothing_runs(repro_copy: Path):
+    out = run(["dvc", "repro"], repro_copy)
     assert "Running stage" not in out.stdout
     assert out.stdout.count("didn't change, skipping") == len(STAGES) * len(WORKLOADS) + 1  # and score@blobs
 
 
-def test_a_param_change_is_seen_only_by_the_stages_that_read_it(repro_repo: Path):
-    params = yaml.safe_load((repro_repo / "params.yaml").read_text())
+def test_a_param_change_is_seen_only_by_the_stages_that_read_it(repro_copy: Path):
+    params = yaml.safe_load((repro_copy / "params.yaml").read_text())
     params["workloads"]["blobs"]["train"]["lr"] = 0.02
-    (repro_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    try:
-        out = run(["dvc", "repro", "--dry"], repro_repo).stdout
-        ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-        # --dry lists the stages whose own deps or params changed: train reads train.lr,
-        # publish records all of the workload's params in its model card.
-        assert ran == {"train@blobs", "publish@blobs"}
-    finally:
-        run(["git", "checkout", "params.yaml"], repro_repo)
+    (repro_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro", "--dry"], repro_copy).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    # --dry lists the stages whose own deps or params changed: train reads train.lr,
+    # publish records all of the workload's params in its model card.
+    assert ran == {"train@blobs", "publish@blobs"}
 
 
 def test_each_task_reports_its_own_metrics(repro_repo: Path):
@@ -197,12 +193,11 @@ def test_raw_data_tracked_by_dvc_comes_back_with_an_old_revision(tmp_path: Path)
     assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest@blobs"] == first
 
 
-def test_an_edit_reruns_the_stages_that_run_the_edited_file_and_no_other(repro_repo, tmp_path):
+def test_an_edit_reruns_the_stages_that_run_the_edited_file_and_no_other(repro_copy):
     """On a copy of the built repository: editing the server, the registry's listing and the CLI
     leaves every stage up to date; editing a model makes train and what follows it stale, never
     ingest, clean or split (whose stored partitions stay valid too: same datum keys)."""
-    repo = tmp_path / "repo"
-    shutil.copytree(repro_repo, repo, symlinks=True)
+    repo = repro_copy
     for path in ("flows/service/server.py", "flows/service/registry.py", "flows/cli.py", "flows/runtime/pipeline.py"):
         (repo / path).write_text((repo / path).read_text() + "\n# an edit\n")
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}

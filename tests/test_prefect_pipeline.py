@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import blobs_csv, make_repo, only_workloads, run
+from conftest import blobs_csv, copy_repo, make_repo, only_workloads, run
 
 from flows.runtime.pipeline import pipeline
+
+# One worker runs this module: its tests share the pipeline's repository (pipeline_repo).
+pytestmark = pytest.mark.xdist_group("pipeline_repo")
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +32,13 @@ def pipeline_repo(tmp_path_factory, harness) -> tuple[Path, dict]:
         mp.chdir(repo)
         outcome = pipeline(None, 2)  # two stages at once: the lock must still be dvc repro's
     return repo, outcome
+
+
+@pytest.fixture
+def pipeline_copy(pipeline_repo, tmp_path: Path) -> Path:
+    """A copy of the pipeline's repository of the test's own: tests that run or change it start
+    from the same built state, whatever ran before them."""
+    return copy_repo(pipeline_repo[0], tmp_path / "repo")
 
 
 def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
@@ -75,24 +85,27 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
     assert row["version"] == "v1" and row["status"] == "champion" and set(row) >= {"git revision", "data (ingest md5)"}
 
 
-def test_pipeline_leaves_the_same_lock_as_dvc_repro(pipeline_repo, repro_repo):
+def test_pipeline_leaves_the_same_lock_as_dvc_repro(pipeline_repo, request):
     """Byte for byte: the pipeline ran two stages at once (--jobs 2), in whatever order they
     finished, and `dvc repro` one by one."""
     repo, _ = pipeline_repo
+    # Asked for here, not as an argument: pytest groups the tests that share a session fixture,
+    # which would split this module's tests and build pipeline_repo twice.
+    repro_repo = request.getfixturevalue("repro_repo")
     assert (repo / "dvc.lock").read_text() == (repro_repo / "dvc.lock").read_text()
     assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
 
 
-def test_a_second_run_skips_every_stage(pipeline_repo):
-    repo, _ = pipeline_repo
+def test_a_second_run_skips_every_stage(pipeline_copy):
+    repo = pipeline_copy
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(repo)
         outcome = pipeline(None)
     assert set(outcome.values()) == {"skipped"}  # the champion gates too: nothing new to judge
 
 
-def test_a_damaged_output_is_replaced_not_a_traceback(pipeline_repo):
-    repo, _ = pipeline_repo
+def test_a_damaged_output_is_replaced_not_a_traceback(pipeline_copy):
+    repo = pipeline_copy
     damaged = sorted((repo / "data/iris/split/train").glob("*.parquet"))[0]
     good = damaged.read_bytes()
     damaged.write_bytes(b"not parquet any more")
@@ -113,11 +126,11 @@ def _retrain_iris(repo: Path, seed: int, margin: float) -> dict:
         return pipeline(["iris"])
 
 
-def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
+def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_copy):
     from flows import registry
     from flows.service import registry as service_registry
 
-    repo, _ = pipeline_repo
+    repo = pipeline_copy
     # A challenger cannot beat the champion by a whole accuracy point: rejected, with the reason.
     served = (repo / "data/iris/promote/model.onnx").read_bytes()
     outcome = _retrain_iris(repo, seed=8, margin=1.0)
@@ -157,12 +170,12 @@ def test_the_champion_gate_rejects_keeps_and_rolls_back(pipeline_repo):
         assert json.loads((repo / "data/iris/promote/champion.json").read_text())["version"] == 1
 
 
-def test_retraining_can_warm_start_from_the_champion(pipeline_repo):
+def test_retraining_can_warm_start_from_the_champion(pipeline_copy):
     import hashlib
 
     from flows import registry
 
-    repo, _ = pipeline_repo
+    repo = pipeline_copy
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["workloads"]["iris"]["train"]["warm_start"] = True  # a params switch: train is stale
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

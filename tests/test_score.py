@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import blobs_csv, make_repo, only_workloads, run
+from conftest import blobs_csv, from_scratch, lock_entries, only_workloads, run
 
 
 def repro(repo: Path) -> str:
@@ -23,9 +22,8 @@ def outputs(repo: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anything(tmp_path: Path):
-    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
-    repro(repo)
+def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anything(blobs_repo, tmp_path_factory):
+    repo = blobs_repo  # after a first full run
     report = json.loads((repo / "data/blobs/score/report.json").read_text())
     sha = hashlib.sha256((repo / "data/blobs/publish/model.onnx").read_bytes()).hexdigest()
     assert report == {"partitions": 1, "rows_in": 20, "rows_scored": 19, "rows_quarantined": 1,
@@ -42,11 +40,11 @@ def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anythi
     (repo / "data/blobs/inbox/new-2.csv").write_text(blobs_csv(30, seed=12))
     log = repro(repo)
     assert "score: 1 inbox file(s) to score" in log and '"files_reused": 1' in log
-    scratch = make_repo(tmp_path / "scratch", only_workloads("blobs"))
-    shutil.copy(repo / "data/blobs/inbox/new-2.csv", scratch / "data/blobs/inbox/new-2.csv")
-    assert '"files_reused": 0' in repro(scratch)
+    new = {"data/blobs/inbox/new-2.csv": (repo / "data/blobs/inbox/new-2.csv").read_text()}
+    scratch = from_scratch(tmp_path_factory, only_workloads("blobs"), new, "score@blobs")
     assert outputs(repo) == outputs(scratch)
-    assert (repo / "dvc.lock").read_text() == (scratch / "dvc.lock").read_text()
+    ours, theirs = lock_entries(repo, scratch)
+    assert ours == theirs and "score@blobs" in theirs
 
     # A challenger the champion gate rejects scores nothing: the champion (v1) still serves.
     def retrain(seed: int, margin: float) -> str:
@@ -73,13 +71,16 @@ def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anythi
     assert json.loads((repo / "data/blobs/score/report.json").read_text())["model_version"] == 3
 
 
-def test_an_inbox_file_without_the_models_columns_is_an_error_naming_it(tmp_path: Path):
-    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+def test_an_inbox_file_without_the_models_columns_is_an_error_naming_it(blobs_repo: Path):
+    repo = blobs_repo
+    before = outputs(repo)
     (repo / "data/blobs/inbox/wrong.csv").write_text("a,b\n1,2\n")
     result = run(["dvc", "repro", "score@blobs"], repo, check=False)
     assert result.returncode != 0
     assert "error: ingest: wrong.csv has no column 'f1' named in the schema" in result.stderr
-    assert not (repo / "data/blobs/score/partitions").exists()  # nothing half-written
+    # Nothing half-written: the old output is kept, or gone as `dvc repro` removes it before a run.
+    assert outputs(repo) in ({".gitignore": before[".gitignore"]}, before)
+    assert not [p for p in (repo / "data/blobs").rglob(".*") if p.name != ".gitignore"]
 
 
 def test_rows_to_score_have_no_label_rule():
