@@ -105,10 +105,10 @@ class FakeDvc:
 
 class Runner:
     """The function that runs a stage locally: records starts and ends, how many ran at once,
-    and fails the stages in ``fail`` with a one-line error. A stage first waits (5 s at most)
-    until ``until[stage]()`` holds, or, with ``together``, for that many stages to reach the
-    same point (a barrier), so a test does not depend on how fast threads start on a loaded
-    machine; then it sleeps ``seconds[stage]`` (``default``)."""
+    and fails the stages in ``fail`` with a one-line error (or raises the exception given). A
+    stage first waits (5 s at most) until ``until[stage]()`` holds, or, with ``together``, for
+    that many stages to reach the same point (a barrier), so a test does not depend on how fast
+    threads start on a loaded machine; then it sleeps ``seconds[stage]`` (``default``)."""
 
     def __init__(self, seconds=None, fail=None, default=0.0, until=None, together: int = 0):
         self.seconds, self.fail, self.default = seconds or {}, fail or {}, default
@@ -136,7 +136,8 @@ class Runner:
             self.running.discard(name)
             self.log.append(("end", name))
         if name in self.fail:
-            raise BadInput(self.fail[name])
+            failure = self.fail[name]
+            raise failure if isinstance(failure, BaseException) else BadInput(failure)
         return {}
 
     def started(self) -> list[str]:
@@ -216,6 +217,82 @@ def test_a_failing_stage_stops_new_starts_lets_running_ones_finish_and_raises_it
     assert ("end", "ingest@a") in runner.log  # the running one finished ...
     assert dvc.done("commit") == ["ingest@a"]  # ... and was committed; the failed one was not
     assert dvc.ordered  # the lock is still put in order
+
+
+def test_an_unexpected_error_is_that_stages_failure_and_the_others_are_still_committed(caplog):
+    dag = {"ingest@a": [], "ingest@b": [], "clean@a": ["ingest@a"], "ingest@c": []}
+    dvc = FakeDvc(dag, stale=dag)
+    # Not a CairnError: a library or OS error from inside the stage, while ingest@a still runs
+    boom = PermissionError(13, "Permission denied", "data/b/ingest/x.parquet")
+    runner = Runner(fail={"ingest@b": boom}, until={"ingest@a": lambda: scheduler.failed})
+    scheduler = Waves(dvc, dvc.plan(None), {}, 2, runner)
+    with caplog.at_level("ERROR", logger="cairn"), pytest.raises(StageFailed) as failed:
+        scheduler.run()
+    assert str(failed.value) == "ingest@b failed: PermissionError: [Errno 13] Permission denied: " \
+        "'data/b/ingest/x.parquet'"  # fmt: skip
+    assert ("end", "ingest@a") in runner.log
+    assert dvc.done("commit") == ["ingest@a"]  # the stage beside it was committed
+    assert sorted(runner.started()) == ["ingest@a", "ingest@b"]  # nothing new started
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert [r.getMessage() for r in errors] == [f"{failed.value}"]  # one line ...
+    assert errors[0].exc_info and errors[0].exc_info[1] is boom  # ... with the traceback, once
+    assert dvc.ordered
+
+
+def test_an_error_while_deciding_or_restoring_a_stage_is_that_stages_failure():
+    class Flaky(FakeDvc):
+        def restore(self, name, pull):
+            if name == "ingest@b":
+                raise ConnectionError("remote storage: connection reset")
+            return super().restore(name, pull)
+
+    dag = {"ingest@a": [], "ingest@b": [], "clean@b": ["ingest@b"]}
+    dvc = Flaky(dag, stale=dag)
+    runner = Runner(default=0.01)
+    with pytest.raises(StageFailed, match=r"^ingest@b failed: ConnectionError: remote storage: connection reset$"):
+        Waves(dvc, dvc.plan(None), {}, 2, runner).run()
+    assert runner.started() == ["ingest@a"]  # started before ingest@b was looked at, and finished ...
+    assert dvc.done("commit") == ["ingest@a"]  # ... and committed
+
+
+def test_after_a_failure_a_stage_on_a_work_pool_is_not_waited_for(monkeypatch):
+    released = threading.Event()
+    monkeypatch.setattr(pipeline, "hand_over", lambda dvc, name, pool: {"stage": name})
+    # the worker takes "hours": it only ends when the test releases it (or after 30 s)
+    monkeypatch.setattr(pipeline, "await_worker", lambda pool, parameters, timeout: released.wait(30))
+    monkeypatch.setattr(pipeline, "bring_back", lambda dvc, name: None)
+    monkeypatch.setattr(pipeline.config, "load", lambda: type("P", (), {"deploy": type("D", (), {
+        "worker_timeout_seconds": 21600})()})())  # fmt: skip
+    dag = {"train@gpu": [], "ingest@a": [], "ingest@b": []}
+    dvc = FakeDvc(dag, stale=dag)
+    runner = Runner(fail={"ingest@b": RuntimeError("CUDA error: out of memory")}, default=0.01)
+    scheduler = Waves(dvc, dvc.plan(None), {"train@gpu": "gpu"}, 2, runner)
+    started = time.monotonic()
+    try:
+        with pytest.raises(StageFailed, match="^ingest@b failed: RuntimeError: CUDA error: out of memory$"):
+            scheduler.run()
+        elapsed = time.monotonic() - started
+    finally:
+        released.set()
+    assert elapsed < 10, elapsed  # not the worker's time (30 s here, 6 h by default)
+    assert dvc.done("commit") == ["ingest@a"]  # the local stage beside it was committed
+    assert scheduler.outcome["train@gpu"] == "left running"
+
+
+def test_a_stage_on_a_work_pool_that_ends_while_local_ones_run_is_committed(monkeypatch):
+    monkeypatch.setattr(pipeline, "hand_over", lambda dvc, name, pool: {"stage": name})
+    monkeypatch.setattr(pipeline, "await_worker", lambda pool, parameters, timeout: None)
+    monkeypatch.setattr(pipeline, "bring_back", lambda dvc, name: None)
+    monkeypatch.setattr(pipeline.config, "load", lambda: type("P", (), {"deploy": type("D", (), {
+        "worker_timeout_seconds": 60})()})())  # fmt: skip
+    dag = {"train@gpu": [], "ingest@a": [], "ingest@b": []}
+    dvc = FakeDvc(dag, stale=dag)
+    worker_done = lambda: ("commit", "train@gpu") in dvc.events  # noqa: E731
+    runner = Runner(fail={"ingest@b": "data/b/raw: no such file"}, until={"ingest@a": worker_done,
+                                                                          "ingest@b": worker_done})  # fmt: skip
+    with pytest.raises(StageFailed):
+        Waves(dvc, dvc.plan(None), {"train@gpu": "gpu"}, 2, runner).run()
+    assert sorted(dvc.done("commit")) == ["ingest@a", "train@gpu"]
 
 
 def test_a_stage_restored_from_the_run_cache_is_not_run():

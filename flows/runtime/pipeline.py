@@ -107,9 +107,11 @@ class Waves:
     flows/runtime/dvc_repo.py); a stage thread only runs the stage (``run_local``, given its command
     line as `python -m flows` takes it) or waits for its worker. A stage on a work pool takes no
     local slot; torch fits and ONNX exports run one at a time (``exclusive``). When a stage
-    fails, the running ones finish and are committed, nothing new starts, and the run ends with
-    the failing stage's one-line error. New dvc.lock entries are put in plan order at the end,
-    so the lock is byte for byte that of `dvc repro` or ``jobs=1``.
+    fails (whatever it raised), the local ones running finish and are committed, nothing new
+    starts, a stage still on a work pool is not waited for (a rerun restores it from the
+    run-cache), and the run ends with the failing stage's one-line error. New dvc.lock entries
+    are put in plan order at the end, so the lock is byte for byte that of `dvc repro` or
+    ``jobs=1``.
     """
 
     def __init__(self, dvc: Dvc, plan: list[str], pools: dict[str, str], jobs: int,
@@ -120,7 +122,8 @@ class Waves:
         self.upstream = {name: [u for u in dvc.upstream(name) if u in names] for name in plan}
         self.outcome: dict[str, str] = {}
         self.verdicts: dict[str, str] = {}  # promote@<workload> that ran: what the gate decided
-        self.failed: list[str] = []
+        self.failed: list[str] = []  # each failed stage's one-line error
+        self.errors: list[Exception] = []  # and what it raised
         self.pull = dvc.fetch_run_cache()
 
     def run(self) -> dict[str, str]:
@@ -128,27 +131,35 @@ class Waves:
 
         before = self.dvc.lock_order()
         running: dict[cf.Future, str] = {}
+        # A thread per local slot. A stage on a work pool waits for its worker on a daemon thread
+        # of its own: waiting never holds up local work, even with jobs=1, and after a failure
+        # neither this run nor the process waits for it (up to deploy.worker_timeout_seconds).
+        pool = cf.ThreadPoolExecutor(self.jobs, thread_name_prefix="stage")
         try:
-            # A thread per local slot, and one per worker-pool stage: waiting for a worker
-            # never holds up local work, even with jobs=1.
-            threads = self.jobs + len(self.pools)
-            with cf.ThreadPoolExecutor(threads, thread_name_prefix="stage") as pool:
-                while True:
-                    if not self.failed:
-                        self._start_ready(pool, running)
-                    if not running:
-                        break
-                    done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                    for future in done:
-                        self._finish(running.pop(future), future)
+            while True:
+                if not self.failed:
+                    self._start_ready(pool, running)
+                if self.failed and all(name in self.pools for name in running.values()):
+                    self._leave(running)
+                    break
+                if not running:
+                    break
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    self._finish(running.pop(future), future)
         finally:
+            # Normally nothing is left; after an interrupt nothing queued starts.
+            pool.shutdown(wait=False, cancel_futures=True)
             self.dvc.order_lock(before, self.plan)
-        if self.failed:
+        if self.errors:
+            if isinstance(self.errors[0], UsageError):  # dvc.yaml itself is wrong: exit 2, as before
+                raise self.errors[0]
             raise StageFailed(self.failed[0])
         return {name: self.verdicts.get(name, self.outcome[name]) for name in self.plan if name in self.outcome}
 
     def _start_ready(self, pool, running: dict) -> None:
-        """Decide, restore or start every stage that can go now, in plan order."""
+        """Decide, restore or start every stage that can go now, in plan order. Anything a stage
+        raises on the way (DVC's status, a restore, a hand-over) is that stage's failure."""
         local = [name for name in running.values() if name not in self.pools]
         busy = set(running.values())
         for name in self.plan:
@@ -159,27 +170,36 @@ class Waves:
             remote = name in self.pools
             if not remote and (len(local) >= self.jobs or (exclusive(name) and any(map(exclusive, local)))):
                 continue
-            if not self.dvc.changed(name) and not _champion_moved(self.dvc, name):
-                log().info("%s: up to date, skipped", name)
-                self.outcome[name] = "skipped"
+            try:
+                job = self._prepare(name)
+            except Exception as err:  # noqa: BLE001 - any error is this stage's failure, said once
+                return self._fail(name, err)
+            if job is None:
                 continue
-            # As `dvc repro` does: outputs go first, so a damaged one is replaced, never merged with.
-            self.dvc.remove_outs(name)
-            if self._restore(name):
-                continue
-            if remote:
-                try:
-                    parameters = hand_over(self.dvc, name, self.pools[name])
-                except CairnError as err:
-                    return self._fail(name, err)
-                job = functools.partial(
-                    await_worker, self.pools[name], parameters, config.load().deploy.worker_timeout_seconds
-                )
-            else:
-                job = functools.partial(self.run_local, _command(self.dvc, name))
-                local.append(name)
             # The copied context makes the stage's flow a subflow of this pipeline run.
-            running[pool.submit(contextvars.copy_context().run, job)] = name
+            call = functools.partial(contextvars.copy_context().run, job)
+            if remote:
+                running[_on_daemon(call, name)] = name
+            else:
+                running[pool.submit(call)] = name
+                local.append(name)
+
+    def _prepare(self, name: str) -> Callable[[], Any] | None:
+        """What running ``name`` takes (its command, or waiting for its worker), or None when it
+        is up to date or was restored from the run-cache (then it is done)."""
+        if not self.dvc.changed(name) and not _champion_moved(self.dvc, name):
+            log().info("%s: up to date, skipped", name)
+            self.outcome[name] = "skipped"
+            return None
+        # As `dvc repro` does: outputs go first, so a damaged one is replaced, never merged with.
+        self.dvc.remove_outs(name)
+        if self._restore(name):
+            return None
+        if name in self.pools:
+            parameters = hand_over(self.dvc, name, self.pools[name])
+            timeout = config.load().deploy.worker_timeout_seconds
+            return functools.partial(await_worker, self.pools[name], parameters, timeout)
+        return functools.partial(self.run_local, _command(self.dvc, name))
 
     def _restore(self, name: str) -> bool:
         if not self.dvc.restore(name, pull=self.pull):
@@ -189,22 +209,44 @@ class Waves:
         return True
 
     def _finish(self, name: str, future) -> None:
+        """Take in a finished stage: commit it, or record its failure. Whatever it raised (a
+        refusal, a torch error, a PermissionError, a network error in a restore) is its failure,
+        so the stages beside it still finish and are committed."""
         try:
             result = future.result()
             if name in self.pools:
                 bring_back(self.dvc, name)
             elif name.startswith("promote@"):
                 self.verdicts[name] = _verdict(result)
-        except CairnError as err:
-            return self._fail(name, err)
-        self._commit(name, "worker" if name in self.pools else "ran")
+            self._commit(name, "worker" if name in self.pools else "ran")
+        except Exception as err:  # noqa: BLE001 - any error is this stage's failure, said once
+            self._fail(name, err)
 
-    def _fail(self, name: str, err: CairnError) -> None:
-        """Record a stage's refusal or failure as its one-line error."""
-        message = str(err)
-        log().error("%s failed: %s", name, message)
+    def _fail(self, name: str, err: Exception) -> None:
+        """Record a stage's refusal or failure as one line; an error that is not cairn's own
+        (a bug, an OS or library error) also logs its traceback, once."""
+        if isinstance(err, CairnError):
+            message = str(err)
+            log().error("%s failed: %s", name, message)
+        else:
+            first = str(err).strip().splitlines()
+            message = f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
+            log().error("%s failed: %s", name, message, exc_info=err)
         self.outcome[name] = "failed"
         self.failed.append(f"{name} failed: {message}")
+        self.errors.append(err)
+
+    def _leave(self, running: dict) -> None:
+        """After a failure, stages on work pools are not waited for: their workers go on and
+        push to the run-cache, from which a rerun restores them without running them again."""
+        for name in running.values():
+            log().warning(
+                "%s: still running on work pool '%s'; not waited for after the failure; a rerun "
+                "restores it from DVC's run-cache once its worker has pushed it",
+                name,
+                self.pools[name],
+            )
+            self.outcome[name] = "left running"
 
     def _commit(self, name: str, how: str) -> None:
         self.dvc.commit(name)  # the lock is kept as it was, then DVC rewrites it
@@ -212,6 +254,25 @@ class Waves:
 
 
 DONE = ("skipped", "restored", "ran", "worker")
+
+
+def _on_daemon(job: Callable[[], Any], name: str):
+    """``job()`` on a daemon thread, as a future: a process that ends does not wait for it."""
+    import concurrent.futures as cf
+    import threading
+
+    future: cf.Future = cf.Future()
+
+    def work() -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            future.set_result(job())
+        except BaseException as err:  # noqa: BLE001 - handed to the coordinator, which decides
+            future.set_exception(err)
+
+    threading.Thread(target=work, name=f"stage-{name}", daemon=True).start()
+    return future
 
 
 def _verdict(result: dict) -> str:
