@@ -16,6 +16,7 @@ a registration, and the index is written atomically.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import fcntl
 import json
@@ -60,17 +61,33 @@ def read_index(workload: str) -> dict[str, Any]:
     return index
 
 
+_LOCKED: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar("registry_locked", default=frozenset())
+
+
 @contextlib.contextmanager
 def locked(workload: str) -> Iterator[dict[str, Any]]:
     """The index of ``workload``, locked against other processes (other clones sharing the
-    registry too) until the block ends; written back atomically when the block succeeds."""
+    registry too) until the block ends; written back atomically when the block succeeds, and
+    then the ``champion`` link made to name the index's champion.
+
+    Index first, link second: a kill between leaves the link on the previous champion, a
+    registered version, and the index (the truth) naming the new one; the next change repairs
+    the link when it takes the lock. The other order could leave the link serving a version the
+    index never recorded.
+    """
     root = folder(workload)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)  # blocks until the other change is done
         index = read_index(workload)
-        yield index
+        _link_champion(workload, index["champion"])  # a change killed after writing its index
+        token = _LOCKED.set(_LOCKED.get() | {workload})
+        try:
+            yield index
+        finally:
+            _LOCKED.reset(token)
         write_json(root / "index.json", index)
+        _link_champion(workload, index["champion"])
 
 
 def now() -> str:
@@ -78,8 +95,17 @@ def now() -> str:
 
 
 def point_champion(workload: str, version: int) -> None:
-    """Point ``champion`` at ``v<version>``: swapped in one rename, never missing or half-made."""
+    """Point ``champion`` at ``v<version>``: swapped in one rename, never missing or half-made.
+    Inside ``locked(workload)`` (where the caller sets ``index['champion']``) the swap waits until
+    the index is written, so the link never names a version the index does not record."""
+    if workload not in _LOCKED.get():
+        _link_champion(workload, version)
+
+
+def _link_champion(workload: str, version: int | None) -> None:
     link, tmp = folder(workload) / "champion", folder(workload) / ".champion.tmp"
+    if not version or (link.is_symlink() and os.readlink(link) == f"v{version}"):
+        return
     tmp.unlink(missing_ok=True)
     tmp.symlink_to(f"v{version}", target_is_directory=True)
     os.replace(tmp, link)

@@ -107,21 +107,39 @@ def write_json(path: Path, data: Any) -> None:
 def replace_dir(path: Path) -> Iterator[Path]:
     """Build a folder output in a temp folder beside it; swap it in only if the block succeeds.
 
-    A failed or killed stage leaves the old folder (or none), never a half-written one; what a
-    killed one left beside it is removed first.
+    A failed or killed stage leaves the old folder (or none), never a half-written one. The swap
+    is two renames (old aside to ``.<name>.old``, new in): an error between puts the old one
+    back at once, and a kill between is repaired by the next write of ``path``, which restores
+    ``.<name>.old`` before removing what a killed run left beside it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.with_name(f".{path.name}.old")
+    restore_aside(path)
     remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}."))
     os.chmod(tmp, 0o777 & ~UMASK)
     try:
         with _space_for(path):
             yield tmp
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
         if path.exists():
             path.rename(old)
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except BaseException:
+            restore_aside(path)
+            raise
         shutil.rmtree(old, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def restore_aside(path: Path) -> bool:
+    """Put back ``.<name>.old``, the old folder output a swap had moved aside, when ``path``
+    itself is missing (the swap was killed between its two renames); True when it did."""
+    old = path.with_name(f".{path.name}.old")
+    if path.exists() or path.is_symlink() or not old.is_dir():
+        return False
+    old.rename(path)
+    logging.getLogger("cairn").warning("%s: restored the previous output that an interrupted swap had left "
+                                       "as %s", path, old.name)  # fmt: skip
+    return True
