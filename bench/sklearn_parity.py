@@ -1,13 +1,19 @@
 """cairn's tabular models against scikit-learn's, fitted on the same split, in the same run.
 
-    python bench/sklearn_parity.py [WORKLOAD ...]
+    python bench/sklearn_parity.py [--as-is] [--separable] [WORKLOAD ...]
 
 For each tabular workload (default: every one whose model has a scikit-learn counterpart) it
-brings `evaluate@<workload>` up to date with `dvc repro`, reads cairn's test metric from
+brings `evaluate@<workload>` up to date with `dvc repro` (with --as-is: takes the outputs as they
+are, running nothing), reads cairn's test metric from
 data/<w>/evaluate/metrics.json, fits the counterpart on data/<w>/split/train/ with the
 same features, encoding and normalisation, and scores it on the same test rows. A classifier
 is compared at threshold 0.5 (cairn reports that figure beside a tuned one), a regression by
-RMSE. Prints a Markdown table.
+RMSE. A logistic regression is also set beside scikit-learn's defaults (``LogisticRegression()``,
+C=1), which is what cairn fits when ``train.weight_decay`` is left out. Prints a Markdown table.
+
+--separable adds scikit-learn's breast cancer set (ships with scikit-learn; its train rows are
+linearly separable): cairn's logistic regression unpenalised and with the default penalty,
+against scikit-learn's ``penalty=None`` and defaults, by test ROC AUC.
 """
 
 from __future__ import annotations
@@ -33,8 +39,12 @@ def counterpart(model: dict, train: dict):
     from sklearn.neural_network import MLPClassifier
 
     name = model["name"]
-    if name == "logistic":  # unpenalised, as cairn's (weight_decay 0)
-        return LogisticRegression(C=np.inf if not train.get("weight_decay") else 1.0, max_iter=10_000)
+    if name == "logistic":  # as cairn's: unpenalised with weight_decay 0, C=1 when it is left out
+        if "weight_decay" not in train:
+            return LogisticRegression(max_iter=10_000)
+        if not train["weight_decay"]:
+            return LogisticRegression(C=np.inf, max_iter=10_000)
+        return None  # another penalty: compare with the C it maps to by hand
     if name == "linear":
         return LinearRegression()
     if name == "forest":
@@ -55,11 +65,14 @@ def counterpart(model: dict, train: dict):
     return None
 
 
-def compare(workload: str, params: dict) -> dict | None:
+def compare(workload: str, params: dict, repro: bool = True) -> dict | None:
+    from sklearn.linear_model import LogisticRegression
+
     estimator = counterpart(params["model"], params["train"])
     if estimator is None or params["schema"].get("image"):
         return None
-    subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", f"evaluate@{workload}"], cwd=ROOT, check=True)
+    if repro:
+        subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", f"evaluate@{workload}"], cwd=ROOT, check=True)
     split = ROOT / "data" / workload / "split"
     sets = {name: pq.read_table(split / name) for name in ("train", "test")}
     spec = json.loads((ROOT / "data" / workload / "train" / "model.json").read_text())
@@ -71,27 +84,79 @@ def compare(workload: str, params: dict) -> dict | None:
     metrics = json.loads((ROOT / "data" / workload / "evaluate" / "metrics.json").read_text())
     if spec["task"] == "classification":
         y = {k: models.labels(t, label, spec["classes"]) for k, t in sets.items()}
-        estimator.fit(z["train"], y["train"])
-        theirs = float((estimator.predict(z["test"]) == y["test"]).mean())
+
+        def accuracy(model) -> float:
+            return float((model.fit(z["train"], y["train"]).predict(z["test"]) == y["test"]).mean())
+
+        theirs = accuracy(estimator)
+        defaults = accuracy(LogisticRegression()) if params["model"]["name"] == "logistic" else None
         ours = metrics.get("accuracy_at_0_5", metrics["accuracy"])
-        return {"metric": "accuracy at 0.5", "cairn": ours, "scikit-learn": theirs, "better": "higher"}
+        return {"metric": "accuracy at 0.5", "cairn": ours, "scikit-learn": theirs, "better": "higher",
+                "defaults": defaults}  # fmt: skip
     y = {k: t.column(label).to_numpy(zero_copy_only=False).astype(np.float64) for k, t in sets.items()}
     estimator.fit(z["train"], y["train"])
     theirs = float(np.sqrt(((estimator.predict(z["test"]) - y["test"]) ** 2).mean()))
-    return {"metric": "rmse", "cairn": metrics["rmse"], "scikit-learn": theirs, "better": "lower"}
+    return {"metric": "rmse", "cairn": metrics["rmse"], "scikit-learn": theirs, "better": "lower", "defaults": None}
+
+
+def separable() -> list[dict]:
+    """Breast cancer (569 rows, 30 features), rows dealt 3:1:1 to train, validation and test by
+    row number: cairn's logistic regression and scikit-learn's, unpenalised and by default."""
+    import pyarrow as pa
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+
+    from steps import train
+    from steps.models import logistic
+
+    data = load_breast_cancer()
+    names = [f"x{i}" for i in range(data.data.shape[1])]
+    table = pa.table({n: data.data[:, i] for i, n in enumerate(names)} | {"y": data.target.astype(str)})
+    fold = np.arange(len(table)) % 5
+    sets = {k: table.filter(pa.array(np.isin(fold, f))) for k, f in (("train", [2, 3, 4]), ("val", [1]), ("test", [0]))}
+    schema = {"key": None, "label": "y", "features": names, "categorical": [], "parse": {}, "image": None,
+              "range": None}  # fmt: skip
+    params = {"seed": 7, "device": "cpu", "epochs": 60, "batch_size": 0, "optimizer": "lbfgs", "lr": 0.0,
+              "schedule": "constant", "monitor": "val_loss", "patience": 0, "threshold": 0.5}  # fmt: skip
+    rows = []
+    for label, decay, c in (("weight_decay 0 / penalty=None", 0.0, np.inf), ("unset / defaults (C=1)", None, 1.0)):
+        chosen = params if decay is None else params | {"weight_decay": decay}
+        fitted = train.train(sets["train"], sets["val"], schema, {"name": "logistic", "normalize": "feature"}, chosen)
+        x = {k: models.features(t, schema, fitted.spec["encoding"]) for k, t in sets.items()}
+        y = {k: models.labels(t, "y", fitted.spec["classes"]) for k, t in sets.items()}
+        z = {k: (v.astype(np.float64) - fitted.arrays["mean"]) / fitted.arrays["std"] for k, v in x.items()}
+        sk = LogisticRegression(C=c, max_iter=10_000).fit(z["train"], y["train"])
+        rows.append({"fit": label, "cairn": roc_auc_score(y["test"], logistic.predict(fitted, x["test"])[:, 1]),
+                     "scikit-learn": roc_auc_score(y["test"], sk.predict_proba(z["test"])[:, 1]),
+                     "weight": float(np.abs(logistic.coefficients(fitted)["weights"]).max()),
+                     "warned": bool(fitted.spec.get("warnings"))})  # fmt: skip
+    return rows
 
 
 def main() -> None:
+    args = sys.argv[1:]
+    repro, with_separable = "--as-is" not in args, "--separable" in args
     workloads = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]
-    chosen = sys.argv[1:] or list(workloads)
-    print("| workload | model | metric | cairn | scikit-learn | cairn - scikit-learn |\n|---|---|---|---|---|---|")
+    chosen = [a for a in args if not a.startswith("--")] or list(workloads)
+    print("| workload | model | metric | cairn | scikit-learn, same settings | cairn - scikit-learn "
+          "| scikit-learn defaults |\n|---|---|---|---|---|---|---|")  # fmt: skip
     for name in chosen:
-        row = compare(name, workloads[name])
+        row = compare(name, workloads[name], repro)
         if row is not None:
+            defaults = "" if row["defaults"] is None else f"{row['defaults']:.4f}"
             print(
                 f"| {name} | {workloads[name]['model']['name']} | {row['metric']} ({row['better']} is better) | "
-                f"{row['cairn']:.4f} | {row['scikit-learn']:.4f} | {row['cairn'] - row['scikit-learn']:+.4f} |"
+                f"{row['cairn']:.4f} | {row['scikit-learn']:.4f} | {row['cairn'] - row['scikit-learn']:+.4f} | "
+                f"{defaults} |"
             )
+    if with_separable:
+        print("\nbreast cancer (separable train rows), test ROC AUC:\n")
+        print("| cairn / scikit-learn | cairn | scikit-learn | cairn - scikit-learn | cairn's largest weight | "
+              "cairn warned |\n|---|---|---|---|---|---|")  # fmt: skip
+        for row in separable():
+            print(f"| {row['fit']} | {row['cairn']:.4f} | {row['scikit-learn']:.4f} | "
+                  f"{row['cairn'] - row['scikit-learn']:+.4f} | {row['weight']:.3g} | {row['warned']} |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -76,6 +76,8 @@ def train(workload: str, split: Path, out: Path) -> dict:
         logger.info("train@%s: %s champion v%d's weights (%s)", workload, verb, source["champion"],
                     fitted.spec["warm_start"]["reason"])  # fmt: skip
     fitted.spec["kernels"] = kernels
+    for warning in fitted.spec.get("warnings", []):  # said by the model (logistic: separable rows)
+        logger.warning("train@%s: %s", workload, warning)
     write_atomic(out / "model.safetensors", models.to_bytes(fitted))
     write_atomic(out / "model.json", models.spec_json(fitted.spec))
     write_atomic(out / "history.csv", steps.history_csv(fitted.history))
@@ -83,6 +85,8 @@ def train(workload: str, split: Path, out: Path) -> dict:
     summary: dict = {"epochs": len(fitted.history), "best_epoch": fitted.best_epoch}
     if "warm_start" in fitted.spec:
         summary["warm_start"] = fitted.spec["warm_start"]["used"]
+    if fitted.spec.get("warnings"):
+        summary["warnings"] = fitted.spec["warnings"]
     if fitted.history:
         best = fitted.history[fitted.best_epoch - 1]
         summary |= {"val_loss": round(best.val_loss, 6)}
