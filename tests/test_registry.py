@@ -40,6 +40,7 @@ def test_concurrent_changes_never_lose_a_registration(tmp_path, monkeypatch):
 
 def test_rollback_is_logged_and_the_champion_link_follows(tmp_path, monkeypatch):
     monkeypatch.setenv("CAIRN_REGISTRY", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # a rollback rewrites data/iris/promote of the working directory
     for n in (1, 2):
         (tmp_path / "iris" / f"v{n}").mkdir(parents=True)
         (tmp_path / "iris" / f"v{n}" / "model.onnx").write_text(f"model {n}")
