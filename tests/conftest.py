@@ -254,6 +254,40 @@ def _blobs_repro(repo: Path) -> None:
     assert '"files_reused": 0' in out.stdout + out.stderr  # the first run computes everything
 
 
+AHEAD = {"blobs_repo": ("blobs", "_blobs_repro"), "repro_repo": ("repro", "_full_repro")}
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Which shared repositories the selected tests need (build_ahead starts those only)."""
+    needed = set().union(*(item.fixturenames for item in session.items)) if session.items else set()
+    session.config.stash[BUILD_AHEAD] = [AHEAD[name] for name in AHEAD if name in needed]
+
+
+BUILD_AHEAD = pytest.StashKey[list]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def build_ahead(request: pytest.FixtureRequest, tmp_path_factory) -> None:
+    """Start building the shared repositories the selected tests need in the background at the
+    start of the run: the tests that need none go on meanwhile, instead of a worker idling while
+    another builds. (built_once's lock makes the first builder the only one; a test that needs
+    one waits for it as before, and builds it again, failing with the reason, if this failed.)"""
+    import threading
+
+    wanted = [(name, globals()[builder]) for name, builder in request.config.stash.get(BUILD_AHEAD, [])]
+
+    def build() -> None:
+        for name, builder in wanted:
+            try:
+                built_once(tmp_path_factory, name, builder)
+            except BaseException:  # noqa: BLE001 - reported by the test that needs it
+                return
+
+    if wanted:
+        tmp_path_factory.getbasetemp()  # made here, not raced for by the thread
+        threading.Thread(target=build, daemon=True, name="build-ahead").start()
+
+
 @pytest.fixture(scope="session")
 def repro_repo(tmp_path_factory) -> Path:
     """A tiny repo after a full `dvc repro` (stages as separate processes), built once per test

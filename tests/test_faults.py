@@ -84,9 +84,11 @@ def served(tmp_path: Path):
         procs["server"] = start_server(tmp_path, env)
 
     yield env, repo, start_worker, restart_server
-    for proc in reversed(procs.values()):  # workers before the server they talk to
-        if proc.poll() is None:
-            stop(proc)
+    for name, proc in procs.items():
+        if proc.poll() is None and name != "server":
+            proc.kill()  # the test is over: a worker would wait up to 30 s on its runs' processes
+            proc.wait(30)
+    stop(procs["server"])
 
 
 def runs_named(env: dict, prefix: str) -> list[dict]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import blobs_csv, copy_repo, make_repo, only_workloads, run
+from conftest import blobs_csv, built_once, copy_repo, make_repo, only_workloads, run
 
 from flows.runtime.pipeline import pipeline
 
@@ -27,11 +27,18 @@ def harness():
 
 @pytest.fixture(scope="module")
 def pipeline_repo(tmp_path_factory, harness) -> tuple[Path, dict]:
-    repo = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        outcome = pipeline(None, 2)  # two stages at once: the lock must still be dvc repro's
-    return repo, outcome
+    """The tiny repo after one pipeline run, and what the run said of each stage: built once per
+    test run (should pytest set this module's fixtures up again, the run is not repeated)."""
+
+    def build(repo: Path) -> None:
+        make_repo(repo)
+        with pytest.MonkeyPatch.context() as mp:
+            mp.chdir(repo)
+            outcome = pipeline(None, 2)  # two stages at once: the lock must still be dvc repro's
+        (repo.parent / "pipeline-outcome.json").write_text(json.dumps(outcome))
+
+    repo = built_once(tmp_path_factory, "pipeline", build)
+    return repo, json.loads((repo.parent / "pipeline-outcome.json").read_text())
 
 
 @pytest.fixture
