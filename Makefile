@@ -37,11 +37,12 @@ pipeline: init
 serve: init
 	BIN=$(BIN) deploy/serve.sh
 
-# Both cores: tests spread over two workers one by one; a module whose tests share one built
-# repository (xdist_group) stays on one worker. A repository built once per run is shared
-# between the workers (tests/conftest.py: built_once).
+# Both cores: test files spread over two workers (a file's module-scoped fixtures, such as its
+# Prefect server, stay in one); a repository built once per run is shared between the workers
+# (tests/conftest.py: built_once). (--dist loadgroup would spread tests one by one, but
+# pytest-xdist 3.8 cannot group tests under pytest 9: its group suffix is lost.)
 test: setup browser
-	$(BIN)/python -m pytest -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # Debian's chromium for the UI test (tests/test_ui.py), where apt can install it; else that test
 # is skipped and says why.
@@ -52,7 +53,7 @@ browser:
 
 # Without the tests marked slow (real Prefect servers, workers, several clones).
 test-fast: setup
-	$(BIN)/python -m pytest -n 2 --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check flows steps tests bench

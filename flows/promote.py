@@ -22,7 +22,7 @@ from typing import Any
 from flows import config
 from flows.registry import champion, folder, locked, now, point_champion, read_index, serve_to
 from flows.storage.tables import parquet_files, read_table, require
-from flows.tracking import artifact_key, log, report, stage_flow
+from flows.tracking import artifact_key, git_revision, log, report, stage_flow
 from steps import models
 from steps import promote as steps
 from steps.publish import OUTPUTS, onnx_predict
@@ -30,8 +30,8 @@ from steps.publish import OUTPUTS, onnx_predict
 
 def weights_digest(model_dir: Path) -> str:
     """What identifies a trained model: its weights and spec (model.safetensors, model.json).
-    Not the ONNX bytes: those embed the git revision publish ran at, so a commit that touches
-    no model would otherwise make the same model a new version."""
+    Not the ONNX bytes: their metadata (the lineage's hash) changes with any upstream code or
+    data edit that leaves the weights as they were, which is not a new model."""
     digest = hashlib.sha256()
     for name in ("model.safetensors", "model.json"):
         digest.update(require(model_dir / name, "published model").read_bytes())
@@ -114,7 +114,7 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
             "champion_then": None if current is None else {"version": current[0], metric: champion_score},
             "model_sha256": digest,
             "weights_sha256": weights,
-            "git_revision": lineage["git_revision"],
+            "git_revision": git_revision(),  # what the checkout was at: a record, not a DVC output
             "lineage": {stage: record["outs"] for stage, record in lineage["stages"].items()},
         }
         target = folder(workload) / f"v{version}"

@@ -14,7 +14,7 @@ from flows import config
 from flows.storage.files import replace_dir
 from flows.storage.model import load_model
 from flows.storage.tables import read_table, require
-from flows.tracking import attach, git_revision, log, report, run_record, stage_flow
+from flows.tracking import attach, log, report, run_record, stage_flow
 from steps import models
 from steps import publish as steps
 
@@ -56,7 +56,7 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         steps.check_parity(what, result, tolerance["min_label_agreement"], tolerance["max_diff"])
 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
-    lineage = steps.lineage(lock, workload, params, git_revision())
+    lineage = steps.lineage(lock, workload, params)
     lineage_json = json.dumps(lineage | {"checks": checks}, indent=2, sort_keys=True, default=str) + "\n"
     # What a runtime shows of the model (Netron, onnxruntime's modelmeta): enough to use it right
     # and to find the run that made it.
@@ -68,7 +68,6 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         "classes": spec.get("classes"),
         "input_contract": contract,
         "cairn_version": importlib.metadata.version("cairn"),
-        "git_revision": lineage["git_revision"],
         "lineage_sha256": hashlib.sha256(lineage_json.encode()).hexdigest(),
     }
     onnx_files = {name: steps.onnx_with_metadata(content, metadata) for name, content in onnx_files.items()}

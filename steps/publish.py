@@ -79,9 +79,11 @@ def latency(onnx_bytes: bytes, x: np.ndarray, output: str, repeats: int = 200) -
     return out
 
 
-def lineage(lock: dict[str, Any], workload: str, params: dict[str, Any], git_revision: str) -> dict[str, Any]:
+def lineage(lock: dict[str, Any], workload: str, params: dict[str, Any]) -> dict[str, Any]:
     """The DVC hashes of every upstream stage of ``workload`` (deps and outs, back to the raw
-    data), the params, and the code revision, from a parsed ``dvc.lock``."""
+    data; the deps include each stage's code files) and the params, from a parsed ``dvc.lock``.
+    No git revision: publish's outputs are a function of its inputs, so the same model published
+    at another commit is the same bytes (the registry records the revision a model was promoted at)."""
     stages = {}
     for name in ("ingest", "clean", "split", "train", "evaluate"):
         entry = lock.get("stages", {}).get(f"{name}@{workload}")
@@ -91,7 +93,7 @@ def lineage(lock: dict[str, Any], workload: str, params: dict[str, Any], git_rev
             "deps": {d["path"]: d.get("md5") for d in entry.get("deps", [])},
             "outs": {o["path"]: o.get("md5") for o in entry.get("outs", [])},
         }
-    return {"workload": workload, "git_revision": git_revision, "params": params, "stages": stages}
+    return {"workload": workload, "params": params, "stages": stages}
 
 
 # How clean turns each kind of raw text into the number the model reads (steps/clean.py).
@@ -235,8 +237,8 @@ Rows: {sets}. Label column `{schema["label"]}`. Raw data: {raw}.
 
 ## Lineage
 
-git revision `{lineage_record["git_revision"]}`; stages ingest → clean → split → train → evaluate with
-their DVC hashes in `lineage.json`.
+Stages ingest → clean → split → train → evaluate with the DVC hashes of their data, code and
+params in `lineage.json`; the model registry records the git revision it was promoted at.
 """
 
 

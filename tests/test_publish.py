@@ -44,9 +44,9 @@ def test_lineage_needs_every_upstream_stage():
         }
     }
     with pytest.raises(publish.PublishError, match="no stage 'evaluate@w'"):
-        publish.lineage(lock, "w", {}, "rev")
+        publish.lineage(lock, "w", {})
     lock["stages"]["evaluate@w"] = lock["stages"]["train@w"]
-    record = publish.lineage(lock, "w", {"x": 1}, "rev")
+    record = publish.lineage(lock, "w", {"x": 1})
     assert record["stages"]["ingest"] == {"deps": {"a": "1"}, "outs": {"b": "2"}}
 
 

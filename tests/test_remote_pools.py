@@ -1,0 +1,65 @@
+"""Two stages on worker pools at once (--jobs 2): the longest test of worker pools, in a file
+of its own so pytest's two workers (--dist loadfile) can run it beside tests/test_remote.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import api, make_repo, run, stop, tiny_params
+
+GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
+
+
+@pytest.mark.slow
+def test_two_stages_on_worker_pools_run_at_once_not_one_after_the_other(prefect_server, tmp_path):
+    """With --jobs 2, train@iris and train@blobs go to the 'pair' pool together: two process
+    workers reproduce them at the same time (their worker runs overlap), and the coordinator
+    ends with the lock of a local `dvc repro`."""
+    env = prefect_server | {"PREFECT_WORKER_QUERY_SECONDS": "1", "PREFECT_WORKER_PREFETCH_SECONDS": "1"}
+    params = tiny_params()
+    params["workloads"] = {w: params["workloads"][w] for w in ("iris", "blobs")}
+    params["score"] = {}
+    # A pool of its own ('pair'), apart from test_remote.py's 'gpu'.
+    params["deploy"]["remote_stages"] = {"train@iris": "pair", "train@blobs": "pair"}
+    origin = make_repo(tmp_path / "origin", params)
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "remote")], origin)
+    run([sys.executable, "-m", "flows", "deployments"], origin)
+    run(GIT + ["add", "prefect.yaml", ".dvc/config"], origin)
+    run(GIT + ["commit", "-qm", "a shared DVC remote, deployments"], origin)
+    for name in ("worker", "coordinator", "local"):
+        run(["git", "clone", "-q", str(origin), str(tmp_path / name)], tmp_path)
+    prefect = str(Path(sys.executable).parent / "prefect")
+    run([prefect, "work-pool", "create", "pair", "--type", "process"], tmp_path / "worker", env=env)
+    run([prefect, "--no-prompt", "deploy", "--name", "pair"], tmp_path / "worker", env=env)
+    workers = [
+        subprocess.Popen(
+            [prefect, "worker", "start", "--pool", "pair", "--name", f"w{i}", "--limit", "1"],
+            cwd=tmp_path / "worker",
+            env=env,
+            stdout=open(tmp_path / f"worker{i}.log", "w"),
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    # Both trains' upstream stages first, so the two are ready, and handed over, at the same
+    # moment: otherwise blobs' local stages may still run when iris' worker run has ended.
+    run(["dvc", "repro", "split@iris", "split@blobs"], tmp_path / "coordinator")
+    try:
+        result = run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2"], tmp_path / "coordinator", env=env)
+    finally:
+        for worker in workers:
+            stop(worker)
+    assert "train@iris: sent to work pool 'pair'" in result.stderr and "train@blobs: sent" in result.stderr
+    pool = api(env).get("deployments/name/stage-on-worker/pair").json()["id"]  # this test's runs only
+    body = {"limit": 200, "offset": 0, "deployments": {"id": {"any_": [pool]}}}
+    spans = sorted((r["start_time"], r["end_time"]) for r in api(env).post("flow_runs/filter", json=body).json())
+    assert len(spans) == 2 and spans[1][0] < spans[0][1], spans  # the second began before the first ended
+    run(["dvc", "repro"], tmp_path / "local")
+    # Every entry equal; their order follows each checkout's history of runs (the coordinator
+    # ran its split stages first), which `dvc repro` keeps as it finds it.
+    lock = {name: yaml.safe_load((tmp_path / name / "dvc.lock").read_text()) for name in ("coordinator", "local")}
+    assert lock["coordinator"] == lock["local"]
