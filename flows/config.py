@@ -183,6 +183,15 @@ class Deploy(Section):
     remote_stages: dict[str, str] = Field(default_factory=dict)  # {stage address: work pool}
     worker_timeout_seconds: float = Field(default=6 * 3600, gt=0)  # queueing plus a long training run
     worker_repos: list[str] = Field(default_factory=list)
+    # A file in a raw folder has arrived once its size and mtime stayed the same this long and no
+    # process holds it open for writing (flows/service/deployments.py: Arrivals).
+    arrival_quiet_seconds: float = Field(default=3.0, gt=0)
+    # Origins (scheme://host[:port]) the UI may be opened from besides http://localhost:PORT and
+    # http://127.0.0.1:PORT: an SSH tunnel on another port, a proxy. Their hosts pass the
+    # server's Host check too.
+    allowed_origins: list[str] = Field(default_factory=list)
+    log_max_mb: float = Field(default=10.0, gt=0)  # `make serve`'s logs roll over at this size
+    stop_seconds: float = Field(default=10.0, gt=0)  # Ctrl-C / `make stop`: all stopped within this
 
 
 class Params(Section):

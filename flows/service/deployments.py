@@ -16,6 +16,10 @@ file-system watch misses (a network file system, files that landed while nothing
 
 from __future__ import annotations
 
+import fnmatch
+import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,25 +112,125 @@ def new_raw_data(dvc: Dvc) -> dict[str, list[str]]:
     return changed
 
 
-def raw_folders() -> dict[Path, str]:
-    """{raw folder or file, or score inbox (absolute): workload} of params.yaml."""
+def raw_folders() -> dict[Path, list[str]]:
+    """{raw folder or file, or score inbox (absolute): [workloads]} of params.yaml (mnist and
+    mnist-ae read one raw folder: a file there is news for both)."""
     params = config.load()
-    folders = {Path(entry.raw).resolve(): name for name, entry in params.workloads.items()}
-    return folders | {Path(e.inbox).resolve(): name for name, e in params.score.items()}
+    folders: dict[Path, list[str]] = {}
+    for name, entry in params.workloads.items():
+        folders.setdefault(Path(entry.raw).resolve(), []).append(name)
+    for name, entry in params.score.items():
+        folders.setdefault(Path(entry.inbox).resolve(), []).append(name)
+    return folders
 
 
-def changed_workloads(changes: set[tuple[Any, str]], folders: dict[Path, str]) -> dict[str, list[str]]:
-    """{workload: [what changed]} for watchfiles' ``changes`` ({(Change, path)}) under ``folders``;
-    temp files of an atomic write ('.<name>.*') are not data."""
-    out: dict[str, list[str]] = {}
-    for change, path in sorted(changes, key=lambda c: c[1]):
-        path = Path(path)
-        if path.name.startswith("."):
-            continue
-        for folder, workload in folders.items():
-            if path == folder or folder in path.parents:
-                out.setdefault(workload, []).append(f"{path.relative_to(Path.cwd().resolve())} {change.name}")
-    return out
+# Names that editors, browsers and copy tools give a file while they write it; the file is
+# data only once renamed to its real name (write then rename: the README's convention).
+TEMP_NAMES = (".*", "*.tmp", "*.part", "~$*")
+
+
+def is_temp(path: Path) -> bool:
+    return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in TEMP_NAMES)
+
+
+def signature(path: Path) -> tuple[int, int] | None:
+    """(size, mtime in ns) of ``path``; None when it is gone."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def open_for_writing(paths: set[Path]) -> set[Path]:
+    """Those of ``paths`` some process (of those /proc lets us see) holds open for writing: a
+    writer that pauses longer than the quiet period (a slow upload, `(printf a; sleep 12; printf
+    b) > f`) has not finished. Empty where there is no /proc."""
+    if not paths:
+        return set()
+    wanted = {str(p) for p in paths}
+    busy: set[Path] = set()
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            target = os.readlink(fd)
+            if target in wanted:
+                flags = int((fd.parent.parent / "fdinfo" / fd.name).read_text().split("flags:")[1].split()[0], 8)
+                if flags & (os.O_WRONLY | os.O_RDWR):
+                    busy.add(Path(target))
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended, or is not ours to look at
+    return busy
+
+
+class Arrivals:
+    """Files seen changing in the watched folders, held until each has arrived: no change for
+    ``quiet`` seconds (size and mtime stable) and no writer holding it open. Temp names are not
+    data. All the changes of one workload that settle together are one arrival, so one upload
+    (however many writes) is one event. ``clock``, ``stat`` and ``writers`` are injectable."""
+
+    def __init__(self, folders: dict[Path, list[str]], quiet: float, clock: Callable[[], float] = time.monotonic,
+                 stat: Callable[[Path], Any] = signature,
+                 writers: Callable[[set[Path]], set[Path]] = open_for_writing) -> None:  # fmt: skip
+        self.folders, self.quiet, self.clock, self.stat, self.writers = folders, quiet, clock, stat, writers
+        self.pending: dict[Path, tuple[Any, float, str]] = {}  # path: (signature, changed at, what)
+
+    def workloads(self, path: Path) -> list[str]:
+        return [w for folder, names in self.folders.items() if path == folder or folder in path.parents
+                for w in names]  # fmt: skip
+
+    def seen(self, changes: set[tuple[Any, str]]) -> None:
+        """Take in watchfiles' ``changes`` ({(Change, path)})."""
+        now = self.clock()
+        for change, name in changes:
+            path = Path(name)
+            if is_temp(path) or not self.workloads(path):
+                continue
+            what = change.name
+            if path in self.pending and self.pending[path][2] == "added" and what == "modified":
+                what = "added"  # still the file that arrived
+            self.pending[path] = (self.stat(path), now, what)
+
+    def settled(self) -> dict[str, list[str]]:
+        """{workload: ['<path> added' | 'modified' | 'deleted']} for the workloads whose pending
+        files have all arrived; they leave the pending set."""
+        now = self.clock()
+        for path, (sig, _, what) in list(self.pending.items()):
+            if (current := self.stat(path)) != sig:
+                self.pending[path] = (current, now, what)
+        writing = self.writers({p for p, (sig, _, _) in self.pending.items() if sig is not None})
+        by_workload: dict[str, list[Path]] = {}
+        for path in self.pending:
+            for workload in self.workloads(path):
+                by_workload.setdefault(workload, []).append(path)
+        ready = {w: paths for w, paths in by_workload.items()
+                 if all(now - self.pending[p][1] >= self.quiet and p not in writing for p in paths)}  # fmt: skip
+        out = {w: [f"{relative(p)} {self.pending[p][2]}" for p in sorted(paths)] for w, paths in ready.items()}
+        for paths in ready.values():
+            for path in paths:
+                self.pending.pop(path, None)
+        return out
+
+    def again(self, held: dict[str, list[str]]) -> None:
+        """Put back arrivals that could not be checked yet (DVC's lock was busy)."""
+        now = self.clock() - self.quiet  # settled already: checked again on the next tick
+        for lines in held.values():
+            for line in lines:
+                name, _, what = line.rpartition(" ")
+                path = (Path.cwd() / name).resolve()
+                self.pending[path] = (self.stat(path), now, what)
+
+
+def relative(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def on_record(arrived: dict[str, list[str]], differ: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The arrivals that change what dvc.lock records (``differ``: new_raw_data): a file removed
+    before DVC ever saw it, or put back as it was, is no news."""
+    return {w: what for w, what in arrived.items() if w in differ}
 
 
 def announce(changed: dict[str, list[str]], source: str) -> None:
@@ -141,15 +245,37 @@ def announce(changed: dict[str, list[str]], source: str) -> None:
 
 
 def watch_files(stop: Any = None) -> None:
-    """Watch every workload's raw folder; on a change, announce it (until ``stop`` is set)."""
+    """Watch every workload's raw folder (until ``stop`` is set); announce each arrival once it has
+    settled (Arrivals: ``deploy.arrival_quiet_seconds`` of quiet, no writer) and changes what
+    dvc.lock records for the workload."""
     import watchfiles
 
+    from flows.runtime.dvc_repo import transient_errors
+
+    params = config.load()
     folders = raw_folders()
+    arrivals = Arrivals(folders, params.deploy.arrival_quiet_seconds)
     existing = [str(f) for f in folders if f.exists()]
-    log().info("watch-files: watching %s", ", ".join(existing))
-    for changes in watchfiles.watch(*existing, stop_event=stop, rust_timeout=1000, yield_on_timeout=False):
-        if changed := changed_workloads(changes, folders):
-            announce(changed, "watch-files")
+    log().info("watch-files: watching %s (a file has arrived after %g s without a change)",
+               ", ".join(existing), arrivals.quiet)  # fmt: skip
+    tick = max(100, min(1000, int(arrivals.quiet * 500)))  # ms: look at pending files twice per quiet period
+    for changes in watchfiles.watch(*existing, stop_event=stop, rust_timeout=tick, yield_on_timeout=True,
+                                    debounce=tick):  # fmt: skip
+        arrivals.seen(changes)
+        if not (arrived := arrivals.settled()):
+            continue
+        try:
+            with Dvc.reading() as dvc:
+                differ = new_raw_data(dvc)
+        except transient_errors() as err:  # DVC's lock: a run is committing; look again shortly
+            log().info("watch-files: cannot read dvc.lock now (%s); trying again", str(err).splitlines()[0])
+            arrivals.again(arrived)
+            continue
+        if news := on_record(arrived, differ):
+            announce(news, "watch-files")
+        for workload in sorted(set(arrived) - set(news)):
+            log().info("watch-files: %s: %s: what dvc.lock records is unchanged; no run", workload,
+                       ", ".join(arrived[workload]))  # fmt: skip
 
 
 @flow(name="watch", persist_result=False)
