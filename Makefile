@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 # DVC runs each stage's `python -m flows ...` through the shell: make it find the venv's python.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup init run pipeline serve test test-fast lint bench browser
+.PHONY: setup init run pipeline serve stop status test test-fast lint bench browser
 
 setup: $(VENV)/.installed
 
@@ -36,6 +36,13 @@ pipeline: init
 # Local Prefect server + deployments + a process worker; see README "Operate it".
 serve: init
 	BIN=$(BIN) deploy/serve.sh
+
+# The `make serve` of this checkout: stop it (watcher, worker, then server), or say where it runs.
+stop:
+	$(BIN)/python -m flows stop
+
+status:
+	$(BIN)/python -m flows status
 
 # Both cores: test files spread over two workers (a file's module-scoped fixtures, such as its
 # Prefect server, stay in one); a repository built once per run is shared between the workers

@@ -100,6 +100,14 @@ def _server_env(args: argparse.Namespace) -> None:
     print(shell_exports(args.port))
 
 
+def _serve(args: argparse.Namespace) -> None:
+    from flows.service import serve
+
+    code = {"serve": lambda: serve.serve(args.port), "stop": serve.stop, "status": serve.status}[args.command]()
+    if code:
+        raise SystemExit(code)
+
+
 def _port(text: str) -> int:
     if not text.isdigit() or not 0 < int(text) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not a TCP port (1-65535)")
@@ -156,6 +164,10 @@ def parser() -> Parser:
     command("watch-files", _watch_files, "start workload runs when raw data arrives (make serve runs it)")
     cmd = command("server-env", _server_env, "the secured Prefect server's settings as shell exports")
     cmd.add_argument("port", type=_port)
+    cmd = command("serve", _serve, "run the Prefect server, deployments, a worker and the file watcher (make serve)")
+    cmd.add_argument("--port", type=_port, default=4200, help="the server's port on 127.0.0.1 (default 4200)")
+    command("stop", _serve, "stop the `serve` of this checkout (make stop)")
+    command("status", _serve, "say whether `serve` runs in this checkout, where, and if its server answers")
     return cli
 
 
