@@ -69,8 +69,8 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
     assert lineage["stages"]["ingest"]["deps"]["data/iris/raw"] == raw
     # The code each stage ran is in its deps (DVC's hashes of its files); the git revision is the
     # registry's record of a promotion, not part of publish's bytes (a commit does not change them).
-    assert lineage["stages"]["train"]["deps"]["steps/models/mlp.py"] == {
-        d["path"]: d["md5"] for d in lock["train@iris"]["deps"]}["steps/models/mlp.py"]  # fmt: skip
+    assert lineage["stages"]["train"]["deps"]["steps/train.py"] == {
+        d["path"]: d["md5"] for d in lock["train@iris"]["deps"]}["steps/train.py"]  # fmt: skip
     assert "git_revision" not in lineage
     head = run(["git", "rev-parse", "HEAD"], repro_repo).stdout.strip()
     registered = json.loads((repro_repo / "registry/iris/index.json").read_text())["versions"]
