@@ -5,7 +5,7 @@ BIN    := $(abspath $(VENV))/bin
 # DVC runs each stage's `python -m flows ...` through the shell: make it find the venv's python.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup init run pipeline serve stop status test test-fast lint bench browser
+.PHONY: setup init run pipeline serve stop status test test-fast lint bench browser image
 
 setup: $(VENV)/.installed
 
@@ -69,3 +69,8 @@ lint: setup
 
 bench: init
 	$(BIN)/python bench/bench.py
+
+# cairn's worker image cairn:cpu from ./Dockerfile, on a base built here when no registry answers
+# (deploy/image.sh; starts a Docker daemon as root where none runs). See README "Containers".
+image:
+	deploy/image.sh cairn:cpu

@@ -206,3 +206,57 @@ def bring_back(dvc: Dvc, stage: str) -> None:
             "checkout's inputs; does the worker push to the same DVC remote?"
         )
     log().info("%s: restored from what the worker pushed", stage)
+
+
+# A Docker work pool: the same `stage-on-worker` flow, run by a Docker worker in a container of
+# cairn's image (`make image`). The container runs as the image's user, on the host's network
+# (the daemon of deploy/docker-daemon.sh has no bridge; the Prefect API is on loopback), and sees
+# only the folders it is given, at the same paths as on the host: the repositories it may clone
+# (read-only) and the DVC remote the project's .dvc/config names. Its clone lives in the
+# container, which is removed when the run ends: the host keeps only what `dvc push` wrote.
+IMAGE = "cairn:cpu"
+
+
+def docker_job_template(image: str = IMAGE, repos: tuple[str, ...] = (), remote: str | None = None) -> dict:
+    """prefect-docker's base job template for a pool whose containers reproduce cairn stages:
+    ``image`` (local, never pulled), removed after the run, host network, ``repos`` mounted
+    read-only and ``remote`` read-write at their host paths, ``$CAIRN_WORKER_REPOS`` naming the
+    repos. The image's ENTRYPOINT (`python -m flows`) is cleared: the worker's command is
+    Prefect's `prefect flow-run execute`."""
+    from prefect_docker.worker import DockerWorker
+
+    template = DockerWorker.get_default_base_job_template()
+    paths = [str(Path(p).resolve()) for p in repos]
+    volumes = [f"{p}:{p}:ro" for p in paths]
+    if remote:
+        volumes.append(f"{Path(remote).resolve()}:{Path(remote).resolve()}")
+    defaults = {
+        "image": image,
+        "image_pull_policy": "Never",
+        "auto_remove": True,
+        "network_mode": "host",
+        "volumes": volumes,
+        "env": {"CAIRN_WORKER_REPOS": " ".join(paths), "PREFECT_HOME": "/home/cairn/.prefect"},
+        "container_create_kwargs": {"entrypoint": [""]},
+    }
+    for key, value in defaults.items():
+        template["variables"]["properties"][key]["default"] = value
+    return template
+
+
+def create_docker_pool(pool: str, repos: tuple[str, ...], remote: str, image: str = IMAGE) -> None:
+    """Create (or update) the Docker work pool ``pool`` (docker_job_template) and its deployment
+    `stage-on-worker/<pool>`, whose entrypoint is a module path the image imports from /app."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
+    from prefect.deployments.runner import EntrypointType
+    from prefect.exceptions import ObjectAlreadyExists
+
+    template = docker_job_template(image, repos, remote)
+    with get_client(sync_client=True) as client:
+        try:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="docker", base_job_template=template))
+        except ObjectAlreadyExists:
+            client.update_work_pool(pool, WorkPoolUpdate(base_job_template=template))
+    run_on_worker.to_deployment(name=pool, entrypoint_type=EntrypointType.MODULE_PATH).apply(work_pool_name=pool)
+    log().info("work pool '%s' (docker, %s) and deployment %s/%s ready", pool, image, DEPLOYMENT, pool)
