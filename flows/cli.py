@@ -67,7 +67,39 @@ def _prune(args: argparse.Namespace) -> None:
     counts = datums.prune(args.days, args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     print(f"{datums.ROOT}: {verb} {counts['removed']} datum(s) unused for {args.days:g} day(s), "
-          f"{counts['bytes_freed'] / 2**20:.1f} MB; kept {counts['kept']}")  # fmt: skip
+          f"{counts['bytes_freed'] / 2**20:.1f} MB; kept {counts['kept']}"
+          + (f"; {counts['damaged']} damaged removed (see `python -m flows verify`)" if counts["damaged"] else "")
+          + ("" if args.dry_run else ", verified"))  # fmt: skip
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from flows import config
+    from flows.storage import datums
+    from flows.storage.raw import read_bytes
+
+    under = None
+    if args.workloads:
+        params = config.load()
+        under = []
+        for name in args.workloads:
+            entry = params.workload(name)
+            under += [Path("data") / name, Path(entry.raw)] + ([params.inbox(name)] if name in params.score else [])
+    damaged = datums.scrub(args.dry_run)
+    checked, wrong, stale = datums.verify_hashes(read_bytes, under, args.dry_run)
+    done = "reported only (--dry-run)" if args.dry_run else "removed"
+    print(f"{datums.ROOT}: checked every stored datum's sizes and sha256: {len(damaged)} damaged"
+          + (f", {done}" if damaged else ""))  # fmt: skip
+    for folder, partition, problem in damaged:
+        print(f"  damaged: {folder} (partition {partition}): {problem}")
+    done = "reported only (--dry-run)" if args.dry_run else "forgotten, and the files' mtimes set to now"
+    print(f"{datums.STATE}: checked {checked} remembered file hash(es): {len(wrong)} wrong"
+          + (f", {done}" if wrong else "")
+          + (f"; {stale} stale (the file gone or changed since) " + ("to forget" if args.dry_run else "forgotten")
+             if stale else ""))  # fmt: skip
+    for path, problem in wrong:
+        print(f"  wrong: {path}: {problem}")
+    if damaged or wrong:
+        raise SystemExit(1)
 
 
 def _recover(args: argparse.Namespace) -> None:
@@ -157,6 +189,14 @@ def parser() -> Parser:
     cmd = command("prune", _prune, "remove datums (.cairn/datums/) that no run used for N days")
     cmd.add_argument("--days", type=float, default=7.0, help="keep datums used in the last N days (default 7)")
     cmd.add_argument("--dry-run", action="store_true", help="say what would go, remove nothing")
+
+    about = ("check every stored datum (.cairn/datums/) and remembered file hash (.cairn/state.sqlite) against "
+             "the bytes; remove what is damaged (exit 1 when anything was)")  # fmt: skip
+    cmd = command("verify", _verify, about)
+    cmd.add_argument("workloads", nargs="*", metavar="WORKLOAD",
+                     help="check only the remembered hashes of these workloads' files (the datum store, shared by "
+                     "content between workloads, is checked whole); default: every file")  # fmt: skip
+    cmd.add_argument("--dry-run", action="store_true", help="report what is damaged, remove nothing")
 
     command("recover", _recover, "put back the last good dvc.lock if a kill left it broken")
     command("install-dvc-hook", _install_dvc_hook, "make every dvc command of this venv write dvc.lock atomically")

@@ -158,9 +158,9 @@ def test_prune_removes_what_no_run_used_for_days_and_half_stored_datums(tmp_path
     os.utime(half, (week_ago, week_ago))
     os.link(datums.ROOT / "ingest" / "aa" / old / "0.parquet", tmp_path / "output.parquet")  # an output's link
 
-    assert datums.prune(7, dry_run=True) == {"kept": 2, "removed": 2, "bytes_freed": 14}
+    assert datums.prune(7, dry_run=True) == {"kept": 2, "removed": 2, "bytes_freed": 139, "damaged": 0}
     assert half.exists()
-    assert datums.prune(7) == {"kept": 2, "removed": 2, "bytes_freed": 14}  # the linked 64 kB stay on disk
+    assert datums.prune(7) == {"kept": 2, "removed": 2, "bytes_freed": 139, "damaged": 0}  # the linked 64 kB stay
     assert datums.stored("ingest", old) is None and not half.exists()
     assert datums.stored("ingest", recent) and datums.stored("ingest", hit)
     assert (tmp_path / "output.parquet").read_bytes() == old.encode() * 1000

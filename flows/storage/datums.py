@@ -16,13 +16,21 @@ leaves exactly the outputs and dvc.lock of a from-scratch run. The store is `.ca
 Every change to a stage's code makes new keys, so the store grows by a corpus's worth of datums
 per code version: `python -m flows prune [--days N]` removes those no run has used for N days
 (a hit marks a datum used; outputs hold their own links to the files, so they keep them).
+
+A stored datum is verified before it is reused: its manifest records the size and sha256 of every
+file, and a lookup checks both (hashing the store costs a read of it at ~1.6 GB/s, measured on an
+append in docs/benchmarks.md). A datum that fails is a miss: a warning names it and its
+partition, the datum is removed and the partition computed again, so a damaged file never flows
+into an output. `python -m flows verify` checks the whole store and the remembered file hashes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import sqlite3
@@ -36,6 +44,17 @@ from flows.storage.files import write_atomic
 from steps import BadInput
 
 ROOT = Path(".cairn") / "datums"
+MANIFEST = "manifest.json"
+# The partition each datum key of this process was made for (``key``): the manifest records it,
+# and a warning about a damaged datum names it.
+_PARTITIONS: dict[str, str] = {}
+# Datums this process stored or verified: a second lookup of one in the same run (clean looks a
+# partition up, then links it) checks sizes only, not the bytes again.
+_VERIFIED: set[Path] = set()
+
+
+def log() -> logging.Logger:
+    return logging.getLogger("cairn")
 
 
 def key(stage: str, name: str, data: bytes | str, params: Any) -> str:
@@ -46,22 +65,38 @@ def key(stage: str, name: str, data: bytes | str, params: Any) -> str:
     for part in (stage, name, code.digest(stage.partition("-")[0]), json.dumps(params, sort_keys=True, default=str)):
         digest.update(part.encode() + b"\0")
     digest.update(bytes.fromhex(data) if isinstance(data, str) else hashlib.sha256(data).digest())
-    return digest.hexdigest()
+    out = digest.hexdigest()
+    _PARTITIONS[out] = name
+    return out
 
 
 STATE = Path(".cairn") / "state.sqlite"
+_TABLE = ("CREATE TABLE IF NOT EXISTS sha256 (path TEXT, ino INT, size INT, mtime_ns INT, sha256 TEXT, "
+          "PRIMARY KEY (path, ino, size, mtime_ns))")  # fmt: skip
 
 
 def file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
     """The sha256 of ``read(path)`` for each path, remembered by the file's inode, size and
     modification time as DVC's own state does: an unchanged file is not read again (an append
-    to a folder of 100 files reads one). A file changed in place gets a new mtime, so a new hash."""
+    to a folder of 100 files reads one). A file changed in place gets a new mtime, so a new hash;
+    one edited in place that keeps its size and mtime is not read again (DVC's rule too):
+    ``verify`` finds it. A damaged state file is removed and rebuilt (every file hashed once)."""
+    try:
+        return _file_sha256(paths, read)
+    except sqlite3.DatabaseError as err:
+        if not _state_damaged(err):
+            raise
+        log().warning("%s is damaged (%s): removed; it is rebuilt as the files are hashed again", STATE, err)
+        _remove_state()
+        return _file_sha256(paths, read)
+
+
+def _file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
     stats = [p.stat() for p in paths]
     ids = [(str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats, strict=True)]
     STATE.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.closing(sqlite3.connect(STATE, timeout=60)) as db, db:
-        db.execute("CREATE TABLE IF NOT EXISTS sha256 (path TEXT, ino INT, size INT, mtime_ns INT, sha256 TEXT, "
-                   "PRIMARY KEY (path, ino, size, mtime_ns))")  # fmt: skip
+        db.execute(_TABLE)
         asked = json.dumps([i[0] for i in ids])
         rows = db.execute("SELECT * FROM sha256 WHERE path IN (SELECT value FROM json_each(?))", (asked,))
         known = {tuple(row[:4]): row[4] for row in rows}
@@ -75,19 +110,94 @@ def file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
     return out
 
 
-def stored(stage: str, datum: str) -> dict[str, Path] | None:
-    """The paths of the files stored under ``datum``, or None when there are none (or a kill left
-    them partial). Never write to them: link or read them (``link``)."""
-    folder = ROOT / stage / datum[:2] / datum
-    manifest = folder / "manifest.json"
+def _state_damaged(err: sqlite3.DatabaseError) -> bool:
+    """Whether ``err`` says the state file is damaged, not merely busy (another process writing)."""
+    busy = isinstance(err, sqlite3.OperationalError) and any(w in str(err) for w in ("locked", "busy"))
+    return not busy
+
+
+def _remove_state() -> None:
+    for path in (STATE, *(STATE.with_name(STATE.name + s) for s in ("-journal", "-wal", "-shm"))):
+        path.unlink(missing_ok=True)
+
+
+def _folder(stage: str, datum: str) -> Path:
+    return ROOT / stage / datum[:2] / datum
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+LEGACY = "its manifest records no sizes and hashes (stored by an earlier cairn)"
+
+
+def damage(folder: Path, content: bool = True) -> str | None:
+    """What is wrong with the datum stored in ``folder`` (a sentence), or None when every file the
+    manifest lists has its recorded size and, with ``content``, its recorded sha256."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError) as err:
+        return f"its manifest is unreadable ({err})"
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        return LEGACY
+    for name, want in sorted(files.items()):
+        try:
+            size = (folder / name).stat().st_size
+        except FileNotFoundError:
+            return f"{name} is missing"
+        if size != want.get("size"):
+            return f"{name} is {size} bytes; the manifest says {want.get('size')}"
+        if content and (got := _sha256(folder / name)) != want.get("sha256"):
+            return f"{name} has sha256 {got[:16]}...; the manifest says {str(want.get('sha256'))[:16]}..."
+    return None
+
+
+def _partition(folder: Path) -> str:
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        if name := json.loads((folder / MANIFEST).read_text()).get("partition"):
+            return str(name)
+    return _PARTITIONS.get(folder.name, "unknown")
+
+
+_legacy_said = False
+
+
+def _discard(stage: str, folder: Path, problem: str) -> None:
+    """Remove a datum that failed its check, saying which and why (an earlier cairn's: once)."""
+    global _legacy_said
+    partition = _partition(folder)
+    if problem != LEGACY:
+        log().warning("datum store: the %s datum %s (partition %s) is damaged: %s; removed, the partition is "
+                      "computed again", stage, folder, partition, problem)  # fmt: skip
+    elif not _legacy_said:
+        _legacy_said = True
+        log().info("datum store: datums stored without sizes and hashes (an earlier cairn) are computed again")
+    shutil.rmtree(folder, ignore_errors=True)
+    _VERIFIED.discard(folder)
+
+
+def _whole(stage: str, datum: str) -> dict[str, Path] | None:
+    """The files of ``datum`` when it is stored whole and sound, else None (a damaged one removed)."""
+    folder = _folder(stage, datum)
+    manifest = folder / MANIFEST
     if not manifest.exists():
         return None
-    names = json.loads(manifest.read_text())
-    files = {n: folder / n for n in names}
-    if not all(p.exists() for p in files.values()):
+    if (problem := damage(folder, content=folder not in _VERIFIED)) is not None:
+        _discard(stage, folder, problem)
         return None
+    _VERIFIED.add(folder)
     used(manifest)
-    return files
+    return {n: folder / n for n in json.loads(manifest.read_text())["files"]}
+
+
+def stored(stage: str, datum: str) -> dict[str, Path] | None:
+    """The paths of the files stored under ``datum``, or None when there are none, a kill left
+    them partial, or they fail their sizes and hashes (then the datum is removed with a warning,
+    and the caller computes the partition again). Never write to them: link or read them."""
+    return _whole(stage, datum)
 
 
 def fetch(stage: str, datum: str) -> dict[str, bytes] | None:
@@ -96,33 +206,41 @@ def fetch(stage: str, datum: str) -> dict[str, bytes] | None:
     return None if files is None else {n: p.read_bytes() for n, p in files.items()}
 
 
-def store(stage: str, datum: str, files: dict[str, bytes]) -> None:
-    """Keep ``files`` under ``datum``; the manifest is written last, so a killed store is a miss."""
-    folder = ROOT / stage / datum[:2] / datum
-    for name, data in files.items():
+def store(stage: str, datum: str, files: dict[str, bytes | str]) -> None:
+    """Keep ``files`` under ``datum``; the manifest (each file's size and sha256, the partition's
+    name) is written last, so a killed store is a miss."""
+    folder = _folder(stage, datum)
+    blobs = {name: data.encode() if isinstance(data, str) else data for name, data in files.items()}
+    for name, data in blobs.items():
         write_atomic(folder / name, data)
-    write_atomic(folder / "manifest.json", json.dumps(sorted(files)))
+    recorded = {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in blobs.items()}
+    manifest = {"partition": _PARTITIONS.get(datum), "files": recorded}
+    write_atomic(folder / MANIFEST, json.dumps(manifest, sort_keys=True))
+    _VERIFIED.add(folder)
 
 
 def folder(stage: str, datum: str) -> Path | None:
-    """The folder of ``datum``'s files, to read one of them, or None when it is not stored whole."""
-    path = ROOT / stage / datum[:2] / datum
-    if not has(stage, datum):
-        return None
-    names = json.loads((path / "manifest.json").read_text())
-    if not all((path / n).exists() for n in names):
-        return None
-    used(path / "manifest.json")
-    return path
+    """The folder of ``datum``'s files, to read one of them, or None when it is not stored whole
+    and sound (see ``stored``)."""
+    return None if _whole(stage, datum) is None else _folder(stage, datum)
+
+
+# os.link's errors that mean "no hard link here" (another device, a file system without links, a
+# file at its link limit): a copy does. Any other error (the file exists, the folder is gone, the
+# disk is full) is an error of the caller's, raised.
+NO_LINK = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS}
 
 
 def link(stored: Path, dest: Path) -> None:
     """Put a stored datum file at ``dest`` as a hard link (no bytes written), or a copy where
     links cannot be made. Stored files are never written again (write_atomic replaces a file, it
-    does not write into it); DVC, caching the output, puts its own copy in its place."""
+    does not write into it); DVC, caching the output, puts its own copy in its place.
+    Raises OSError (FileExistsError when ``dest`` exists) for anything but a link refused."""
     try:
         os.link(stored, dest)
-    except OSError:
+    except OSError as err:
+        if err.errno not in NO_LINK:
+            raise
         shutil.copyfile(stored, dest)
 
 
@@ -135,8 +253,8 @@ def folders(stage: str, datums: list[str]) -> list[Path]:
 
 
 def has(stage: str, datum: str) -> bool:
-    """Whether ``datum`` is stored whole (its manifest written)."""
-    return (ROOT / stage / datum[:2] / datum / "manifest.json").exists()
+    """Whether ``datum`` is stored whole (its manifest written; not verified: for estimates)."""
+    return (_folder(stage, datum) / MANIFEST).exists()
 
 
 def used(manifest: Path) -> None:
@@ -145,14 +263,19 @@ def used(manifest: Path) -> None:
         os.utime(manifest)
 
 
+def _stored_folders() -> list[Path]:
+    return sorted(ROOT.glob("*/*/*")) if ROOT.exists() else []
+
+
 def prune(days: float, dry_run: bool = False) -> dict[str, int]:
     """Remove the datums no run has used for ``days`` days, and what killed runs left half-stored
-    (a folder without a manifest, an hour old); forget the hashes of files that are gone.
-    Returns the datums kept and removed, and the bytes freed."""
+    (a folder without a manifest, an hour old); forget the hashes of files that are gone; then
+    verify the datums kept (``scrub``), removing damaged ones. Returns the datums kept, removed,
+    found damaged, and the bytes freed."""
     now = time.time()
-    counts = {"kept": 0, "removed": 0, "bytes_freed": 0}
-    for manifest_dir in sorted(ROOT.glob("*/*/*")) if ROOT.exists() else []:
-        manifest = manifest_dir / "manifest.json"
+    counts = {"kept": 0, "removed": 0, "bytes_freed": 0, "damaged": 0}
+    for manifest_dir in _stored_folders():
+        manifest = manifest_dir / MANIFEST
         age = now - (manifest if manifest.exists() else manifest_dir).stat().st_mtime
         if age < (days * 86400 if manifest.exists() else 3600):
             counts["kept"] += 1
@@ -164,8 +287,84 @@ def prune(days: float, dry_run: bool = False) -> dict[str, int]:
         if not dry_run:
             shutil.rmtree(manifest_dir, ignore_errors=True)
     if STATE.exists() and not dry_run:
-        with contextlib.closing(sqlite3.connect(STATE, timeout=60)) as db, db:
-            paths = [row[0] for row in db.execute("SELECT DISTINCT path FROM sha256")]
-            gone = [(p,) for p in paths if not Path(p).exists()]
-            db.executemany("DELETE FROM sha256 WHERE path = ?", gone)
+        try:
+            with contextlib.closing(sqlite3.connect(STATE, timeout=60)) as db, db:
+                paths = [row[0] for row in db.execute("SELECT DISTINCT path FROM sha256")]
+                gone = [(p,) for p in paths if not Path(p).exists()]
+                db.executemany("DELETE FROM sha256 WHERE path = ?", gone)
+        except sqlite3.DatabaseError as err:
+            if not _state_damaged(err):
+                raise
+            _remove_state()  # rebuilt by the next run, as file_sha256 does
+    if not dry_run:  # what a dry run would keep is checked by `verify --dry-run`
+        damaged = scrub(dry_run=False)
+        counts["damaged"] = len(damaged)
+        counts["kept"] -= len(damaged)
     return counts
+
+
+def scrub(dry_run: bool = False) -> list[tuple[Path, str, str]]:
+    """Check every datum stored whole against its manifest (sizes and sha256); remove the
+    damaged ones unless ``dry_run``. Returns (folder, partition, what is wrong) for each. A
+    folder without a manifest (a store under way, or one a kill cut short) is prune's."""
+    out = []
+    for folder in _stored_folders():
+        if not (folder / MANIFEST).exists():
+            continue
+        if (problem := damage(folder)) is not None:
+            out.append((folder, _partition(folder), problem))
+            if not dry_run:
+                shutil.rmtree(folder, ignore_errors=True)
+                _VERIFIED.discard(folder)
+    return out
+
+
+def verify_hashes(read: Callable[[Path], bytes], under: list[Path] | None = None,
+                  dry_run: bool = False) -> tuple[int, list[tuple[str, str]], int]:  # fmt: skip
+    """Check the remembered file hashes (``STATE``) against the bytes, ``read`` reading a file as
+    the stages that hashed it do (decompressed); only files under ``under`` when given. A file
+    whose inode, size and mtime still match its row but whose bytes do not was edited in place
+    keeping its size and mtime (or the row is damaged): unless ``dry_run``, its row is forgotten
+    and its mtime set to now, so that cairn and DVC (whose state keeps the same shortcut) hash it
+    again. Rows of files gone or changed since are forgotten too (stale, not damage). A state
+    file SQLite cannot read is removed, to be rebuilt. Returns (rows checked, [(path, what is
+    wrong)], rows forgotten as stale)."""
+    if not STATE.exists():
+        return 0, [], 0
+    roots = [str(p.resolve()) for p in under] if under is not None else None
+    wrong: list[tuple[str, str]] = []
+    stale, checked = [], 0
+    try:
+        with contextlib.closing(sqlite3.connect(STATE, timeout=60)) as db, db:
+            db.execute(_TABLE)
+            if (result := db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
+                raise sqlite3.DatabaseError(result)
+            for path, ino, size, mtime_ns, sha256 in db.execute("SELECT * FROM sha256").fetchall():
+                if roots is not None and not any(path == r or path.startswith(r + os.sep) for r in roots):
+                    continue
+                checked += 1
+                try:
+                    st = os.stat(path)
+                except FileNotFoundError:
+                    stale.append(path)
+                    continue
+                if (st.st_ino, st.st_size, st.st_mtime_ns) != (ino, size, mtime_ns):
+                    stale.append(path)
+                    continue
+                if (now := hashlib.sha256(read(Path(path))).hexdigest()) != sha256:
+                    wrong.append((path, f"remembered sha256 {sha256[:16]}... but its bytes have {now[:16]}... "
+                                        "(edited in place keeping its size and mtime, or a damaged row)"))  # fmt: skip
+            if not dry_run:
+                db.executemany("DELETE FROM sha256 WHERE path = ?", [(p,) for p in stale + [w[0] for w in wrong]])
+    except sqlite3.DatabaseError as err:
+        if not _state_damaged(err):
+            raise
+        wrong.append((str(STATE), f"SQLite cannot read it ({err}); removed, rebuilt as files are hashed again"))
+        if not dry_run:
+            _remove_state()
+        return checked, wrong, 0
+    if not dry_run:
+        for path, _ in wrong:
+            with contextlib.suppress(OSError):
+                os.utime(path)
+    return checked, wrong, len(stale)
