@@ -152,6 +152,29 @@ class Workload(Section):
     promote: Promote
     _written: dict[str, Any] = PrivateAttr(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _columns_kept(self) -> Workload:
+        # Columns that params name besides the label and features must be among them: ingest keeps
+        # no other column, so a later stage would not find it. With features null, ingest checks
+        # them against the file's header instead.
+        schema = self.schema_
+        if schema.features is None or schema.image is not None:
+            return self
+        kept = [schema.label, *schema.features]
+        ranges = schema.range if isinstance(schema.range, dict) else {}
+        named = [("schema.parse", c) for c in schema.parse or {}] + [
+            ("schema.categorical", c) for c in schema.categorical or []
+        ] + [("schema.range", c) for c in ranges]  # fmt: skip
+        if self.evaluate.slice is not None:
+            named.append(("evaluate.slice", self.evaluate.slice))
+        for key, col in named:
+            if col not in kept and not (key == "evaluate.slice" and col == "partition"):
+                raise ValueError(
+                    f"{key} names column {col!r}, which is neither the label nor in schema.features, so no "
+                    f"stage keeps it; the label and features are: {', '.join(kept)}"
+                )
+        return self
+
     def written(self, section: str) -> Any:
         """Section ``section`` ('schema', 'model', 'train', ...) as params.yaml writes it (a copy)."""
         return copy.deepcopy(self._written.get(section))
@@ -297,7 +320,7 @@ def problems(entry: dict[str, Any], where: str, model: type[BaseModel] | None = 
             elif e["type"] == "missing":
                 lines[path] = f"{where}.{path} is missing"
             elif e["type"] == "value_error":  # a rule across keys of a section
-                lines[path] = f"{where}.{path}: {message}"
+                lines[path] = f"{where}.{path}: {message}" if path else f"{where}.{message}"
             else:
                 lines[path] = f"{where}.{path} is {e['input']!r}; {message}"
         return list(lines.values())

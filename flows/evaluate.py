@@ -26,6 +26,7 @@ from flows.storage.tables import read_table, require
 from flows.tracking import report, stage_flow
 from steps import evaluate as steps
 from steps import figures, models
+from steps.errors import BadInput
 
 FILES = ("metrics.json", "details.json", "predictions.csv", "curve.csv", "figure.png", "loss.png")
 
@@ -37,6 +38,10 @@ def _classification(fitted, test, schema, settings: config.Evaluate, x, module, 
     result = steps.metrics(y, proba, classes, threshold)
     details = {k: result.pop(k) for k in ("per_class", "confusion_matrix")}
     if settings.slice:
+        if settings.slice not in test.column_names:  # features: null, and the slice changed since ingest
+            kept = [n for n in test.column_names if n != "key"]
+            raise BadInput(f"evaluate: evaluate.slice in params.yaml names column '{settings.slice}', which the "
+                           f"test rows do not have; they have: {', '.join(kept)}")  # fmt: skip
         details["slices"] = {
             settings.slice: steps.slices(y, proba, test.column(settings.slice).to_pylist(), classes, threshold)
         }

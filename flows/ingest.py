@@ -51,6 +51,17 @@ def text_labels_needed(labels: dict[str, pa.DataType], label: str) -> list[str]:
     return [stem for stem, kind_ in labels.items() if not pa.types.is_string(kind_)]
 
 
+def check_slice(column: str | None, folder: Path, stems: list[str], raw: Path) -> None:
+    """BadInput, before any later stage runs, when ``evaluate.slice`` names a column that the
+    ingested partitions lack (with ``features: null`` only the file says which columns there are)."""
+    if column is None or not stems:
+        return
+    names = [n for n in pq.read_schema(folder / f"{stems[0]}.parquet").names if n not in ("key", "problem")]
+    if column not in names:
+        raise BadInput(f"ingest: evaluate.slice in params.yaml names column '{column}', which the data of '{raw}' "
+                       f"does not have (or the schema does not keep); it has: {', '.join(names)}")  # fmt: skip
+
+
 def as_text_label(table: pa.Table, label: str) -> pa.Table:
     i = table.schema.get_field_index(label)
     return table.set_column(i, pa.field(label, pa.string()), pc.cast(table.column(label), pa.string()))
@@ -190,6 +201,7 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
                     raise BadInput(f"ingest: two raw partitions of '{raw}' are both named '{stem}'")
                 read[stem], profiles[stem] = info, table_profile
                 labels[stem] = pq.read_schema(tmp / f"{stem}.parquet").field(schema["label"]).type
+        check_slice(params.evaluate.slice, tmp, list(read), raw)
         for stem in text_labels_needed(labels, schema["label"]):
             table = pq.read_table(tmp / f"{stem}.parquet")
             # Replaced, never written in place: the file may be a hard link into the datum store.

@@ -68,6 +68,9 @@ def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: Se
         numbers = arrow.numbers(np.asarray(rows if rows is not None else np.arange(1, table.num_rows + 1), np.int64))
         keys = pc.binary_join_element_wise(arrow.text(f"{partition}:"), pc.cast(numbers, pa.string()), arrow.text(""))
     parts = arrow.array([partition] * table.num_rows, pa.string())
+    # A file's own 'key', 'partition' or 'problem' (common in exports) makes way for cairn's: the
+    # schema cannot need it (``_require_columns`` refuses that), so it is one more unused column.
+    table = table.drop_columns([c for c in OWN if c in table.column_names])
     return table.append_column("key", keys).append_column("partition", parts)
 
 
@@ -108,13 +111,48 @@ def _check_image_sizes(
                               f"in params.yaml needs {size}")  # fmt: skip
 
 
+# cairn's own columns of every ingested table (``arrow_schema``).
+OWN = ("key", "partition", "problem")
+
+
+def named_columns(schema: dict[str, Any]) -> list[tuple[str, str]]:
+    """(params key, column) of every column the schema in params.yaml names, in that order."""
+    named = [("schema.label", schema["label"])] if schema["label"] is not None else []
+    named += [("schema.features", c) for c in schema.get("features") or []]
+    if schema.get("image"):
+        named.append(("schema.image.column", schema["image"]["column"]))
+    if schema.get("key"):
+        named.append(("schema.key", schema["key"]))
+    named += [("schema.parse", c) for c in schema.get("parse") or {}]
+    named += [("schema.categorical", c) for c in schema.get("categorical") or []]
+    if isinstance(schema.get("range"), dict):
+        named += [("schema.range", c) for c in schema["range"]]
+    return named
+
+
 def _require_columns(names: list[str], schema: dict[str, Any], where: str) -> None:
-    wanted = _wanted(schema)
-    for col in wanted:
+    """IngestError in one line naming the params key, the column and the columns the file has,
+    for the first column the schema names that the file lacks, or that cairn keeps for itself
+    (a label or feature named 'key'); or that is parsed, categorical or ranged but neither the
+    label nor a feature (ingest would drop it, and clean could not find it)."""
+    for where_named, col in named_columns(schema):
         if col not in names:
             raise IngestError(
-                f"ingest: {where} has no column '{col}' named in the schema in params.yaml; "
+                f"ingest: {where} has no column '{col}' named by {where_named} in params.yaml; "
                 f"it has: {', '.join(names) or 'no columns'}"
+            )
+        if col in OWN and where_named != "schema.key":
+            raise IngestError(
+                f"ingest: {where} column '{col}' is named by {where_named} in params.yaml, but cairn keeps "
+                f"'{col}' for its own ({', '.join(OWN)}); rename the column in the file"
+            )
+    kept = {schema["label"], *(schema.get("features") or names)}
+    for where_named, col in named_columns(schema):
+        if where_named in ("schema.parse", "schema.categorical", "schema.range") and col not in kept:
+            raise IngestError(
+                f"ingest: {where_named} in params.yaml names column '{col}' of {where}, which is neither the "
+                f"label nor in schema.features, so ingest does not keep it; the features are: "
+                f"{', '.join(schema.get('features') or [])}"
             )
 
 

@@ -48,7 +48,10 @@ def unlabelled(schema: dict[str, Any]) -> dict[str, Any]:
     label = schema["label"]
     parse = {c: kind for c, kind in (schema.get("parse") or {}).items() if c != label} or None
     categorical = [c for c in schema.get("categorical") or [] if c != label] or None
-    return {**schema, "label": None, "parse": parse, "categorical": categorical}
+    ranges = schema.get("range")
+    if isinstance(ranges, dict):
+        ranges = {c: bounds for c, bounds in ranges.items() if c != label}
+    return {**schema, "label": None, "parse": parse, "categorical": categorical, "range": ranges}
 
 
 COMPRESSION = "zstd"

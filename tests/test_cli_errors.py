@@ -30,7 +30,7 @@ def ingest(workdir: Path, raw: Path):
         ("", "ingest: {name} is empty; expected a header line"),
         (
             "f1,f2\n1,2\n",
-            "ingest: {name} has no column 'kind' named in the schema in params.yaml; it has: f1, f2",
+            "ingest: {name} has no column 'kind' named by schema.label in params.yaml; it has: f1, f2",
         ),
         (
             blobs_csv(10, 0, bad={7: "twelve"}),

@@ -77,7 +77,7 @@ def test_an_inbox_file_without_the_models_columns_is_an_error_naming_it(blobs_re
     (repo / "data/blobs/inbox/wrong.csv").write_text("a,b\n1,2\n")
     result = run(["dvc", "repro", "score@blobs"], repo, check=False)
     assert result.returncode != 0
-    assert "error: ingest: wrong.csv has no column 'f1' named in the schema" in result.stderr
+    assert "error: ingest: wrong.csv has no column 'f1' named by schema.features in params.yaml" in result.stderr
     # Nothing half-written: the old output is kept, or gone as `dvc repro` removes it before a run.
     assert outputs(repo) in ({".gitignore": before[".gitignore"]}, before)
     assert not [p for p in (repo / "data/blobs").rglob(".*") if p.name != ".gitignore"]
