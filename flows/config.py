@@ -75,6 +75,10 @@ class Schema(Section):
     range: list[Float] | dict[str, list[Float]] | None = None
     parse: dict[str, Literal["number", "percent", "money", "range_mid", "category"]] | None = None
     categorical: list[str] | None = None
+    # The decimal mark of numbers ('.' with ',' for thousands, or ','), for every column or by
+    # column; null: what the cells show (steps/schema.py), and a cell such as '1.000' that nothing
+    # decides is quarantined as ambiguous.
+    decimal: Literal[".", ","] | dict[str, Literal[".", ","]] | None = None
 
 
 class Clean(Section):
@@ -164,7 +168,9 @@ class Workload(Section):
         ranges = schema.range if isinstance(schema.range, dict) else {}
         named = [("schema.parse", c) for c in schema.parse or {}] + [
             ("schema.categorical", c) for c in schema.categorical or []
-        ] + [("schema.range", c) for c in ranges]  # fmt: skip
+        ] + [("schema.range", c) for c in ranges] + [
+            ("schema.decimal", c) for c in (schema.decimal if isinstance(schema.decimal, dict) else {})
+        ]  # fmt: skip
         if self.evaluate.slice is not None:
             named.append(("evaluate.slice", self.evaluate.slice))
         for key, col in named:

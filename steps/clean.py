@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from steps import BadInput, arrow
-from steps.schema import MISSING, PARSERS
+from steps.schema import MISSING, PARSERS, NotANumber, bare, decimal_for, decimal_of, problem_kind
 
 # A reason is (kind, sentence): the kind is counted in the report, the sentence is stored.
 Reason = tuple[str, str]
@@ -37,22 +37,34 @@ class Cleaned:
     report: dict[str, Any]
 
 
-def parse_column(values: list[str | None], name: str, kind: str) -> tuple[pa.Array, list[Reason | None]]:
-    """Parse one text column: the typed column (null where missing or bad) and a reason per bad cell."""
+def parse_column(
+    values: list[str | None], name: str, kind: str, decimal: str | None = None, default: str | None = "."
+) -> tuple[pa.Array, list[Reason | None]]:
+    """Parse one text column: the typed column (null where missing or bad) and a reason per bad
+    cell. Numbers are read with ``decimal`` as decimal mark ('.' or ','), else the one the
+    column's cells show, else ``default`` (the file's); None: undecided, and a cell that the two
+    marks read as different numbers is an 'ambiguous number'."""
     if kind not in PARSERS:
         raise BadInput(f"clean: schema.parse.{name} is {kind!r}; expected one of {', '.join(PARSERS)}")
     parse, expected, arrow_type = PARSERS[kind]
+    cells = [None if text is None else text.strip() for text in values]
+    present = [c for c in cells if c is not None and c.lower() not in MISSING]
+    decimal = decimal_of([bare(kind, c) for c in present], decimal, default) if arrow_type == pa.float64() else decimal
     out: list[Any] = []
     reasons: list[Reason | None] = []
-    for text in values:
-        stripped = None if text is None else text.strip()
+    for text, stripped in zip(values, cells, strict=True):
         if stripped is None or stripped.lower() in MISSING:
             out.append(None)
             reasons.append(("missing value", f"missing value in column '{name}'"))
             continue
         try:
-            out.append(parse(stripped))
+            out.append(parse(stripped, decimal))
             reasons.append(None)
+        except NotANumber as err:
+            out.append(None)
+            kind_ = "ambiguous number" if err.ambiguous else "unparsable value"
+            why = str(err) if err.ambiguous or "decimal mark" in str(err) else f"expected {expected}"
+            reasons.append((kind_, f"column '{name}' has {text!r}{',' if err.ambiguous else ';'} {why}"))
         except ValueError:
             out.append(None)
             reasons.append(("unparsable value", f"column '{name}' has {text!r}; expected {expected}"))
@@ -192,7 +204,7 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
     has_problem = "problem" in table.column_names
     problems = none
     if has_problem and table.column("problem").null_count < n:
-        problems = [("unreadable line", p) if p else None for p in table.column("problem").to_pylist()]
+        problems = [(problem_kind(p), p) if p else None for p in table.column("problem").to_pylist()]
     text = [c for c in columns if pa.types.is_string(table.schema.field(c).type)]
     # A line whose every text column holds its own name: the header again, in the middle.
     header = np.ones(n, bool) if text else np.zeros(n, bool)
@@ -209,10 +221,15 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
         rows = zip(problems, _row_values(table, columns, schema), strict=True)
         row_digest = arrow.array([None if problem else _row_digest(values) for problem, values in rows], DIGEST)
 
-    parsed = table
+    # Number columns that neither params nor their own cells decide take the file's decimal mark,
+    # which ingest notes when it is not '.' ('?': undecided, steps.ingest.DECIMAL_KEY).
+    noted = (table.schema.metadata or {}).get(b"cairn.decimal", b".").decode()
+    default = None if noted == "?" else noted
+    parsed = table.replace_schema_metadata(None) if table.schema.metadata else table
     parse_reasons = list(none)
     for col, kind in (schema.get("parse") or {}).items():
-        typed, reasons = parse_column(table.column(col).to_pylist(), col, kind)
+        values = table.column(col).to_pylist()
+        typed, reasons = parse_column(values, col, kind, decimal_for(schema, col), default)
         parse_reasons = _first(parse_reasons, reasons)
         parsed = parsed.set_column(parsed.schema.get_field_index(col), col, typed)
     parsed = parsed.drop_columns(["problem"]) if has_problem else parsed

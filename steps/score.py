@@ -48,10 +48,10 @@ def unlabelled(schema: dict[str, Any]) -> dict[str, Any]:
     label = schema["label"]
     parse = {c: kind for c, kind in (schema.get("parse") or {}).items() if c != label} or None
     categorical = [c for c in schema.get("categorical") or [] if c != label] or None
-    ranges = schema.get("range")
-    if isinstance(ranges, dict):
-        ranges = {c: bounds for c, bounds in ranges.items() if c != label}
-    return {**schema, "label": None, "parse": parse, "categorical": categorical, "range": ranges}
+    out = {**schema, "label": None, "parse": parse, "categorical": categorical}
+    if isinstance(schema.get("range"), dict):
+        out["range"] = {c: bounds for c, bounds in schema["range"].items() if c != label}
+    return out
 
 
 COMPRESSION = "zstd"

@@ -34,7 +34,11 @@ def test_parsers_read_what_exports_write(kind, text, value):
     ("kind", "text", "reason"),
     [
         ("percent", "abc%", "column 'c' has 'abc%'; expected a percentage like '12.5%'"),
-        ("money", "$12.000,00", "column 'c' has '$12.000,00'; expected an amount like '$12,000.00'"),
+        (
+            "money",
+            "$12,00.00",
+            "column 'c' has '$12,00.00'; expected an amount like '$12,000.00'",
+        ),  # '$12.000,00': 12000 (#26)
         ("range_mid", "679-675", "column 'c' has '679-675'; expected a range like '675-679'"),
         ("number", "twelve", "column 'c' has 'twelve'; expected a number like '42.5'"),
         ("money", "n/a", "missing value in column 'c'"),

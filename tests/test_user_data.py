@@ -16,7 +16,7 @@ import yaml
 from conftest import BLOBS_SCHEMA, ROOT, project_env, run
 
 from flows import config
-from steps import ingest, score
+from steps import clean, ingest, score
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -112,3 +112,93 @@ def test_a_slice_the_data_lacks_stops_ingest_with_one_line(workdir: Path):
     ], result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+# 3. Numbers checked one way and converted another.
+
+
+def test_numbers_python_reads_and_arrow_does_not_are_quarantined_with_a_reason():
+    data = (CORPUS / "underscore-digits.csv").read_bytes()
+    table = ingest.from_csv(data, "u.csv", BLOBS_SCHEMA)
+    assert table.column("f1").to_pylist() == [2.5, None, None, 4.5]
+    cleaned = clean.clean(table, BLOBS_SCHEMA, {"max_quarantined": 1.0})
+    assert cleaned.kept.column("key").to_pylist() == ["u.csv:2", "u.csv:5"]
+    assert cleaned.quarantined.column("reason").to_pylist() == [
+        "column 'f1' has '1_000' on line 3; expected a number like '42.5' (digits 0-9, no '_')",
+        "column 'f1' has '١٢' on line 4; expected a number like '42.5' (digits 0-9, no '_')",
+    ]
+    assert cleaned.report["quarantined_by_reason"] == {"unparsable value": 2}
+    # Scoring reads the same way: no ArrowInvalid, the same two rows left out.
+    scored = [clean.clean(t, score.unlabelled(BLOBS_SCHEMA), {"max_quarantined": 1.0}, row_digests=False)
+              for t in score.read("u.csv", data, score.unlabelled(BLOBS_SCHEMA))]  # fmt: skip
+    assert [c.kept.num_rows for c in scored] == [2]
+
+
+@pytest.mark.parametrize("kind", ["number", "percent", "money", "range_mid"])
+def test_parse_kinds_take_no_number_that_float_takes_and_arrow_does_not(kind):
+    typed, reasons = clean.parse_column(["1_000", "٣", "7"], "c", kind)
+    assert typed.to_pylist() == [None, None, 7.0]
+    assert [r and r[0] for r in reasons] == ["unparsable value", "unparsable value", None]
+
+
+# 6. European numbers.
+
+EURO_SCHEMA = BLOBS_SCHEMA | {
+    "features": ["f1", "f2", "amount", "rate"], "parse": {"amount": "money", "rate": "percent"}, "range": None
+}  # fmt: skip
+
+
+def test_decimal_commas_are_read_where_the_file_shows_them():
+    data = (CORPUS / "european.csv").read_bytes()
+    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", EURO_SCHEMA), EURO_SCHEMA, {"max_quarantined": 0.0})
+    kept = cleaned.kept
+    assert kept.column("f1").to_pylist() == [7599.74, 12.5, 3.0]
+    assert kept.column("f2").to_pylist() == [1000.0, 2500.0, 4.0]  # the file's other columns decide
+    assert kept.column("amount").to_pylist() == [25000.0, 1.5, 1500.0]  # '1,500' is 1.5 here, '1.500' 1500
+    assert kept.column("rate").to_pylist() == [17.77, 5.0, 12.1]
+
+
+def test_a_declared_decimal_mark_wins_and_what_it_cannot_read_is_quarantined():
+    data = (CORPUS / "european.csv").read_bytes()
+    schema = EURO_SCHEMA | {"decimal": {"f1": ".", "amount": "."}}
+    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", schema), schema, {"max_quarantined": 1.0})
+    assert cleaned.kept.column("key").to_pylist() == ["eu.csv:4"]
+    assert cleaned.kept.column("amount").to_pylist() == [1.5]  # '1.500' under '.'
+    assert cleaned.quarantined.column("reason").to_pylist() == [
+        "column 'f1' has '7599,74' on line 2; expected a number with '.' as decimal mark (schema.decimal)",
+        "column 'f1' has '12,5' on line 3; expected a number with '.' as decimal mark (schema.decimal)",
+    ]
+    config.parse(_with_schema({"decimal": ","}))
+    with pytest.raises(config.BadInput, match=r"workloads.loans.schema.decimal is ';'"):
+        config.parse(_with_schema({"decimal": ";"}))
+
+
+def _with_schema(extra: dict) -> dict:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["workloads"]["loans"]["schema"] = raw["workloads"]["loans"]["schema"] | extra
+    return raw
+
+
+def test_a_number_nothing_decides_is_quarantined_not_guessed():
+    data = b"kind;f1;f2;amount\na;1.000;2;12\nb;3;4;1,500\nc;5;6;7\n"
+    schema = BLOBS_SCHEMA | {"features": ["f1", "f2", "amount"], "parse": {"amount": "money"}, "range": None}
+    cleaned = clean.clean(ingest.from_csv(data, "s.csv", schema), schema, {"max_quarantined": 1.0})
+    assert cleaned.kept.column("key").to_pylist() == ["s.csv:4"]
+    assert cleaned.quarantined.column("reason").to_pylist() == [
+        "column 'f1' has '1.000' on line 2, which is 1 with '.' as decimal mark or 1000 with ',' as decimal mark; "
+        "set schema.decimal in params.yaml",
+        "column 'amount' has '1,500', which is 1500 with '.' as decimal mark or 1.5 with ',' as decimal mark; "
+        "set schema.decimal in params.yaml",
+    ]
+    assert cleaned.report["quarantined_by_reason"] == {"ambiguous number": 2}
+    # Another column that shows the file's mark ('2.5') decides the cells that alone cannot.
+    shown = ingest.from_csv(data.replace(b";2;", b";2.5;"), "s.csv", schema)
+    assert clean.clean(shown, schema, {"max_quarantined": 0.0}).kept.column("amount").to_pylist() == [12, 1500, 7]
+
+
+def test_money_and_number_follow_the_columns_convention():
+    for kind in ("money", "number"):
+        dotted, _ = clean.parse_column(["1.000", "1,500", "2.25"], "c", kind)
+        comma, _ = clean.parse_column(["1.000", "1,500", "2,25"], "c", kind)
+        assert dotted.to_pylist() == [1.0, 1500.0, 2.25]
+        assert comma.to_pylist() == [1000.0, 1.5, 2.25]
