@@ -5,6 +5,7 @@ commas; what is dropped or repeated is said. Each case has its file in tests/cor
 from __future__ import annotations
 
 import copy
+import csv
 import io
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from conftest import BLOBS_SCHEMA, ROOT, project_env, run
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from flows import config
 from steps import clean, ingest, score
@@ -202,3 +205,73 @@ def test_money_and_number_follow_the_columns_convention():
         comma, _ = clean.parse_column(["1.000", "1,500", "2,25"], "c", kind)
         assert dotted.to_pylist() == [1.0, 1500.0, 2.25]
         assert comma.to_pylist() == [1000.0, 1.5, 2.25]
+
+
+# 4. The record scanner agrees with Python's csv.
+
+TEXT_SCHEMA = {"key": None, "label": "c", "features": ["a", "b"], "categorical": ["a", "b"], "image": None}
+
+
+def test_a_quote_that_only_closes_a_field_splits_no_record():
+    data = (CORPUS / "stray-quote.csv").read_bytes()
+    expected = _csv_records(data.decode(), ",")
+    chunks = list(ingest.csv_chunks(data, "s.csv", TEXT_SCHEMA, rows=2))
+    assert _records(pa.concat_tables(chunks)) == expected
+    assert _records(ingest.from_csv(data, "s.csv", TEXT_SCHEMA)) == expected
+    assert len(expected) == 7 and all(problem is None for *_, problem in expected.values())
+
+
+def _csv_records(text: str, delimiter: str) -> dict[str, tuple]:
+    """What Python's csv module reads: {key: (a, b, c, malformed?)} by the line each record starts on."""
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    out, line = {}, 0
+    for i, record in enumerate(reader):
+        if i and record:
+            out[f"s.csv:{line + 1}"] = (*record, None) if len(record) == 3 else ("malformed",)
+        line = reader.line_num
+    return out
+
+
+def _records(table: pa.Table) -> dict[str, tuple]:
+    out = {}
+    for row in table.to_pylist():
+        cells = tuple("" if row[c] is None else row[c] for c in ("a", "b", "c"))
+        out[row["key"]] = ("malformed",) if row["problem"] else (*cells, None)
+    return out
+
+
+FIELD = st.lists(st.sampled_from(["x", "1", " ", '"', "'", ",", ";", "\t", "|", "\n", "\r\n"]), max_size=6).map("".join)
+
+
+@st.composite
+def csv_files(draw):
+    """A delimited file as exports write them: fields quoted (inner quotes doubled) or bare (then
+    without the delimiter or a line break, and not starting with a quote, but perhaps holding one,
+    as in 5'10"), CRLF or LF, blank lines, rows of the wrong length, a last line with no newline."""
+    delimiter = draw(st.sampled_from([",", ";", "\t", "|"]))
+    lines = [delimiter.join("abc")]
+    for _ in range(draw(st.integers(0, 12))):
+        if draw(st.integers(0, 9)) == 0:
+            lines.append("")
+            continue
+        fields = []
+        for _ in range(draw(st.sampled_from([3, 3, 3, 3, 2, 4]))):
+            text = draw(FIELD)
+            bare = not any(c in text for c in (delimiter, "\n", "\r")) and not text.startswith('"') and text.strip()
+            fields.append(text if bare and draw(st.booleans()) else '"' + text.replace('"', '""') + '"')
+        lines.append(delimiter.join(fields))
+    ends = [draw(st.sampled_from(["\n", "\r\n"])) for _ in lines]
+    text = "".join(line + end for line, end in zip(lines, ends, strict=True))
+    return (text if draw(st.booleans()) else text.rstrip("\r\n") + ("" if lines[-1] else "\n")), delimiter
+
+
+@settings(max_examples=300, deadline=None)
+@given(csv_files(), st.integers(1, 5))
+def test_the_scanner_reads_records_as_pythons_csv_does(file, rows):
+    text, delimiter = file
+    data = text.encode()
+    expected = _csv_records(text, delimiter)
+    lines = ingest._lines(data, delimiter)
+    assert [f"s.csv:{n}" for n in lines.rows] == list(expected)
+    chunks = [t for t in ingest.csv_chunks(data, "s.csv", TEXT_SCHEMA, rows=rows)]
+    assert _records(pa.concat_tables(chunks)) == expected
