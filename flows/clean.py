@@ -200,6 +200,9 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
         if read.exists():
             partitions = json.loads(read.read_text())["partitions"].values()
             result["blank_lines_skipped"] = sum(p.get("blank_lines_skipped", 0) for p in partitions)
+            # Only when there are any: the report of data whose columns are all used stays as it was.
+            if unused := sorted({c for p in partitions for c in p.get("columns_unused", [])}):
+                result["columns_unused"] = unused
         # Too many bad rows: the quarantine and the counts are written all the same, for the user
         # to look at; the kept rows are not, so nothing downstream can run on them.
         shutil.rmtree(out / "rows", ignore_errors=True)

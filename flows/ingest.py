@@ -98,10 +98,10 @@ def compute(name: str, data: bytes, params: dict) -> Parts:
     elif kind(Path(name))[0] in TEXT:
         found = {name: steps.from_csv(data, name, schema, info)}
     else:
-        found = {name: steps.from_parquet(data, name, schema)}
+        found = {name: steps.from_parquet(data, name, schema, info)}
     parts = {}
     for part, table in found.items():
-        how = dict(info) or {"format": "parquet" if kind(Path(name))[0] == ".parquet" else "built-in"}
+        how = {"format": "parquet" if kind(Path(name))[0] == ".parquet" else "built-in"} | info
         how["rows"] = table.num_rows
         parts[part] = (parquet_bytes(table), how, json.loads(json.dumps(steps.profile(table), default=str)))
     return parts
@@ -209,6 +209,10 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
             profiles[stem] = steps.profile(pq.read_table(tmp / f"{stem}.parquet"))
         write_json(tmp / "profile.json", profiles)
         write_json(tmp / "read.json", {"partitions": read, "skipped": [p.as_posix() for p in skipped]})
+    unused = {stem: info["columns_unused"] for stem, info in read.items() if info.get("columns_unused")}
+    for stem, columns in unused.items():
+        log().warning("ingest@%s: %s has columns the schema does not use, left out: %s", workload, stem,
+                      ", ".join(columns))  # fmt: skip
     summary = {
         "partitions": len(read),
         "rows": sum(r["rows"] for r in read.values()),
@@ -216,7 +220,7 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
         "files_skipped": len(skipped),
         "files_computed": counts["computed"],
         "files_reused": counts["reused"],
-    }
+    } | ({"columns_unused": unused} if unused else {})
     if counts["reused"]:
         log().info("ingest@%s: %d file(s) computed, %d reused unchanged (flows/storage/datums.py)", workload,
                    counts["computed"], counts["reused"])  # fmt: skip

@@ -50,7 +50,7 @@ def inbox_files(inbox: Path) -> list[Path]:
     return [p for p in files if kind(p)[0]]
 
 
-Scored = tuple[bytes, bytes, dict]  # (scores, quarantined rows) as Parquet, {reason: rows}
+Scored = tuple[bytes, bytes, dict, int]  # (scores, quarantined rows) as Parquet, {reason: rows}, repeated rows
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,10 @@ def score_batch(payload: tuple[Model, list[tuple[str, bytes]]]) -> list[Scored]:
     model, files = payload
     out = []
     for name, data in files:
-        scores, quarantined, by_reason = steps.score(name, data, model.spec, model.onnx, model.sha256, model.version)
-        out.append((scores, parquet_bytes(quarantined), by_reason))
+        scores, quarantined, by_reason, repeated = steps.score(
+            name, data, model.spec, model.onnx, model.sha256, model.version
+        )
+        out.append((scores, parquet_bytes(quarantined), by_reason, repeated))
     return out
 
 
@@ -102,9 +104,10 @@ def scored_datums(files: list[Path], inbox: Path, model: Model) -> tuple[list[Pa
         log().info("score: %d inbox file(s) to score in %d batch(es) on %s", len(misses), len(plan), run.runner)
     payloads = ((model, [(name, read_bytes(path)) for path, name, _, _ in batch]) for batch in plan)
     for batch, results in zip(plan, fanout.fan_out(score_batch, payloads, "score", run), strict=True):
-        for (_, _, datum, _), (scores, quarantined, reasons) in zip(batch, results, strict=True):
+        for (_, _, datum, _), (scores, quarantined, reasons, repeated) in zip(batch, results, strict=True):
             stored = {"scores.parquet": scores, "quarantine.parquet": quarantined,
-                      "reasons.json": json.dumps(reasons).encode()}  # fmt: skip
+                      "reasons.json": json.dumps(reasons).encode(),
+                      "repeats.json": json.dumps({"rows": repeated}).encode()}  # fmt: skip
             datums.store("score", datum, stored)
     return datums.folders("score", keys), len(files) - len(misses)
 
@@ -119,6 +122,7 @@ def score(workload: str, inbox: Path, model: Path, out: Path) -> dict:
     folders, reused = scored_datums(files, inbox, scorer)
     rows = 0
     by_reason: dict[str, int] = {}
+    repeated: dict[str, int] = {}  # inbox file -> rows repeating an earlier row of it (scored all the same)
     with_quarantine = []  # datums that quarantined rows: most have none, and are not read
     with replace_dir(out / "partitions") as tmp:
         for path, folder in zip(files, folders, strict=True):
@@ -127,6 +131,8 @@ def score(workload: str, inbox: Path, model: Path, out: Path) -> dict:
                 raise BadInput(f"score: two inbox files of '{inbox}' are both named '{stem}'")
             datums.link(folder / "scores.parquet", tmp / f"{stem}.parquet")
             rows += pq.read_metadata(folder / "scores.parquet").num_rows
+            if n := json.loads((folder / "repeats.json").read_text())["rows"]:
+                repeated[file_name(path, inbox)] = n
             reasons = json.loads((folder / "reasons.json").read_text())
             for reason, n in reasons.items():
                 by_reason[reason] = by_reason.get(reason, 0) + n
@@ -143,6 +149,8 @@ def score(workload: str, inbox: Path, model: Path, out: Path) -> dict:
         "rows_scored": rows,
         "rows_quarantined": quarantine.num_rows,
         "quarantined_by_reason": dict(sorted(by_reason.items())),
+        # Rows that repeat an earlier row of their own inbox file: scored, and counted here.
+        "duplicate_rows_scored": sum(repeated.values()),
         "model_version": scorer.version,
         "model_sha256": scorer.sha256,
     }
@@ -151,6 +159,9 @@ def score(workload: str, inbox: Path, model: Path, out: Path) -> dict:
     # Timings and reuse go to the log and the UI, never into a DVC output: equal inputs, equal bytes.
     extra = {"files_computed": len(files) - reused, "files_reused": reused, "seconds": round(seconds, 2),
              "rows_per_second": round(summary["rows_in"] / seconds) if seconds > 0 else None}  # fmt: skip
+    for name, n in repeated.items():
+        log().warning("score@%s: %s has %d row(s) repeating an earlier row of it; scored all the same", workload,
+                      name, n)  # fmt: skip
     if quarantine.num_rows:
         log().warning("score@%s: %d rows quarantined, not scored (%s); in %s", workload, quarantine.num_rows,
                       summary["quarantined_by_reason"], out / "quarantine.parquet")  # fmt: skip

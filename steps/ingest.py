@@ -13,6 +13,7 @@ import gzip
 import hashlib
 import io
 import pickle
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +158,13 @@ def _require_columns(names: list[str], schema: dict[str, Any], where: str) -> No
                 f"label nor in schema.features, so ingest does not keep it; the features are: "
                 f"{', '.join(schema.get('features') or [])}"
             )
+
+
+def unused_columns(names: list[str], schema: dict[str, Any]) -> list[str]:
+    """The columns of a file (``names``) that the schema does not keep, in file order: ingest
+    drops them, and says so (read.json, the ingest and clean reports)."""
+    used = set(_wanted(resolve_features(schema, names)))
+    return [n for n in names if n not in used]
 
 
 def _wanted(schema: dict[str, Any]) -> list[str]:
@@ -310,6 +318,25 @@ def _quotes_are_quoting(buf: np.ndarray, quotes: np.ndarray, delimiter: str) -> 
     return bool(before.all() and after.all())
 
 
+def _blank_spaces(data: bytes, delimiter: str) -> bytes:
+    """``data`` with the spaces (and tabs, unless tabs delimit) of lines that hold nothing else
+    taken out, line breaks kept: such a line is a blank line, not a malformed row, and line
+    numbers do not change. A line of a quoted field keeps its spaces."""
+    space = b" " if delimiter == "\t" else b" \t"
+    if not re.search(rb"(?:^|\n)[" + space + rb"]+\r?(?:\n|$)", data):
+        return data  # the usual file: one scan, no copy
+    buf = np.frombuffer(data, np.uint8)
+    breaks, _ = _record_ends(data, delimiter)
+    starts, ends = np.concatenate([[0], breaks + 1]), np.append(breaks, len(data))
+    text = ~np.isin(buf, np.frombuffer(space + b"\r", np.uint8))
+    counted = np.concatenate([[0], np.cumsum(text)])
+    keep = np.ones(len(buf), bool)
+    spaces = np.flatnonzero((ends > starts) & (counted[ends] == counted[starts]))  # nothing but spaces (and a CR)
+    for start, end in zip(starts[spaces], ends[spaces], strict=True):
+        keep[start:end] = buf[start:end] == 13
+    return buf[keep].tobytes()
+
+
 def _csv_record_ends(data: bytes, delimiter: str, newlines: np.ndarray) -> np.ndarray:
     """The newlines that end a record, as Python's csv reader reads ``data``: the last line of
     each record (blank lines too) is the reader's line count after it."""
@@ -375,6 +402,7 @@ def from_csv(
     _require_columns(names, schema, partition)
     schema = resolve_features(schema, names)
     quoted = b'"' in data
+    data = _blank_spaces(data, delimiter)
     lines = _lines(data, delimiter)
     lines = Lines(rows=lines.rows + shift, blank=lines.blank + leading)
     malformed: dict[int, str] = {}
@@ -463,6 +491,8 @@ def from_csv(
             "malformed_lines": len(malformed),
             "blank_lines_skipped": lines.blank,
         }
+        if unused := unused_columns(names, schema):  # only then: what was read of other files stays as it was
+            info["columns_unused"] = unused
     return table
 
 
@@ -485,13 +515,16 @@ def csv_chunks(data: bytes, partition: str, schema: dict[str, Any], rows: int = 
             yield from_csv(header + body[start:end], partition, schema, lines_before=before)
 
 
-def from_parquet(data: bytes, partition: str, schema: dict[str, Any]) -> pa.Table:
-    """Read one Parquet partition; raises IngestError for a missing column or a bad file."""
+def from_parquet(data: bytes, partition: str, schema: dict[str, Any], info: dict | None = None) -> pa.Table:
+    """Read one Parquet partition; raises IngestError for a missing column or a bad file.
+    ``info``, when given, receives the columns the schema does not use (when there are any)."""
     try:
         table = pq.read_table(io.BytesIO(data))
     except pa.ArrowInvalid as err:
         raise IngestError(f"ingest: {partition} is not a readable Parquet file: {err}") from None
     _require_columns(table.column_names, schema, partition)
+    if info is not None and (unused := unused_columns(table.column_names, schema)):
+        info["columns_unused"] = unused
     try:
         return _project(table, partition, schema)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:

@@ -108,7 +108,7 @@ folder, out = Path(sys.argv[1]), {}
 for name in ("images.parquet", "loans.csv"):
     spec = json.loads((folder / f"{name}.spec.json").read_text())
     onnx = (folder / f"{name}.onnx").read_bytes()
-    _, quarantined, by_reason = score(name, (folder / name).read_bytes(), spec, onnx, name, 1)
+    _, quarantined, by_reason, _ = score(name, (folder / name).read_bytes(), spec, onnx, name, 1)
     out[name] = {"reasons": by_reason, "quarantined": quarantined.num_rows}
 out["pandas imported"] = "pandas" in sys.modules
 print(json.dumps(out))

@@ -27,7 +27,7 @@ def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anythi
     report = json.loads((repo / "data/blobs/score/report.json").read_text())
     sha = hashlib.sha256((repo / "data/blobs/publish/model.onnx").read_bytes()).hexdigest()
     assert report == {"partitions": 1, "rows_in": 20, "rows_scored": 19, "rows_quarantined": 1,
-                      "quarantined_by_reason": {"missing value": 1}, "model_version": 1,
+                      "quarantined_by_reason": {"missing value": 1}, "duplicate_rows_scored": 0, "model_version": 1,
                       "model_sha256": sha}  # fmt: skip
     scores = pq.read_table(repo / "data/blobs/score/partitions/new-1.parquet").to_pylist()
     truth = {f"new-1.csv:{i + 2}": line.split(",")[2] for i, line in enumerate(blobs_csv(20, 11).splitlines()[1:])}

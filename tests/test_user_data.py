@@ -7,9 +7,11 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -275,3 +277,46 @@ def test_the_scanner_reads_records_as_pythons_csv_does(file, rows):
     assert [f"s.csv:{n}" for n in lines.rows] == list(expected)
     chunks = [t for t in ingest.csv_chunks(data, "s.csv", TEXT_SCHEMA, rows=rows)]
     assert _records(pa.concat_tables(chunks)) == expected
+
+
+# 7. What is dropped, blank or repeated is said.
+
+
+def test_whitespace_only_lines_are_blank_and_unused_columns_are_named():
+    info: dict = {}
+    table = ingest.from_csv((CORPUS / "unused-spaces-repeats.csv").read_bytes(), "r.csv", BLOBS_SCHEMA, info)
+    assert table.column("key").to_pylist() == ["r.csv:2", "r.csv:4", "r.csv:6", "r.csv:7", "r.csv:8"]
+    assert (info["blank_lines_skipped"], info["malformed_lines"], info["lines"]) == (2, 0, 8)
+    assert info["columns_unused"] == ["notes"]
+    tab = b"f1\tf2\tkind\n1\t2\ta\n\t\t\n"  # tabs delimit here: a line of tabs is a row of blanks
+    assert ingest.from_csv(tab, "t.tsv", BLOBS_SCHEMA).column("key").to_pylist() == ["t.tsv:2", "t.tsv:3"]
+
+
+def test_ingest_and_clean_reports_name_the_columns_left_out(workdir: Path):
+    raw = workdir / "raw"
+    raw.mkdir()
+    (raw / "r.csv").write_bytes((CORPUS / "unused-spaces-repeats.csv").read_bytes())
+    out = workdir / "data/blobs/ingest"
+    result = stage(workdir, "ingest", "blobs", "--raw", str(raw), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "ingest@blobs: r has columns the schema does not use, left out: notes" in result.stderr
+    assert json.loads((out / "read.json").read_text())["partitions"]["r"]["columns_unused"] == ["notes"]
+    clean_out = workdir / "data/blobs/clean"
+    result = stage(workdir, "clean", "blobs", "--ingested", str(out), "--out", str(clean_out))
+    assert result.returncode == 0, result.stderr
+    report = json.loads((clean_out / "report.json").read_text())
+    assert (report["columns_unused"], report["blank_lines_skipped"], report["rows_in"]) == (["notes"], 2, 5)
+
+
+def test_rows_repeated_inside_one_inbox_file_are_counted_when_scored():
+    from test_arrow import _softmax_model
+
+    data = (CORPUS / "unused-spaces-repeats.csv").read_bytes()
+    spec = {"schema": BLOBS_SCHEMA, "task": "classification", "classes": ["a", "b", "c"]}
+    onnx = _softmax_model(2, 3)
+    scores, quarantined, reasons, repeated = score.score("r.csv", data, spec, onnx, "sha", 1)
+    assert (pq.read_table(pa.BufferReader(scores)).num_rows, quarantined.num_rows, repeated) == (5, 0, 2)
+    # Chunked reading (a big file) finds repeats across chunks too: line 8 repeats line 4.
+    assert score.repeats(np.concatenate([score.row_hashes(t.select(["f1", "f2"])) for t in
+                                         ingest.csv_chunks(data, "r.csv", BLOBS_SCHEMA, rows=2)])) == 2  # fmt: skip
+    assert score.repeats(score.row_hashes(pa.table({"f1": [1.0, 1.0], "f2": [2.0, 2.5]}))) == 0
