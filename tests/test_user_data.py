@@ -277,6 +277,8 @@ def test_the_scanner_reads_records_as_pythons_csv_does(file, rows):
     assert [f"s.csv:{n}" for n in lines.rows] == list(expected)
     chunks = [t for t in ingest.csv_chunks(data, "s.csv", TEXT_SCHEMA, rows=rows)]
     assert _records(pa.concat_tables(chunks)) == expected
+    streamed = list(ingest.csv_stream(io.BytesIO(data).read, "s.csv", TEXT_SCHEMA, block=rows * 7))
+    assert _records(pa.concat_tables(streamed)) == expected
 
 
 # 7. What is dropped, blank or repeated is said.
@@ -320,3 +322,21 @@ def test_rows_repeated_inside_one_inbox_file_are_counted_when_scored():
     assert score.repeats(np.concatenate([score.row_hashes(t.select(["f1", "f2"])) for t in
                                          ingest.csv_chunks(data, "r.csv", BLOBS_SCHEMA, rows=2)])) == 2  # fmt: skip
     assert score.repeats(score.row_hashes(pa.table({"f1": [1.0, 1.0], "f2": [2.0, 2.5]}))) == 0
+
+
+# 8. One big file, a block at a time (bench/ingest_stream.py measures its memory and speed).
+
+
+@pytest.mark.parametrize("block", [1, 5, 16, 1 << 20])
+@pytest.mark.parametrize(
+    "name", ["bom.csv", "windows-1252.csv", "semicolon.csv", "tab.tsv", "quoted-newline.csv", "blank-lines.csv",
+             "short-line.csv", "unused-spaces-repeats.csv", "european.csv", "underscore-digits.csv"],
+)  # fmt: skip
+def test_a_file_read_a_block_at_a_time_gives_what_it_gives_read_whole(name, block):
+    data = (CORPUS / name).read_bytes()
+    schema = EURO_SCHEMA if name == "european.csv" else BLOBS_SCHEMA
+    whole_info, info = {}, {}
+    whole = ingest.from_csv(data, name, schema, whole_info)
+    streamed = pa.concat_tables(ingest.csv_stream(io.BytesIO(data).read, name, schema, block, info))
+    assert streamed.sort_by("key").equals(whole.sort_by("key"))
+    assert info == whole_info
