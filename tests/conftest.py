@@ -254,7 +254,7 @@ def _blobs_repro(repo: Path) -> None:
     assert '"files_reused": 0' in out.stdout + out.stderr  # the first run computes everything
 
 
-AHEAD = {"blobs_repo": ("blobs", "_blobs_repro"), "repro_repo": ("repro", "_full_repro")}
+AHEAD = {"blobs_repo": ("blobs", _blobs_repro), "repro_repo": ("repro", _full_repro)}
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -274,7 +274,7 @@ def build_ahead(request: pytest.FixtureRequest, tmp_path_factory) -> None:
     one waits for it as before, and builds it again, failing with the reason, if this failed.)"""
     import threading
 
-    wanted = [(name, globals()[builder]) for name, builder in request.config.stash.get(BUILD_AHEAD, [])]
+    wanted = request.config.stash.get(BUILD_AHEAD, [])
 
     def build() -> None:
         for name, builder in wanted:
