@@ -28,8 +28,11 @@ from flows.storage.files import commit, replace_dir, staged, write_atomic, write
 from flows.storage.tables import ParquetAppender, parquet_bytes
 from flows.tracking import attach, log, report, stage_flow
 from steps import clean as steps
+from steps import dedupe
+from steps.dedupe import Digests
 from steps.errors import BadInput
 from steps.schema import resolve_features
+from steps.tally import Profile, Tally
 
 PAIRPLOT_ROWS = 2000
 # Digests held at once by the duplicate check: 24 bytes a row, ~0.3 GB with pandas' hashing.
@@ -102,22 +105,22 @@ def digests(folders: list[Path]) -> tuple[Callable[[str], Iterator[pa.ChunkedArr
     return column, rows
 
 
-def spilled(rows: int, bucket_rows: int = BUCKET_ROWS) -> Callable[[Iterable[steps.Digests]], Iterator[steps.Digests]]:
-    """A grouping for ``steps.duplicates`` that holds ~``bucket_rows`` digests at a time: every
+def spilled(rows: int, bucket_rows: int = BUCKET_ROWS) -> Callable[[Iterable[Digests]], Iterator[Digests]]:
+    """A grouping for ``dedupe.duplicates`` that holds ~``bucket_rows`` digests at a time: every
     chunk is split by the top bits of its digests into bucket files (equal digests share one),
     then each bucket is read back whole, positions ascending. Few rows: all in memory."""
     bits = max(0, int(np.ceil(np.log2(max(rows, 1) / bucket_rows))))
     if bits == 0:
-        return steps.together
+        return dedupe.together
 
-    def group(chunks: Iterable[steps.Digests]) -> Iterator[steps.Digests]:
+    def group(chunks: Iterable[Digests]) -> Iterator[Digests]:
         datums.ROOT.parent.mkdir(exist_ok=True)  # .cairn/: ignored by git, on the data's disk
         with tempfile.TemporaryDirectory(prefix="clean-digests-", dir=datums.ROOT.parent) as tmp:
             paths = [Path(tmp) / f"{b}.bin" for b in range(1 << bits)]
             handles = [open(path, "wb") for path in paths]  # noqa: SIM115 (closed below, all at once)
             try:
                 for digests, positions in chunks:
-                    bucket = steps.bucket_of(digests, bits)
+                    bucket = dedupe.bucket_of(digests, bits)
                     order = np.argsort(bucket, kind="stable")  # positions stay ascending in a bucket
                     records = np.empty(len(order), SPILL)
                     records["words"], records["position"] = digests[order], positions[order]
@@ -136,7 +139,7 @@ def spilled(rows: int, bucket_rows: int = BUCKET_ROWS) -> Callable[[Iterable[ste
 
 
 def settled(
-    file: Path, checked_in: Path, checked_key: str, rows: steps.Marks, schema: pa.Schema | None
+    file: Path, checked_in: Path, checked_key: str, rows: dedupe.Marks, schema: pa.Schema | None
 ) -> dict[str, Path]:
     """One partition settled under its marks: rows.parquet (kept), quarantine.parquet (when any
     row is bad) and settle.json (counts, profile summary, first bad row). A datum too, kept by the
@@ -150,7 +153,7 @@ def settled(
     if schema is not None and not kept.schema.equals(schema):
         raise BadInput(f"clean: partition {file.name} has other columns or types than the ones before it: "
                          f"{kept.schema} vs {schema}")  # fmt: skip
-    summary = {"kept": kept.num_rows, "counts": counts, "profile": steps.Profile.summary(kept),
+    summary = {"kept": kept.num_rows, "counts": counts, "profile": Profile.summary(kept),
                "first_bad": None if bad is None else bad.slice(0, 1).to_pylist()[0]}  # fmt: skip
     files = {"rows.parquet": parquet_bytes(kept), "settle.json": json.dumps(summary, sort_keys=True, default=str)}
     if bad is not None:
@@ -169,9 +172,9 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     schema = resolve_features(params.written("schema"), pq.read_schema(files[0]).names)
     keys, folders, reused = checked_partitions(files, schema)
     read_digests, rows = digests(folders)
-    dups = steps.duplicates(read_digests, spilled(rows))
-    dedupe = params.clean.dedupe
-    tally, profile, sample = steps.Tally(dedupe, dups.repeats), steps.Profile(), []
+    dups = dedupe.duplicates(read_digests, spilled(rows))
+    quarantine_repeats = params.clean.dedupe
+    tally, profile, sample = Tally(quarantine_repeats, dups.repeats), Profile(), []
     key_of: dict[int, str] = {}
     first_bad: dict | None = None
     offset, kept_schema = 0, None
@@ -180,7 +183,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
         for file, folder, key in zip(files, folders, keys, strict=True):
             n = pq.read_metadata(folder / "checks.parquet").num_rows
             keys_of = lambda f=folder: pq.read_table(f / "parsed.parquet", columns=["key"]).column("key")  # noqa: E731
-            marks = steps.marks(dups, offset, n, dedupe, key_of, keys_of)
+            marks = dedupe.marks(dups, offset, n, quarantine_repeats, key_of, keys_of)
             offset += n
             part = settled(file, folder, key, marks, kept_schema)
             kept = rows_tmp / f"{file.stem}.parquet"

@@ -36,7 +36,7 @@ from flows.storage.tables import parquet_bytes, require
 from flows.tracking import log, report, stage_flow
 from steps import score as steps
 from steps.errors import BadInput
-from steps.ingest import partition_stem
+from steps.read.columns import partition_stem
 
 
 def inbox_files(inbox: Path) -> list[Path]:

@@ -3,6 +3,8 @@ the class's code; anything else is a bug and keeps its traceback.
 
     CairnError                 root: something cairn refused or could not do, said in a sentence
     ├── BadInput (ValueError)  data, params or paths the user must fix; names file, column, row
+    │   ├── IngestError        a raw file that cannot be read as the schema in params.yaml says
+    │   ├── CleanError         data too broken to clean: more bad rows than params allow
     │   └── UsageError         a command line cairn does not understand (exit 2, as argparse)
     ├── Busy                   another run holds the checkout's lock: try again later (exit 75)
     ├── StageFailed            a stage of the pipeline failed (its own error is in its log)
@@ -21,6 +23,14 @@ class CairnError(Exception):
 
 class BadInput(CairnError, ValueError):
     """Input a stage cannot work with. The message names the file, column and row where known."""
+
+
+class IngestError(BadInput):
+    """Raw data that cannot be read as the schema in params.yaml says it should."""
+
+
+class CleanError(BadInput):
+    """Data too broken to clean: more bad rows than params allow, or none at all."""
 
 
 class UsageError(BadInput):

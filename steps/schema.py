@@ -183,7 +183,7 @@ def resolve_features(schema: dict[str, Any], columns: list[str]) -> dict[str, An
     and the label (and cairn's own key, partition and problem columns)."""
     if schema.get("features") is not None or schema.get("image"):
         return schema
-    skip = {schema["label"], schema.get("key"), "key", "partition", "problem"}  # steps.ingest.OWN
+    skip = {schema["label"], schema.get("key"), "key", "partition", "problem"}  # steps.read.columns.OWN
     features = [c for c in columns if c not in skip]
     if not features:
         raise BadInput(f"ingest: features: null, but there is no column besides the label '{schema['label']}'")

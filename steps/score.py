@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 
 from steps import arrow, models
 from steps.clean import clean
-from steps.ingest import csv_chunks, parquet_row_groups
+from steps.read.delimited import csv_chunks
+from steps.read.parquet import parquet_row_groups
 
 QUARANTINE = pa.schema([("key", pa.string()), ("partition", pa.string()), ("reason", pa.string())])
 

@@ -3,7 +3,8 @@ import pyarrow as pa
 import pytest
 from conftest import BLOBS_SCHEMA, blobs_csv
 
-from steps import clean, ingest
+from steps import clean, dedupe, ingest
+from steps.tally import Tally
 
 
 def table(bad=None, rows=30):
@@ -114,9 +115,9 @@ def test_image_rows_are_the_same_only_when_their_pixels_are():
 
 def test_first_seen_matches_whole_digests_not_their_first_half():
     digests = np.array([[1, 2], [1, 3], [1, 2], [5, 5], [5, 5]], dtype=np.uint64)
-    assert clean.first_seen(digests, np.ones(5, dtype=bool)).tolist() == [0, 1, 0, 3, 3]
+    assert dedupe.first_seen(digests, np.ones(5, dtype=bool)).tolist() == [0, 1, 0, 3, 3]
     among = np.array([False, True, True, True, False])  # a row not among them is nobody's first
-    assert clean.first_seen(digests, among).tolist() == [-1, 1, 2, 3, -1]
+    assert dedupe.first_seen(digests, among).tolist() == [-1, 1, 2, 3, -1]
 
 
 def by_bucket(bits: int):
@@ -125,22 +126,22 @@ def by_bucket(bits: int):
     def group(chunks):
         chunks = list(chunks)
         for b in range(1 << bits):
-            picked = [(w[clean.bucket_of(w, bits) == b], p[clean.bucket_of(w, bits) == b]) for w, p in chunks]
-            yield from clean.together(picked)
+            picked = [(w[dedupe.bucket_of(w, bits) == b], p[dedupe.bucket_of(w, bits) == b]) for w, p in chunks]
+            yield from dedupe.together(picked)
 
     return group
 
 
-@pytest.mark.parametrize("group", [clean.together, by_bucket(2)], ids=["one group", "four buckets"])
+@pytest.mark.parametrize("group", [dedupe.together, by_bucket(2)], ids=["one group", "four buckets"])
 def test_partitions_settled_together_equal_one_table(group):
     t = table({2: "", 5: "inf"})
     whole = clean.clean(pa.concat_tables([t, t]), BLOBS_SCHEMA, {"max_quarantined": 1.0, "dedupe": True})
     parts = [clean.check(t.slice(0, 7), BLOBS_SCHEMA), clean.check(pa.concat_tables([t.slice(7), t]), BLOBS_SCHEMA)]
-    dups = clean.duplicates(lambda column: [p.checks.column(column) for p in parts], group)
+    dups = dedupe.duplicates(lambda column: [p.checks.column(column) for p in parts], group)
     assert len(dups.key) == t.num_rows  # the second copy of t repeats the keys of the first
-    kept, key_of, offset, tally = [], {}, 0, clean.Tally(True, dups.repeats)
+    kept, key_of, offset, tally = [], {}, 0, Tally(True, dups.repeats)
     for p, source in zip(parts, [t.slice(0, 7), pa.concat_tables([t.slice(7), t])], strict=True):
-        marks = clean.marks(dups, offset, p.parsed.num_rows, True, key_of, lambda p=p: p.parsed.column("key"))
+        marks = dedupe.marks(dups, offset, p.parsed.num_rows, True, key_of, lambda p=p: p.parsed.column("key"))
         k, _, counts = clean.settle(lambda s=source: s, p, marks)
         offset += p.parsed.num_rows
         kept.append(k)
@@ -167,8 +168,8 @@ def test_digests_spilled_to_disk_in_buckets_give_the_repeats_found_in_memory(tmp
     parts["key_digest"] = [pa.concat_arrays([c, column(100)]) for c in parts["key_digest"]]  # keys repeat less
     parts["row_digest"] = [pa.concat_arrays([c, column(100)]) for c in parts["row_digest"]]
     rows = sum(len(c) for c in parts["row_digest"])
-    memory = clean.duplicates(lambda name: parts[name])
-    disk = clean.duplicates(lambda name: parts[name], spilled(rows, bucket_rows=100))  # 16 buckets
+    memory = dedupe.duplicates(lambda name: parts[name])
+    disk = dedupe.duplicates(lambda name: parts[name], spilled(rows, bucket_rows=100))  # 16 buckets
     assert memory.repeats > 0 and len(memory.key) > 0
     for field in ("key", "row", "first"):
         assert np.array_equal(getattr(memory, field), getattr(disk, field)), field
@@ -184,11 +185,11 @@ def test_the_key_a_repeated_row_names_is_forgotten_after_its_last_repeat():
     parts = [ingest.from_csv("\n".join(a).encode(), "a.csv", BLOBS_SCHEMA),
              ingest.from_csv("\n".join(b).encode(), "b.csv", BLOBS_SCHEMA)]  # fmt: skip
     checked = [clean.check(p, BLOBS_SCHEMA) for p in parts]
-    dups = clean.duplicates(lambda column: [c.checks.column(column) for c in checked])
+    dups = dedupe.duplicates(lambda column: [c.checks.column(column) for c in checked])
     key_of: dict[int, str] = {}
-    first = clean.marks(dups, 0, 8, True, key_of, lambda: checked[0].parsed.column("key"))
+    first = dedupe.marks(dups, 0, 8, True, key_of, lambda: checked[0].parsed.column("key"))
     assert first.row_text == ["duplicate of row 'a.csv:3'", "duplicate of row 'a.csv:7'"]
     assert key_of == {1: "a.csv:3", 3: "a.csv:5"}  # 'a.csv:7' has had its last repeat
-    second = clean.marks(dups, 8, 4, True, key_of, lambda: checked[1].parsed.column("key"))
+    second = dedupe.marks(dups, 8, 4, True, key_of, lambda: checked[1].parsed.column("key"))
     assert second.row_text == ["duplicate of row 'a.csv:5'", "duplicate of row 'a.csv:3'"]
     assert key_of == {}

@@ -10,6 +10,7 @@ import pytest
 from conftest import BLOBS_SCHEMA, IRIS_SCHEMA, blobs_csv
 
 from steps import ingest
+from steps.read import columns, records
 
 
 def test_csv_gets_the_explicit_schema_and_stable_keys():
@@ -73,7 +74,7 @@ def test_mnist_refuses_a_file_with_the_wrong_hash_before_unpickling():
 
 
 def test_image_schema_is_a_fixed_size_list_not_784_columns():
-    schema = ingest.arrow_schema({"label": "digit", "image": {"column": "pixels", "shape": [28, 28]}}, pa.int64())
+    schema = columns.arrow_schema({"label": "digit", "image": {"column": "pixels", "shape": [28, 28]}}, pa.int64())
     assert schema.field("pixels").type == pa.list_(pa.float32(), 784)
     assert len(schema) == 5  # key, partition, label, pixels, problem
 
@@ -133,7 +134,7 @@ def test_record_lines_counted_with_numpy_match_pythons_csv_reader():
     for _ in range(300):
         lines = ["" if rng.random() < 0.2 else ";".join(rng.choice(cells, 3)) for _ in range(rng.integers(1, 8))]
         data = ("h1;h2;h3\n" + rng.choice(["\n", "\r\n"]).join(lines) + rng.choice(["", "\n"])).encode()
-        fast, slow = ingest._lines(data, ";"), ingest._csv_lines(data, ";")
+        fast, slow = records.record_lines(data, ";"), records.csv_record_lines(data, ";")
         assert (fast.rows.tolist(), fast.blank) == (slow.rows.tolist(), slow.blank), data
 
 

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from flows import config
 from steps import clean, ingest, score
+from steps.read import records
 
 CORPUS = Path(__file__).parent / "corpus"
 
@@ -273,7 +274,7 @@ def test_the_scanner_reads_records_as_pythons_csv_does(file, rows):
     text, delimiter = file
     data = text.encode()
     expected = _csv_records(text, delimiter)
-    lines = ingest._lines(data, delimiter)
+    lines = records.record_lines(data, delimiter)
     assert [f"s.csv:{n}" for n in lines.rows] == list(expected)
     chunks = [t for t in ingest.csv_chunks(data, "s.csv", TEXT_SCHEMA, rows=rows)]
     assert _records(pa.concat_tables(chunks)) == expected
