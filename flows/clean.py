@@ -169,7 +169,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     per column) and pairplot.png."""
     params = config.workload(workload)
     files = ingested_files(ingested)
-    schema = resolve_features(params.written("schema"), pq.read_schema(files[0]).names)
+    schema = resolve_features(params.settings("schema"), pq.read_schema(files[0]).names)
     keys, folders, reused = checked_partitions(files, schema)
     read_digests, rows = digests(folders)
     dups = dedupe.duplicates(read_digests, spilled(rows))
@@ -211,7 +211,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
         shutil.rmtree(out / "rows", ignore_errors=True)
         commit(bad_tmp, out / "quarantine.parquet")
         write_json(out / "report.json", result)
-        steps.check_share(result, first_bad, params.written("clean"), str(out / "quarantine.parquet"))
+        steps.check_share(result, first_bad, params.settings("clean"), str(out / "quarantine.parquet"))
     # The profile of what training will see: typed values, quarantined rows left out.
     write_json(out / "profile.json", profile.result())
     kept_sample = pa.concat_tables(sample).slice(0, PAIRPLOT_ROWS)

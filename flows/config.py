@@ -7,9 +7,9 @@ a negative learning rate, a share above 1, a misspelt key) is a one-line BadInpu
 the value and what is allowed, never a traceback three stages later. Sections are closed except
 ``model`` and ``source``, whose keys depend on the model module or the generated source.
 
-A workload's sections also keep the mapping as written (``Workload.written``): that is what a
-stage hands to a step, hashes into a datum key and records in a model card, so adding a default
-here never changes a byte of an output or a key.
+A stage hands a step a workload's section with every default filled in (``Workload.settings``),
+so no step keeps a default of its own. flows/config.py is a code dep of every stage, so changing
+a default here reruns what it changes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from steps.errors import BadInput
 
@@ -108,7 +108,8 @@ class Train(Section):
     batch_size: int = Field(ge=0)
     optimizer: Literal["adam", "sgd", "rmsprop", "lbfgs", "none"]
     lr: Float = Field(ge=0.0)
-    weight_decay: Float = Field(default=0.0, ge=0.0)
+    # None: the model's own default (0 for networks; scikit-learn's C=1 for logistic regression).
+    weight_decay: Float | None = Field(default=None, ge=0.0)
     schedule: Literal["cosine", "constant"] = "constant"
     monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
     patience: int = Field(default=0, ge=0)
@@ -154,7 +155,6 @@ class Workload(Section):
     evaluate: Evaluate
     publish: Publish
     promote: Promote
-    _written: dict[str, Any] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _columns_kept(self) -> Workload:
@@ -181,9 +181,12 @@ class Workload(Section):
                 )
         return self
 
-    def written(self, section: str) -> Any:
-        """Section ``section`` ('schema', 'model', 'train', ...) as params.yaml writes it (a copy)."""
-        return copy.deepcopy(self._written.get(section))
+    def settings(self, section: str) -> Any:
+        """Section ``section`` ('schema', 'model', 'train', ...) with every default filled in, as a
+        fresh mapping: what a stage hands to a step, hashes into a datum key and records in a model
+        card, so every step reads every key without a default of its own."""
+        value = getattr(self, "schema_" if section == "schema" else section)
+        return value.model_dump(by_alias=True) if isinstance(value, BaseModel) else copy.deepcopy(value)
 
 
 class ScoreEntry(Section):
@@ -292,8 +295,6 @@ def parse(raw: Any, path: Path = PARAMS_FILE, env: tuple[str | None, str | None]
     if wrong:
         raise BadInput("; ".join(wrong))
     params = Params.model_validate({k: v for k, v in raw.items() if v is not None} | {"execution": execution})
-    for name, entry in workloads.items():
-        params.workloads[name]._written = copy.deepcopy(entry)
     return params
 
 

@@ -89,7 +89,7 @@ TASKS = {"classification": _classification, "regression": _regression, "reconstr
 def evaluate(workload: str, split: Path, train: Path, out: Path) -> dict:
     """Write ``out``/ metrics.json, details.json, predictions.csv, curve.csv, figure.png, loss.png."""
     params = config.workload(workload)
-    schema = params.written("schema")
+    schema = params.settings("schema")
     fitted = load_model(train)
     module = models.module(fitted.spec["model"]["name"])
     test = read_table(split / "test")

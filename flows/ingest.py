@@ -75,7 +75,7 @@ def load(path: Path) -> bytes:
 
 def datum_key(name: str, data: bytes | str, params: dict) -> str:
     """The datum of raw file ``name`` (its bytes, or their sha256 in hex)."""
-    return datums.key("ingest", name, data, {"schema": params.written("schema"), "source": params.written("source")})
+    return datums.key("ingest", name, data, {"schema": params.settings("schema"), "source": params.settings("source")})
 
 
 # {part: (Parquet bytes, or the stored file for a reused one; how it was read; profile)}
@@ -91,10 +91,10 @@ def compute_batch(payload: tuple[dict, list[tuple[str, bytes]]]) -> list[Parts]:
 
 
 def compute(name: str, data: bytes, params: dict) -> Parts:
-    schema = params.written("schema")
+    schema = params.settings("schema")
     info: dict = {}
     if Path(name).name == "source.json":
-        found = builtin(name, data, schema, params.written("source"))
+        found = builtin(name, data, schema, params.settings("source"))
     elif kind(Path(name))[0] in TEXT:
         found = {name: steps.from_csv(data, name, schema, info)}
     else:
@@ -175,7 +175,7 @@ def builtin(manifest: str, text: bytes, schema: dict, source: dict | None) -> di
 def ingest(workload: str, raw: Path, out: Path) -> dict:
     """Read every partition under ``raw``; write ``out``/<partition>.parquet and profile.json."""
     params = config.workload(workload)
-    schema = params.written("schema")
+    schema = params.settings("schema")
     usable, skipped = partitions(raw)
     for path in skipped:
         log().warning("ingest: skipped %s: not a partition file cairn reads (.csv, .tsv, .txt, .parquet)", path)

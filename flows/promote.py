@@ -98,9 +98,9 @@ def promote(workload: str, split: Path, publish: Path, out: Path) -> dict:
         # another test set is never compared with.
         test_files = split / "test"
         test = read_table(test_files)
-        challenger = _score(publish, test, params.written("schema"), metric)
+        challenger = _score(publish, test, params.settings("schema"), metric)
         current = champion(workload)
-        champion_score = _score(current[1], test, params.written("schema"), metric) if current else None
+        champion_score = _score(current[1], test, params.settings("schema"), metric) if current else None
         verdict = steps.judge(metric, challenger, champion_score, margin)
         version = steps.next_version(index)
         lineage = json.loads(require(publish / "lineage.json", "lineage").read_text())

@@ -31,18 +31,18 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
     tolerances.
     """
     params = config.workload(workload)
-    tolerance = params.written("publish")
+    tolerance = params.settings("publish")
     fitted = load_model(train)
     spec = fitted.spec
     module = models.module(spec["model"]["name"])
     test = read_table(split / "test")
-    x = models.features(test, params.written("schema"), spec["encoding"])
+    x = models.features(test, params.settings("schema"), spec["encoding"])
     native = module.predict(fitted, x)
     is_classifier = spec["task"] == "classification"
     threshold = spec.get("threshold")
 
     onnx_files = module.to_onnx(fitted)
-    contract = steps.input_contract(params.written("schema"), spec)
+    contract = steps.input_contract(params.settings("schema"), spec)
     output = steps.OUTPUTS[spec["task"]]
     portable = steps.onnx_predict(onnx_files["model.onnx"], x, output)
     checks = {"ONNX (onnxruntime)": steps.parity(native, portable, threshold, is_classifier)}

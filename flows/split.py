@@ -44,12 +44,12 @@ def split(workload: str, clean: Path, out: Path) -> dict:
     files = sorted(require(clean, "input").glob("*.parquet"))
     if not files:
         raise BadInput(f"split: input folder '{clean}' has no .parquet files (run clean first)")
-    sets = steps.Sets(label, params.written("split"))
+    sets = steps.Sets(label, params.settings("split"))
     with replace_dir(out) as tmp:
         for name in steps.SETS:
             (tmp / name).mkdir()
         for file, sha256 in zip(files, datums.file_sha256(files, Path.read_bytes), strict=True):
-            part = dealt(file, sha256, label, params.written("split"))
+            part = dealt(file, sha256, label, params.settings("split"))
             for name in steps.SETS:
                 datums.link(part[f"{name}.parquet"], tmp / name / file.name)
             sets.add(json.loads(part["counts.json"].read_text()))

@@ -61,9 +61,9 @@ def train(workload: str, split: Path, out: Path) -> dict:
         fitted = steps.train(
             read_table(split / "train"),
             read_table(split / "val"),
-            params.written("schema"),
-            params.written("model"),
-            params.written("train"),
+            params.settings("schema"),
+            params.settings("model"),
+            params.settings("train"),
             on_epoch,
             start,
             resume,
@@ -126,7 +126,7 @@ def _fingerprint(split: Path, params: config.Workload, source: dict | None) -> s
 
     from flows.storage import code
 
-    sections = [params.written("schema"), params.written("model"), params.written("train"), source]
+    sections = [params.settings("schema"), params.settings("model"), params.settings("train"), source]
     digest = hashlib.sha256(json.dumps(sections, sort_keys=True, default=str).encode())
     digest.update(code.digest("train").encode())  # the code train runs, as dvc.yaml lists it
     for path in [*parquet_files(split / "train"), *parquet_files(split / "val")]:

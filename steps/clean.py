@@ -318,7 +318,7 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any], row_d
         raise CleanError("clean: no rows were ingested; expected at least one")
     checked = check(table, schema, row_digests)
     dups = duplicates(lambda column: [checked.checks.column(column)])
-    dedupe = bool(params.get("dedupe"))
+    dedupe = params["dedupe"]
     rows = marks(dups, 0, table.num_rows, dedupe, {}, lambda: checked.parsed.column("key"))
     kept, quarantined, counts = settle(lambda: table, checked, rows)
     if quarantined is None:

@@ -66,9 +66,9 @@ def deal(table: pa.Table, label: str, params: dict[str, Any], drawn: np.ndarray 
          ) -> tuple[dict[str, pa.Table], dict[str, Any]]:  # fmt: skip
     """The rows of ``table`` (a partition, or the whole data) dealt to train, val and test, and
     their counts: rows per set, per class for a class label, rows of the test partition."""
-    sets = assign(table, params["seed"], params["val"], params["test"], params.get("test_partition"), drawn)
+    sets = assign(table, params["seed"], params["val"], params["test"], params["test_partition"], drawn)
     holdout = 0
-    if params.get("test_partition") is not None:
+    if params["test_partition"] is not None:
         holdout = int(pc.sum(pc.equal(table.column("partition"), params["test_partition"])).as_py() or 0)
     is_value = _is_value(table, label)
     tables = {name: table.filter(pa.array(sets == name)) for name in SETS}
@@ -104,7 +104,7 @@ class Sets:
 
     def check(self) -> None:
         """SplitError when a set is empty or train misses a class."""
-        if self.params.get("test_partition") is not None and not self.holdout_rows:
+        if self.params["test_partition"] is not None and not self.holdout_rows:
             raise SplitError(f"split: test_partition '{self.params['test_partition']}' has no rows")
         total = sum(self.rows.values())
         for name, n in self.rows.items():

@@ -65,7 +65,7 @@ def train(
         )
     encoding = models.fit_encoding(train_set, schema)
     x = models.features(train_set, schema, encoding)
-    mean, std = models.fit_normalizer(x, model_params.get("normalize", "none"))
+    mean, std = models.fit_normalizer(x, model_params["normalize"])
     data = Data(
         x_train=x,
         y_train=models.targets(train_set, module.TASK, label, classes),
@@ -91,7 +91,7 @@ def train(
         spec["warm_start"] = {"used": reason is None, "reason": reason or "same architecture"}
     fitted = module.fit(data, spec, params, on_epoch)
     if classes is not None and len(classes) == 2:
-        rule = params.get("threshold", 0.5)
+        rule = params["threshold"]
         fitted.spec["threshold"] = choose_threshold(rule, data.y_val, module.predict(fitted, data.x_val)[:, 1])
         fitted.spec["threshold_rule"] = rule
     return fitted

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 import flows  # noqa: F401 - before any test imports torch: it pins the CPU kernels (flows/__init__.py)
+from flows import config
 
 ROOT = Path(__file__).resolve().parent.parent
 # Tests run offline: no telemetry calls from Prefect's test server.
@@ -60,19 +61,20 @@ def blobs_csv(rows: int, seed: int, bad: dict[int, str] | None = None) -> str:
 
 
 BLOBS_SCHEMA = {"key": None, "label": "kind", "features": ["f1", "f2"], "image": None, "range": [0.0, 100.0]}
-TINY_MODEL = {"name": "mlp", "hidden": [8], "dropout": 0.0, "normalize": "feature"}
-TINY_TRAIN = {
-    "seed": 1,
-    "device": "cpu",
-    "epochs": 15,
-    "batch_size": 16,
-    "optimizer": "adam",
-    "lr": 0.02,
-    "weight_decay": 0.0,
-    "schedule": "cosine",
-    "monitor": "val_loss",
-    "patience": 5,
-}
+# Sections as a stage hands them to a step: through params' typed model, defaults filled in.
+TINY_MODEL = config.Model(name="mlp", hidden=[8], dropout=0.0, normalize="feature").model_dump()
+TINY_TRAIN = config.Train(
+    seed=1,
+    device="cpu",
+    epochs=15,
+    batch_size=16,
+    optimizer="adam",
+    lr=0.02,
+    weight_decay=0.0,
+    schedule="cosine",
+    monitor="val_loss",
+    patience=5,
+).model_dump()
 
 
 def blobs_sets(rows: int) -> dict:
@@ -80,7 +82,7 @@ def blobs_sets(rows: int) -> dict:
     from steps import clean, ingest, split
 
     table = ingest.from_csv(blobs_csv(rows, seed=0).encode(), "p.csv", BLOBS_SCHEMA)
-    kept = clean.clean(table, BLOBS_SCHEMA, {"max_quarantined": 0.0}).kept
+    kept = clean.clean(table, BLOBS_SCHEMA, clean_params(0.0)).kept
     return split.split(kept, "kind", {"seed": 1, "val": 0.2, "test": 0.2, "test_partition": None})
 
 
@@ -94,7 +96,7 @@ def tiny_params() -> dict:
     blobs = copy.deepcopy(real)
     blobs["raw"] = "data/blobs/raw"
     blobs["schema"] = BLOBS_SCHEMA
-    blobs["clean"] = {"max_quarantined": 0.1}
+    blobs["clean"] = clean_params(0.1)
     blobs["split"] = {"seed": 3, "val": 0.2, "test": 0.25, "test_partition": None}
     blobs["train"] |= {"epochs": 20, "patience": 10}
     sales = copy.deepcopy(workloads["sales"])
@@ -386,3 +388,8 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
+
+
+def clean_params(share: float, dedupe: bool = False) -> dict:
+    """The clean section as the clean stage hands it to its step: at most ``share`` bad rows."""
+    return config.Clean(max_quarantined=share, dedupe=dedupe).model_dump()

@@ -1,7 +1,7 @@
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import BLOBS_SCHEMA, blobs_csv
+from conftest import BLOBS_SCHEMA, blobs_csv, clean_params
 
 from steps import clean, dedupe, ingest
 from steps.tally import Tally
@@ -12,7 +12,7 @@ def table(bad=None, rows=30):
 
 
 def test_rows_are_conserved_and_each_quarantined_row_has_its_reason():
-    result = clean.clean(table({2: "", 5: "inf", 9: "1000"}), BLOBS_SCHEMA, {"max_quarantined": 0.5})
+    result = clean.clean(table({2: "", 5: "inf", 9: "1000"}), BLOBS_SCHEMA, clean_params(0.5))
     r = result.report
     assert r["rows_in"] == 30 == r["rows_kept"] + r["rows_quarantined"]
     assert r["rows_quarantined"] == 3
@@ -40,7 +40,7 @@ def test_duplicate_keys_and_missing_labels_are_quarantined():
     labels = t.column("kind").to_pylist()
     labels[3] = None
     t = t.set_column(t.schema.get_field_index("kind"), "kind", pa.array(labels))
-    result = clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
+    result = clean.clean(t, BLOBS_SCHEMA, clean_params(0.5))
     assert sorted(result.quarantined.column("reason").to_pylist()) == [
         "duplicate key 'p.csv:2'",
         "missing label in column 'kind'",
@@ -48,7 +48,7 @@ def test_duplicate_keys_and_missing_labels_are_quarantined():
 
 
 def test_too_many_bad_rows_is_an_error_naming_the_first_and_where_all_are():
-    params = {"max_quarantined": 0.05}
+    params = clean_params(0.05)
     result = clean.clean(table({2: "", 3: "", 4: ""}), BLOBS_SCHEMA, params)
     assert result.report["quarantined_by_reason"] == {"missing value": 3}  # counted before the verdict
     with pytest.raises(
@@ -63,9 +63,9 @@ def test_exact_duplicate_rows_are_counted_and_quarantined_with_dedupe():
     t = pa.concat_tables([t, t.slice(4, 2)])
     keys = t.column("key").to_pylist()
     t = t.set_column(t.schema.get_field_index("key"), "key", pa.array(keys[:30] + ["p.csv:40", "p.csv:41"]))
-    kept = clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
+    kept = clean.clean(t, BLOBS_SCHEMA, clean_params(0.5))
     assert kept.report["duplicate_rows_kept"] == 2 and kept.report["rows_kept"] == 32
-    deduped = clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5, "dedupe": True})
+    deduped = clean.clean(t, BLOBS_SCHEMA, clean_params(0.5, dedupe=True))
     assert "duplicate_rows_kept" not in deduped.report
     reasons = deduped.quarantined.column("reason").to_pylist()
     assert reasons == ["duplicate of row 'p.csv:6'", "duplicate of row 'p.csv:7'"]
@@ -82,7 +82,7 @@ def test_image_rows_with_bad_pixels_are_quarantined():
             "px": pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 4),
         }
     )
-    result = clean.clean(t, schema, {"max_quarantined": 1.0})
+    result = clean.clean(t, schema, clean_params(1.0))
     assert result.kept.column("key").to_pylist() == ["a"]
     assert result.quarantined.column("reason").to_pylist() == [
         "pixel 1 of 'px' is nan; expected a number in [0, 1]",
@@ -93,7 +93,7 @@ def test_image_rows_with_bad_pixels_are_quarantined():
 def test_clean_does_not_change_its_input():
     t = table({2: ""})
     before = t.to_pylist()
-    clean.clean(t, BLOBS_SCHEMA, {"max_quarantined": 0.5})
+    clean.clean(t, BLOBS_SCHEMA, clean_params(0.5))
     assert t.to_pylist() == before
 
 
@@ -108,8 +108,8 @@ def test_image_rows_are_the_same_only_when_their_pixels_are():
             "px": pa.FixedSizeListArray.from_arrays(pa.array(pixels.reshape(-1)), 4),
         }
     )
-    assert clean.clean(t, schema, {"max_quarantined": 1.0}).report["duplicate_rows_kept"] == 1  # b, not c
-    deduped = clean.clean(t, schema, {"max_quarantined": 1.0, "dedupe": True})
+    assert clean.clean(t, schema, clean_params(1.0)).report["duplicate_rows_kept"] == 1  # b, not c
+    deduped = clean.clean(t, schema, clean_params(1.0, dedupe=True))
     assert deduped.quarantined.column("reason").to_pylist() == ["duplicate of row 'a'"]
 
 
@@ -135,7 +135,7 @@ def by_bucket(bits: int):
 @pytest.mark.parametrize("group", [dedupe.together, by_bucket(2)], ids=["one group", "four buckets"])
 def test_partitions_settled_together_equal_one_table(group):
     t = table({2: "", 5: "inf"})
-    whole = clean.clean(pa.concat_tables([t, t]), BLOBS_SCHEMA, {"max_quarantined": 1.0, "dedupe": True})
+    whole = clean.clean(pa.concat_tables([t, t]), BLOBS_SCHEMA, clean_params(1.0, dedupe=True))
     parts = [clean.check(t.slice(0, 7), BLOBS_SCHEMA), clean.check(pa.concat_tables([t.slice(7), t]), BLOBS_SCHEMA)]
     dups = dedupe.duplicates(lambda column: [p.checks.column(column) for p in parts], group)
     assert len(dups.key) == t.num_rows  # the second copy of t repeats the keys of the first

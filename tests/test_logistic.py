@@ -9,15 +9,15 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from flows import config
 from steps import models, train
 from steps.models import logistic
 
 FEATURES = [f"f{i}" for i in range(30)]
 SCHEMA = {"key": None, "label": "diagnosis", "features": FEATURES, "categorical": [], "parse": {}, "image": None,
           "range": None}  # fmt: skip
-MODEL = {"name": "logistic", "normalize": "feature"}
-PARAMS = {"seed": 7, "device": "cpu", "epochs": 60, "batch_size": 0, "optimizer": "lbfgs", "lr": 0.0,
-          "schedule": "constant", "monitor": "val_loss", "patience": 0, "threshold": 0.5}  # fmt: skip
+MODEL = config.Model(name="logistic", normalize="feature").model_dump()
+PARAMS = config.Train(seed=7, device="cpu", epochs=60, batch_size=0, optimizer="lbfgs", lr=0.0).model_dump()
 
 
 def _sets(x: np.ndarray, labels: np.ndarray) -> dict[str, pa.Table]:
@@ -36,8 +36,7 @@ def cancer() -> dict[str, pa.Table]:
 
 
 def _fit(sets: dict[str, pa.Table], **params):
-    fitted = train.train(sets["train"], sets["val"], SCHEMA, MODEL, {k: v for k, v in (PARAMS | params).items()
-                                                                      if v is not None})  # fmt: skip
+    fitted = train.train(sets["train"], sets["val"], SCHEMA, MODEL, PARAMS | params)
     x = {k: models.features(t, SCHEMA, fitted.spec["encoding"]) for k, t in sets.items()}
     y = {k: models.labels(t, "diagnosis", fitted.spec["classes"]) for k, t in sets.items()}
     return fitted, x, y

@@ -6,17 +6,23 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 import pytest
-import yaml
 from conftest import ROOT, TINY_TRAIN
 
+from flows import config
 from steps import clean, ingest, models, publish, sources, split, train
 
-WORKLOADS = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]
+SECTIONS = ("raw", "source", "schema", "clean", "split", "model", "train")
+
+
+def settings(name: str) -> dict:
+    """A workload of params.yaml as its stages hand it to the steps: defaults filled in."""
+    workload = config.workload(name, ROOT / "params.yaml")
+    return {section: workload.settings(section) for section in SECTIONS}
 
 
 def prepared(name: str, rows: int):
     """(params, train/val/test tables) of a generated workload, through the real steps."""
-    params = WORKLOADS[name]
+    params = settings(name)
     generate = {"sales": sources.sales, "loans": sources.loans}[params["raw"].split("/")[1]]
     table = ingest.from_csv(generate(params["source"] | {"rows": rows}), "raw.csv", params["schema"])
     kept = clean.clean(table, params["schema"], params["clean"]).kept
@@ -91,7 +97,7 @@ def test_autoencoder_encoder_then_decoder_is_the_whole_model():
         "key": [str(i) for i in range(len(images))], "digit": digits.target,
         "px": pa.FixedSizeListArray.from_arrays(pa.array(images.ravel()), 64),
     })  # fmt: skip
-    model = {"name": "autoencoder", "hidden": [32, 8], "normalize": "none"}
+    model = config.Model(name="autoencoder", hidden=[32, 8], normalize="none").model_dump()
     params = TINY_TRAIN | {"epochs": 3, "batch_size": 64, "lr": 0.005}
     fitted = train.train(table.slice(0, 1500), table.slice(1500), schema, model, params)
     module = models.module("autoencoder")

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from conftest import BLOBS_SCHEMA, ROOT, project_env, run
+from conftest import BLOBS_SCHEMA, ROOT, clean_params, project_env, run
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -127,7 +127,7 @@ def test_numbers_python_reads_and_arrow_does_not_are_quarantined_with_a_reason()
     data = (CORPUS / "underscore-digits.csv").read_bytes()
     table = ingest.from_csv(data, "u.csv", BLOBS_SCHEMA)
     assert table.column("f1").to_pylist() == [2.5, None, None, 4.5]
-    cleaned = clean.clean(table, BLOBS_SCHEMA, {"max_quarantined": 1.0})
+    cleaned = clean.clean(table, BLOBS_SCHEMA, clean_params(1.0))
     assert cleaned.kept.column("key").to_pylist() == ["u.csv:2", "u.csv:5"]
     assert cleaned.quarantined.column("reason").to_pylist() == [
         "column 'f1' has '1_000' on line 3; expected a number like '42.5' (digits 0-9, no '_')",
@@ -135,7 +135,7 @@ def test_numbers_python_reads_and_arrow_does_not_are_quarantined_with_a_reason()
     ]
     assert cleaned.report["quarantined_by_reason"] == {"unparsable value": 2}
     # Scoring reads the same way: no ArrowInvalid, the same two rows left out.
-    scored = [clean.clean(t, score.unlabelled(BLOBS_SCHEMA), {"max_quarantined": 1.0}, row_digests=False)
+    scored = [clean.clean(t, score.unlabelled(BLOBS_SCHEMA), clean_params(1.0), row_digests=False)
               for t in score.read("u.csv", data, score.unlabelled(BLOBS_SCHEMA))]  # fmt: skip
     assert [c.kept.num_rows for c in scored] == [2]
 
@@ -156,7 +156,7 @@ EURO_SCHEMA = BLOBS_SCHEMA | {
 
 def test_decimal_commas_are_read_where_the_file_shows_them():
     data = (CORPUS / "european.csv").read_bytes()
-    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", EURO_SCHEMA), EURO_SCHEMA, {"max_quarantined": 0.0})
+    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", EURO_SCHEMA), EURO_SCHEMA, clean_params(0.0))
     kept = cleaned.kept
     assert kept.column("f1").to_pylist() == [7599.74, 12.5, 3.0]
     assert kept.column("f2").to_pylist() == [1000.0, 2500.0, 4.0]  # the file's other columns decide
@@ -167,7 +167,7 @@ def test_decimal_commas_are_read_where_the_file_shows_them():
 def test_a_declared_decimal_mark_wins_and_what_it_cannot_read_is_quarantined():
     data = (CORPUS / "european.csv").read_bytes()
     schema = EURO_SCHEMA | {"decimal": {"f1": ".", "amount": "."}}
-    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", schema), schema, {"max_quarantined": 1.0})
+    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", schema), schema, clean_params(1.0))
     assert cleaned.kept.column("key").to_pylist() == ["eu.csv:4"]
     assert cleaned.kept.column("amount").to_pylist() == [1.5]  # '1.500' under '.'
     assert cleaned.quarantined.column("reason").to_pylist() == [
@@ -188,7 +188,7 @@ def _with_schema(extra: dict) -> dict:
 def test_a_number_nothing_decides_is_quarantined_not_guessed():
     data = b"kind;f1;f2;amount\na;1.000;2;12\nb;3;4;1,500\nc;5;6;7\n"
     schema = BLOBS_SCHEMA | {"features": ["f1", "f2", "amount"], "parse": {"amount": "money"}, "range": None}
-    cleaned = clean.clean(ingest.from_csv(data, "s.csv", schema), schema, {"max_quarantined": 1.0})
+    cleaned = clean.clean(ingest.from_csv(data, "s.csv", schema), schema, clean_params(1.0))
     assert cleaned.kept.column("key").to_pylist() == ["s.csv:4"]
     assert cleaned.quarantined.column("reason").to_pylist() == [
         "column 'f1' has '1.000' on line 2, which is 1 with '.' as decimal mark or 1000 with ',' as decimal mark; "
@@ -199,7 +199,7 @@ def test_a_number_nothing_decides_is_quarantined_not_guessed():
     assert cleaned.report["quarantined_by_reason"] == {"ambiguous number": 2}
     # Another column that shows the file's mark ('2.5') decides the cells that alone cannot.
     shown = ingest.from_csv(data.replace(b";2;", b";2.5;"), "s.csv", schema)
-    assert clean.clean(shown, schema, {"max_quarantined": 0.0}).kept.column("amount").to_pylist() == [12, 1500, 7]
+    assert clean.clean(shown, schema, clean_params(0.0)).kept.column("amount").to_pylist() == [12, 1500, 7]
 
 
 def test_money_and_number_follow_the_columns_convention():

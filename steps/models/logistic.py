@@ -40,7 +40,7 @@ def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEp
     ``spec['warnings']``."""
     spec["model"] = spec["model"] | {"hidden": []}
     params = dict(params)
-    if params.get("weight_decay") is None:
+    if params["weight_decay"] is None:
         params["weight_decay"] = default_weight_decay(len(data.x_train), len(spec["classes"]))
         spec["weight_decay"] = {"value": params["weight_decay"], "rule": "unset: scikit-learn's C=1, 2/n (two "
                                 "classes) or 1/n per train row"}  # fmt: skip

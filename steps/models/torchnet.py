@@ -65,7 +65,7 @@ def _optimizer(params: dict[str, Any], weights) -> torch.optim.Optimizer:
                                  tolerance_change=1e-12, line_search_fn="strong_wolfe")  # fmt: skip
     if params["optimizer"] not in kinds:
         raise BadInput(f"train: optimizer is {params['optimizer']!r}; expected one of {sorted(kinds)} or 'lbfgs'")
-    return kinds[params["optimizer"]](weights, lr=params["lr"], weight_decay=params.get("weight_decay") or 0.0)
+    return kinds[params["optimizer"]](weights, lr=params["lr"], weight_decay=params["weight_decay"] or 0.0)
 
 
 LBFGS_ITERATIONS = 20  # per epoch: an epoch of L-BFGS is this many full-batch iterations
@@ -149,7 +149,7 @@ def fit(
             total = torch.zeros((), device=device)
             if lbfgs:
                 total += _lbfgs_epoch(
-                    net, optimizer, loss_fn, x_train, y_train, params.get("weight_decay") or 0.0
+                    net, optimizer, loss_fn, x_train, y_train, params["weight_decay"] or 0.0
                 ) * len(x_train)
             for i in range(0, len(x_train), batch) if not lbfgs else ():
                 idx = perm[i : i + batch]
