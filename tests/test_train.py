@@ -2,7 +2,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 import torch
-from conftest import BLOBS_SCHEMA, TINY_MODEL, TINY_TRAIN, blobs_sets, needs_avx2
+import yaml
+from conftest import BLOBS_SCHEMA, ROOT, TINY_MODEL, TINY_TRAIN, blobs_sets, needs_avx2
 
 from flows import config
 from steps import BadInput, models, split, train
@@ -146,3 +147,21 @@ def test_every_cairn_process_trains_with_the_avx2_kernels():
     probe = "import flows, torch; print(torch.backends.cpu.get_cpu_capability())"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "AVX2"  # on any x86-64 CPU with AVX2, AVX-512 or not
+
+
+def test_a_workload_that_leaves_out_optional_settings_trains_with_params_defaults(sets, tmp_path):
+    """The train stage hands its step the sections with config's defaults filled in: no KeyError for
+    a workload without patience or weight_decay, and the normalisation params' model documents."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    iris = params["workloads"]["iris"]
+    for key in ("patience", "weight_decay", "schedule", "monitor", "threshold"):
+        iris["train"].pop(key)
+    iris["model"].pop("normalize")
+    params["workloads"], params["score"] = {"iris": iris}, {}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    workload = config.workload("iris", tmp_path / "params.yaml")
+    model, settings = workload.settings("model") | {"hidden": [8]}, workload.settings("train") | {"epochs": 3}
+    fitted = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, model, settings)
+    assert fitted.spec["model"]["normalize"] == "feature"
+    x = models.features(sets["train"], BLOBS_SCHEMA, fitted.spec["encoding"])
+    assert np.allclose(fitted.arrays["mean"], x.mean(0), rtol=1e-4)  # fitted per feature, as 'feature' says
