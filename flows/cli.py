@@ -75,7 +75,7 @@ def _prune(args: argparse.Namespace) -> None:
 def _verify(args: argparse.Namespace) -> None:
     from flows import config
     from flows.storage import datums
-    from flows.storage.raw import read_bytes
+    from flows.storage.raw import sha256
 
     under = None
     if args.workloads:
@@ -85,7 +85,7 @@ def _verify(args: argparse.Namespace) -> None:
             entry = params.workload(name)
             under += [Path("data") / name, Path(entry.raw)] + ([params.inbox(name)] if name in params.score else [])
     damaged = datums.scrub(args.dry_run)
-    checked, wrong, stale = datums.verify_hashes(read_bytes, under, args.dry_run)
+    checked, wrong, stale = datums.verify_hashes(sha256, under, args.dry_run)
     done = "reported only (--dry-run)" if args.dry_run else "removed"
     print(f"{datums.ROOT}: checked every stored datum's sizes and sha256: {len(damaged)} damaged"
           + (f", {done}" if damaged else ""))  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,14 +16,20 @@ import pyarrow.parquet as pq
 from flows import config, fanout
 from flows.storage import datums
 from flows.storage.files import replace_dir, write_atomic, write_json
-from flows.storage.raw import NOT_DATA, TEXT, file_name, kind, read_bytes
-from flows.storage.tables import parquet_bytes
+from flows.storage.raw import NOT_DATA, TEXT, file_name, kind, opened, read_bytes
+from flows.storage.raw import sha256 as raw_sha256
+from flows.storage.tables import ParquetAppender, parquet_bytes
 from flows.tracking import log, report, stage_flow
 from steps import ingest as steps
 from steps import sources
 from steps.errors import BadInput
+from steps.tally import Profile
 
 READERS = dict.fromkeys(TEXT, steps.from_csv) | {".parquet": steps.from_parquet}
+# A delimited text file bigger than this (a compressed one counted at 8x its size) is read a block
+# at a time (steps.ingest.csv_stream) and written a block at a time, so that memory holds a few
+# blocks, not the file (~5x its size read whole); smaller ones are read whole, which is faster.
+STREAM_ABOVE = 256 << 20
 
 
 def partitions(raw: Path) -> tuple[list[Path], list[Path]]:
@@ -67,12 +75,6 @@ def as_text_label(table: pa.Table, label: str) -> pa.Table:
     return table.set_column(i, pa.field(label, pa.string()), pc.cast(table.column(label), pa.string()))
 
 
-def load(path: Path) -> bytes:
-    """What a partition's datum key and its computation read: the decompressed bytes (a
-    source.json manifest as it is)."""
-    return path.read_bytes() if path.name == "source.json" else read_bytes(path)
-
-
 def datum_key(name: str, data: bytes | str, params: dict) -> str:
     """The datum of raw file ``name`` (its bytes, or their sha256 in hex)."""
     return datums.key("ingest", name, data, {"schema": params.settings("schema"), "source": params.settings("source")})
@@ -107,6 +109,34 @@ def compute(name: str, data: bytes, params: dict) -> Parts:
     return parts
 
 
+def streams(path: Path) -> bool:
+    """Whether ingest reads ``path`` a block at a time (``STREAM_ABOVE``)."""
+    suffix, compression = kind(path)
+    return suffix in TEXT and path.stat().st_size * (8 if compression else 1) > STREAM_ABOVE
+
+
+def compute_streamed(path: Path, name: str, params: config.Workload) -> Parts:
+    """One big text file as its one partition, read and written a block at a time: the Parquet
+    file is staged beside the datum store (``store`` moves it in), its profile added up block by
+    block. Rows, keys, parsing and problems are those of the whole-file reader."""
+    schema, info, profile = params.settings("schema"), {}, Profile()
+    fd, staged_name = tempfile.mkstemp(dir=datums.staging("ingest"), suffix=".parquet")
+    os.close(fd)
+    staged = Path(staged_name)
+    writer = ParquetAppender(staged)
+    try:
+        with opened(path) as stream:
+            for table in steps.csv_stream(stream.read, name, schema, steps.STREAM_BLOCK, info):
+                writer.write(table, f"ingest: {name}")
+                profile.add(Profile.summary(table))
+        writer.close(table.schema)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    how = {"format": "delimited text", **info}
+    return {name: (staged, how, json.loads(json.dumps(profile.result(), default=str)))}
+
+
 def fetch(datum: str) -> Parts | None:
     """A file's partitions as the datum store (flows/storage/datums.py) has them (the stored
     Parquet files, not read), or None."""
@@ -127,18 +157,22 @@ def all_parts(usable: list[Path], raw: Path, params: dict) -> Iterator[tuple[str
     computed by the fan-out runner in batches, as they come back."""
     misses = []
     # An unchanged raw file is not even read: its sha256 is remembered by inode, size and mtime.
-    for path, sha256 in zip(usable, datums.file_sha256(usable, load), strict=True):
+    for path, sha256 in zip(usable, datums.file_sha256(usable, raw_sha256), strict=True):
         name = file_name(path, raw)
         datum = datum_key(name, sha256, params)
         if (parts := fetch(datum)) is not None:
             yield name, parts, True
+        elif streams(path):  # here, a block at a time: a batch of its own would hold it whole
+            log().info("ingest: %s is %.0f MB: read a block at a time", name, path.stat().st_size / 1e6)
+            keep(datum, compute_streamed(path, name, params))
+            yield name, fetch(datum), False
         else:
             misses.append((path, name, datum, path.stat().st_size))
     run = config.load().execution
     plan = fanout.batches(misses, [size for *_, size in misses], run)
     if misses:
         log().info("ingest: %d raw file(s) to compute in %d batch(es) on %s", len(misses), len(plan), run.runner)
-    payloads = ((params, [(name, load(path)) for path, name, _, _ in batch]) for batch in plan)
+    payloads = ((params, [(name, read_bytes(path)) for path, name, _, _ in batch]) for batch in plan)
     for batch, results in zip(plan, fanout.fan_out(compute_batch, payloads, "ingest", run), strict=True):
         for (_, name, datum, _), parts in zip(batch, results, strict=True):
             keep(datum, parts)

@@ -32,6 +32,7 @@ from flows import config, fanout
 from flows.storage import datums
 from flows.storage.files import replace_dir, write_atomic, write_json
 from flows.storage.raw import NOT_DATA, file_name, kind, read_bytes
+from flows.storage.raw import sha256 as raw_sha256
 from flows.storage.tables import parquet_bytes, require
 from flows.tracking import log, report, stage_flow
 from steps import score as steps
@@ -95,7 +96,7 @@ def scored_datums(files: list[Path], inbox: Path, model: Model) -> tuple[list[Pa
     names = [file_name(p, inbox) for p in files]
     scorer = {"model_sha256": model.sha256, "model_version": model.version}
     keys = [datums.key("score", name, content, scorer)
-            for name, content in zip(names, datums.file_sha256(files, read_bytes), strict=True)]  # fmt: skip
+            for name, content in zip(names, datums.file_sha256(files, raw_sha256), strict=True)]  # fmt: skip
     misses = [(p, n, k, p.stat().st_size) for p, n, k in zip(files, names, keys, strict=True)
               if datums.folder("score", k) is None]  # fmt: skip
     run = config.load().execution

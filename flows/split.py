@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from flows import config
 from flows.storage import datums
 from flows.storage.files import replace_dir, write_json
+from flows.storage.raw import sha256 as raw_sha256
 from flows.storage.tables import parquet_bytes, require
 from flows.tracking import report, stage_flow
 from steps import split as steps
@@ -48,7 +49,7 @@ def split(workload: str, clean: Path, out: Path) -> dict:
     with replace_dir(out) as tmp:
         for name in steps.SETS:
             (tmp / name).mkdir()
-        for file, sha256 in zip(files, datums.file_sha256(files, Path.read_bytes), strict=True):
+        for file, sha256 in zip(files, datums.file_sha256(files, raw_sha256), strict=True):
             part = dealt(file, sha256, label, params.settings("split"))
             for name in steps.SETS:
                 datums.link(part[f"{name}.parquet"], tmp / name / file.name)

@@ -16,11 +16,12 @@ import pyarrow.compute as pc
 from steps.errors import IngestError
 from steps.read.builtin import MNIST_PACKAGE, iris, mnist
 from steps.read.columns import partition_stem
-from steps.read.delimited import csv_chunks, csv_stream, from_csv
+from steps.read.delimited import STREAM_BLOCK, csv_chunks, csv_stream, from_csv
 from steps.read.parquet import from_parquet, parquet_row_groups
 
 __all__ = [
     "MNIST_PACKAGE",
+    "STREAM_BLOCK",
     "IngestError",
     "csv_chunks",
     "csv_stream",

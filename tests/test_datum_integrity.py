@@ -17,6 +17,7 @@ import pytest
 from conftest import blobs_csv, from_scratch, lock_entries, only_workloads, run
 
 from flows.storage import datums
+from flows.storage.raw import sha256 as raw_sha256
 
 
 def flip_byte(path: Path) -> None:
@@ -108,10 +109,10 @@ def test_file_sha256_rebuilds_a_state_file_sqlite_cannot_read(store: Path, caplo
     datums.STATE.parent.mkdir(parents=True)
     datums.STATE.write_bytes(b"not a database at all" * 100)
     with caplog.at_level(logging.WARNING, "cairn"):
-        assert datums.file_sha256([store / "a.csv"], Path.read_bytes) == [hashlib.sha256(b"x\n1\n").hexdigest()]
+        assert datums.file_sha256([store / "a.csv"], raw_sha256) == [hashlib.sha256(b"x\n1\n").hexdigest()]
     assert "state.sqlite is damaged" in caplog.text
     reads = []
-    assert datums.file_sha256([store / "a.csv"], lambda p: reads.append(p) or p.read_bytes())
+    assert datums.file_sha256([store / "a.csv"], lambda p: reads.append(p) or raw_sha256(p))
     assert reads == []  # remembered again in the rebuilt file
 
 
@@ -162,14 +163,14 @@ def test_verify_reports_and_removes_a_damaged_datum_and_a_file_edited_in_place(s
     raw.mkdir(parents=True)
     (raw / "a.csv").write_text("x\n1\n")
     (store / "other.csv").write_text("x\n9\n")
-    first = datums.file_sha256([raw / "a.csv", store / "other.csv"], Path.read_bytes)
+    first = datums.file_sha256([raw / "a.csv", store / "other.csv"], raw_sha256)
     # Edited in place keeping its size and mtime: the remembered hash is what the runs see (the
     # same shortcut as DVC's state); verify catches it.
     st = (raw / "a.csv").stat()
     with (raw / "a.csv").open("r+") as f:
         f.write("x\n2\n")
     os.utime(raw / "a.csv", ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert datums.file_sha256([raw / "a.csv"], Path.read_bytes) == first[:1]
+    assert datums.file_sha256([raw / "a.csv"], raw_sha256) == first[:1]
 
     cmd = [sys.executable, "-m", "flows", "verify"]
     dry = run([*cmd, "--dry-run"], store, check=False)
@@ -179,13 +180,13 @@ def test_verify_reports_and_removes_a_damaged_datum_and_a_file_edited_in_place(s
         f"1 damaged, reported only (--dry-run)\n  damaged: {bad} (partition part-2.csv): 0.parquet has sha256" in said
     )
     assert f"checked 2 remembered file hash(es): 1 wrong, reported only (--dry-run)\n  wrong: {raw / 'a.csv'}: " in said
-    assert bad.exists() and datums.file_sha256([raw / "a.csv"], Path.read_bytes) == first[:1]
+    assert bad.exists() and datums.file_sha256([raw / "a.csv"], raw_sha256) == first[:1]
 
     done = run(cmd, store, check=False)
     assert done.returncode == 1
     assert "1 damaged, removed" in done.stdout and "1 wrong, forgotten" in done.stdout
     assert not bad.exists() and good.exists()
-    assert datums.file_sha256([raw / "a.csv"], Path.read_bytes) == [hashlib.sha256(b"x\n2\n").hexdigest()]
+    assert datums.file_sha256([raw / "a.csv"], raw_sha256) == [hashlib.sha256(b"x\n2\n").hexdigest()]
     assert (raw / "a.csv").stat().st_mtime_ns > st.st_mtime_ns  # so that DVC hashes it again too
 
     again = run(cmd, store)
@@ -197,12 +198,12 @@ def test_verify_of_a_workload_checks_the_hashes_of_its_files_only(store: Path):
         (store / f"data/{name}/raw").mkdir(parents=True)
         (store / f"data/{name}/raw/a.csv").write_text("x\n1\n")
     files = [store / f"data/{name}/raw/a.csv" for name in ("blobs", "iris")]
-    datums.file_sha256(files, Path.read_bytes)
+    datums.file_sha256(files, raw_sha256)
     for f in files:  # both edited in place, size and mtime kept
         st = f.stat()
         f.write_text("x\n2\n")
         os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
-    checked, wrong, stale = datums.verify_hashes(Path.read_bytes, [Path("data/blobs")])
+    checked, wrong, stale = datums.verify_hashes(raw_sha256, [Path("data/blobs")])
     assert (checked, [w[0] for w in wrong], stale) == (1, [str(files[0])], 0)
 
 

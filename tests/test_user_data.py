@@ -341,3 +341,42 @@ def test_a_file_read_a_block_at_a_time_gives_what_it_gives_read_whole(name, bloc
     streamed = pa.concat_tables(ingest.csv_stream(io.BytesIO(data).read, name, schema, block, info))
     assert streamed.sort_by("key").equals(whole.sort_by("key"))
     assert info == whole_info
+
+
+def test_the_ingest_stage_reads_a_big_text_file_a_block_at_a_time(tmp_path: Path, monkeypatch, caplog):
+    """Above STREAM_ABOVE a text file is read and written a block at a time: the partition holds
+    the rows, keys and problems of a whole read (in row groups, one or more a block), read.json
+    says what a whole read says, and the datum is stored and reused as any other."""
+    from conftest import blobs_csv, only_workloads
+
+    from flows import ingest as flow
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(only_workloads("blobs")))
+    raw = tmp_path / "data/blobs/raw"
+    raw.mkdir(parents=True)
+    lines = blobs_csv(3000, seed=0, bad={7: "", 1500: "inf"}).splitlines(keepends=True)
+    lines.insert(2000, "1.0,2.0,3.0,a\n")  # a malformed line in the middle
+    lines.insert(2500, "\n")
+    data = "".join(lines).encode()
+    (raw / "big.csv").write_bytes(data)
+    monkeypatch.setattr(flow, "STREAM_ABOVE", len(data) // 2)
+    monkeypatch.setattr(flow.steps, "STREAM_BLOCK", 8192)
+    out = tmp_path / "data/blobs/ingest"
+    with caplog.at_level("INFO", "cairn"):
+        summary = flow.ingest.fn("blobs", raw, out)
+    assert "big.csv is 0 MB: read a block at a time" in caplog.text
+    whole_info = {}
+    whole = ingest.from_csv(data, "big.csv", BLOBS_SCHEMA, whole_info)
+    streamed = pq.read_table(out / "big.parquet")
+    assert pq.ParquetFile(out / "big.parquet").num_row_groups > 1
+    # (a malformed line comes after its block's rows, not after the file's)
+    assert streamed.sort_by("key").to_pylist() == whole.sort_by("key").to_pylist()
+    read = json.loads((out / "read.json").read_text())["partitions"]["big"]
+    assert read == whole_info | {"format": "delimited text"}
+    assert (summary["rows"], summary["files_computed"]) == (whole.num_rows, 1)
+    profile = json.loads((out / "profile.json").read_text())["big"]
+    assert profile["f1"]["mean"] == pytest.approx(ingest.profile(whole)["f1"]["mean"])
+    assert not list(Path(".cairn/staging/ingest").iterdir())  # moved into the store, nothing left
+    again = flow.ingest.fn("blobs", raw, out)
+    assert (again["files_reused"], pq.read_table(out / "big.parquet").equals(streamed)) == (1, True)

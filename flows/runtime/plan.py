@@ -34,15 +34,16 @@ def reasons(status: list) -> list[str]:
 def ingest_files(workload: str) -> dict[str, int]:
     """{'compute': n, 'reuse': m}: the raw files of ``workload`` that ingest will parse, and those
     whose result the datum store already has."""
-    from flows.ingest import datum_key, file_name, load, partitions
+    from flows.ingest import datum_key, file_name, partitions
     from flows.storage import datums
+    from flows.storage import raw as raw_files
 
     params = config.workload(workload)
     raw = Path(params.raw)
     counts = {"compute": 0, "reuse": 0}
     files = partitions(raw)[0]
     # An unchanged raw file is not read again: its sha256 is remembered by inode, size and mtime.
-    for path, sha256 in zip(files, datums.file_sha256(files, load), strict=True):
+    for path, sha256 in zip(files, datums.file_sha256(files, raw_files.sha256), strict=True):
         datum = datum_key(file_name(path, raw), sha256, params)
         counts["reuse" if datums.has("ingest", datum) else "compute"] += 1
     return counts

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.storage import code
-from flows.storage.files import write_atomic
+from flows.storage.files import commit, write_atomic
 from steps import BadInput
 
 ROOT = Path(".cairn") / "datums"
@@ -75,23 +75,23 @@ _TABLE = ("CREATE TABLE IF NOT EXISTS sha256 (path TEXT, ino INT, size INT, mtim
           "PRIMARY KEY (path, ino, size, mtime_ns))")  # fmt: skip
 
 
-def file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
-    """The sha256 of ``read(path)`` for each path, remembered by the file's inode, size and
-    modification time as DVC's own state does: an unchanged file is not read again (an append
+def file_sha256(paths: list[Path], sha256: Callable[[Path], str]) -> list[str]:
+    """``sha256(path)`` (hex, of the bytes as the stage reads them) for each path, remembered by
+    the file's inode, size and modification time as DVC's own state does: an unchanged file is not read again (an append
     to a folder of 100 files reads one). A file changed in place gets a new mtime, so a new hash;
     one edited in place that keeps its size and mtime is not read again (DVC's rule too):
     ``verify`` finds it. A damaged state file is removed and rebuilt (every file hashed once)."""
     try:
-        return _file_sha256(paths, read)
+        return _file_sha256(paths, sha256)
     except sqlite3.DatabaseError as err:
         if not _state_damaged(err):
             raise
         log().warning("%s is damaged (%s): removed; it is rebuilt as the files are hashed again", STATE, err)
         _remove_state()
-        return _file_sha256(paths, read)
+        return _file_sha256(paths, sha256)
 
 
-def _file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
+def _file_sha256(paths: list[Path], sha256: Callable[[Path], str]) -> list[str]:
     stats = [p.stat() for p in paths]
     ids = [(str(p.resolve()), st.st_ino, st.st_size, st.st_mtime_ns) for p, st in zip(paths, stats, strict=True)]
     STATE.parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def _file_sha256(paths: list[Path], read: Callable[[Path], bytes]) -> list[str]:
         out = []
         for path, id_ in zip(paths, ids, strict=True):
             if (found := known.get(id_)) is None:
-                found = hashlib.sha256(read(path)).hexdigest()
+                found = sha256(path)
                 db.execute("DELETE FROM sha256 WHERE path = ?", (id_[0],))
                 db.execute("INSERT INTO sha256 VALUES (?, ?, ?, ?, ?)", (*id_, found))
             out.append(found)
@@ -206,17 +206,32 @@ def fetch(stage: str, datum: str) -> dict[str, bytes] | None:
     return None if files is None else {n: p.read_bytes() for n, p in files.items()}
 
 
-def store(stage: str, datum: str, files: dict[str, bytes | str]) -> None:
-    """Keep ``files`` under ``datum``; the manifest (each file's size and sha256, the partition's
-    name) is written last, so a killed store is a miss."""
+def store(stage: str, datum: str, files: dict[str, bytes | str | Path]) -> None:
+    """Keep ``files`` under ``datum`` (bytes, or a file written beside the store, moved in: a
+    partition too big to hold in memory); the manifest (each file's size and sha256, the
+    partition's name) is written last, so a killed store is a miss."""
     folder = _folder(stage, datum)
-    blobs = {name: data.encode() if isinstance(data, str) else data for name, data in files.items()}
-    for name, data in blobs.items():
-        write_atomic(folder / name, data)
-    recorded = {name: {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} for name, data in blobs.items()}
+    recorded = {}
+    for name, data in files.items():
+        if isinstance(data, Path):
+            folder.mkdir(parents=True, exist_ok=True)
+            recorded[name] = {"size": data.stat().st_size, "sha256": _sha256(data)}
+            commit(data, folder / name)
+        else:
+            blob = data.encode() if isinstance(data, str) else data
+            write_atomic(folder / name, blob)
+            recorded[name] = {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     manifest = {"partition": _PARTITIONS.get(datum), "files": recorded}
     write_atomic(folder / MANIFEST, json.dumps(manifest, sort_keys=True))
     _VERIFIED.add(folder)
+
+
+def staging(stage: str) -> Path:
+    """A folder for files written a piece at a time before ``store`` moves them in (on the store's
+    file system, so the move is a rename)."""
+    path = ROOT.parent / "staging" / stage  # beside the store, not in it: scrub and prune see datums only
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def folder(stage: str, datum: str) -> Path | None:
@@ -319,10 +334,10 @@ def scrub(dry_run: bool = False) -> list[tuple[Path, str, str]]:
     return out
 
 
-def verify_hashes(read: Callable[[Path], bytes], under: list[Path] | None = None,
+def verify_hashes(sha256: Callable[[Path], str], under: list[Path] | None = None,
                   dry_run: bool = False) -> tuple[int, list[tuple[str, str]], int]:  # fmt: skip
-    """Check the remembered file hashes (``STATE``) against the bytes, ``read`` reading a file as
-    the stages that hashed it do (decompressed); only files under ``under`` when given. A file
+    """Check the remembered file hashes (``STATE``) against the bytes, ``sha256`` hashing a file as
+    the stages that hashed it read it (decompressed); only files under ``under`` when given. A file
     whose inode, size and mtime still match its row but whose bytes do not was edited in place
     keeping its size and mtime (or the row is damaged): unless ``dry_run``, its row is forgotten
     and its mtime set to now, so that cairn and DVC (whose state keeps the same shortcut) hash it
@@ -339,7 +354,7 @@ def verify_hashes(read: Callable[[Path], bytes], under: list[Path] | None = None
             db.execute(_TABLE)
             if (result := db.execute("PRAGMA integrity_check").fetchone()[0]) != "ok":
                 raise sqlite3.DatabaseError(result)
-            for path, ino, size, mtime_ns, sha256 in db.execute("SELECT * FROM sha256").fetchall():
+            for path, ino, size, mtime_ns, remembered in db.execute("SELECT * FROM sha256").fetchall():
                 if roots is not None and not any(path == r or path.startswith(r + os.sep) for r in roots):
                     continue
                 checked += 1
@@ -351,8 +366,8 @@ def verify_hashes(read: Callable[[Path], bytes], under: list[Path] | None = None
                 if (st.st_ino, st.st_size, st.st_mtime_ns) != (ino, size, mtime_ns):
                     stale.append(path)
                     continue
-                if (now := hashlib.sha256(read(Path(path))).hexdigest()) != sha256:
-                    wrong.append((path, f"remembered sha256 {sha256[:16]}... but its bytes have {now[:16]}... "
+                if (now := sha256(Path(path))) != remembered:
+                    wrong.append((path, f"remembered sha256 {remembered[:16]}... but its bytes have {now[:16]}... "
                                         "(edited in place keeping its size and mtime, or a damaged row)"))  # fmt: skip
             if not dry_run:
                 db.executemany("DELETE FROM sha256 WHERE path = ?", [(p,) for p in stale + [w[0] for w in wrong]])

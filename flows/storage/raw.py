@@ -3,7 +3,11 @@ compression (from the name, in any case), their bytes decompressed, and their na
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 
@@ -28,16 +32,52 @@ def kind(path: Path) -> tuple[str | None, str | None]:
     return (suffix, compression) if suffix in FORMATS else (None, None)
 
 
+BLOCK = 16 << 20  # bytes read at a time where a file is streamed, not read whole
+
+
 def read_bytes(path: Path) -> bytes:
     """The bytes of a partition file, decompressed."""
+    with opened(path) as stream:
+        return stream.read()
+
+
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[BinaryIO]:
+    """A partition file as a binary stream of its decompressed bytes; a file that is not the
+    compressed file its name says is a BadInput naming it."""
     compression = kind(path)[1]
     if compression is None:
-        return path.read_bytes()
+        with open(path, "rb") as f:
+            yield f
+        return
     try:
-        with pa.input_stream(str(path), compression=compression) as stream:
-            return stream.read()
+        stream = pa.input_stream(str(path), compression=compression)
     except (OSError, pa.ArrowInvalid) as err:
         raise BadInput(f"ingest: {path} is not a readable {compression} file: {err}") from None
+    with stream:  # errors of the caller's own work pass through as they are
+        yield _Checked(stream, path, compression)
+
+
+class _Checked:
+    """A decompressing stream whose read errors name the file (Arrow's alone do not)."""
+
+    def __init__(self, stream, path: Path, compression: str) -> None:
+        self.stream, self.path, self.compression = stream, path, compression
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self.stream.read() if size < 0 else self.stream.read(size)
+        except (OSError, pa.ArrowInvalid) as err:
+            raise BadInput(f"ingest: {self.path} is not a readable {self.compression} file: {err}") from None
+
+
+def sha256(path: Path) -> str:
+    """The sha256 (hex) of a partition file's decompressed bytes, read a block at a time."""
+    digest = hashlib.sha256()
+    with opened(path) as stream:
+        while block := stream.read(BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def file_name(path: Path, raw: Path) -> str:

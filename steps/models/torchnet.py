@@ -148,9 +148,9 @@ def fit(
             perm = torch.randperm(len(x_train), generator=order).to(device)
             total = torch.zeros((), device=device)
             if lbfgs:
-                total += _lbfgs_epoch(
-                    net, optimizer, loss_fn, x_train, y_train, params["weight_decay"] or 0.0
-                ) * len(x_train)
+                total += _lbfgs_epoch(net, optimizer, loss_fn, x_train, y_train, params["weight_decay"] or 0.0) * len(
+                    x_train
+                )
             for i in range(0, len(x_train), batch) if not lbfgs else ():
                 idx = perm[i : i + batch]
                 optimizer.zero_grad()
