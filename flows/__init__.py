@@ -13,5 +13,7 @@ if CPU_ISA != "native":
 
 # A tool that handles private data does not phone home by default: Prefect's client-side usage
 # telemetry (sent when prefect is imported) is off unless the user sets DO_NOT_TRACK=0. The
-# server's analytics are off in flows/service/server.py, DVC's in .dvc/config.
+# server's analytics are off in flows/service/server.py, DVC's in .dvc/config (`make init` writes
+# it) and in every process cairn starts (DVC would fork an analytics daemon for each command).
 _os.environ.setdefault("DO_NOT_TRACK", "1")
+_os.environ.setdefault("DVC_NO_ANALYTICS", "1")

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from steps import BadInput
-from steps.evaluate import decide
+from steps.models import decide
 
 
 class PublishError(BadInput):

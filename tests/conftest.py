@@ -180,6 +180,7 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], path)
     run(["dvc", "init", "-q"], path)
+    run(["dvc", "config", "core.analytics", "false"], path)  # as `make init` does: no daemon per command
     run(git + ["add", "-A"], path)
     # A fixed date: two repos made from the same files get the same commit, as two clones would.
     date = "2026-01-01T00:00:00+00:00"
