@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from flows import config, fanout
 from flows.storage import datums
 from flows.storage.files import commit, replace_dir, staged, write_atomic, write_json
+from flows.storage.raw import sha256 as raw_sha256
 from flows.storage.tables import ParquetAppender, parquet_bytes
 from flows.tracking import attach, log, report, stage_flow
 from steps import clean as steps
@@ -60,7 +61,7 @@ def checked_partitions(files: list[Path], schema: dict) -> tuple[list[str], list
     """The datum key and folder of each ingested partition's checks, in order (computing the
     missing ones on the fan-out runner), and how many were reused. An ingested file's hash is
     remembered by its inode and mtime (ingest links reused partitions): not read again."""
-    shas = datums.file_sha256(files, Path.read_bytes)
+    shas = datums.file_sha256(files, raw_sha256)
     keys = [datum_key(f.stem, sha, schema) for f, sha in zip(files, shas, strict=True)]
     misses = [(f, k) for f, k in zip(files, keys, strict=True) if datums.folder("clean", k) is None]
     run = config.load().execution

@@ -104,6 +104,8 @@ def _file_sha256(paths: list[Path], sha256: Callable[[Path], str]) -> list[str]:
         for path, id_ in zip(paths, ids, strict=True):
             if (found := known.get(id_)) is None:
                 found = sha256(path)
+                if not (isinstance(found, str) and len(found) == 64):
+                    raise TypeError(f"file_sha256: {sha256!r} gave {type(found).__name__}, not a sha256 in hex")
                 db.execute("DELETE FROM sha256 WHERE path = ?", (id_[0],))
                 db.execute("INSERT INTO sha256 VALUES (?, ?, ?, ?, ?)", (*id_, found))
             out.append(found)
