@@ -139,18 +139,40 @@ def spilled(rows: int, bucket_rows: int = BUCKET_ROWS) -> Callable[[Iterable[Dig
     return group
 
 
+def rare_classes(folders: list[Path], schema: dict, min_rows: int) -> dict:
+    """The rare classes over every partition (steps.clean.rare_classes), from each partition's
+    checked rows, one label column at a time; none when the label is not a text label."""
+    if not min_rows or not folders:
+        return {}
+    label = steps.learned_label(pq.read_schema(folders[0] / "parsed.parquet").empty_table(), schema)
+    if label is None:
+        return {}
+    counts: dict = {}
+    for folder in folders:
+        parsed = pq.read_table(folder / "parsed.parquet", columns=[label])
+        checks = pq.read_table(folder / "checks.parquet", columns=["before_kind", "after_kind"])
+        for value, n in steps.class_counts(steps.Checked(parsed, checks), label).items():
+            counts[value] = counts.get(value, 0) + n
+    return steps.rare_classes(counts, min_rows)
+
+
 def settled(
-    file: Path, checked_in: Path, checked_key: str, rows: dedupe.Marks, schema: pa.Schema | None
-) -> dict[str, Path]:
-    """One partition settled under its marks: rows.parquet (kept), quarantine.parquet (when any
-    row is bad) and settle.json (counts, profile summary, first bad row). A datum too, kept by the
-    partition's checks and its marks: when an appended partition changes no earlier one's marks,
-    those are linked, not read and written again."""
-    datum = datums.key("clean-settle", file.stem, checked_key.encode() + b"|" + rows.digest(), {})
+    file: Path, checked_in: Path, checked_key: str, rows: dedupe.Marks, schema: pa.Schema | None,
+    rare: dict, min_rows: int, label: str | None,
+) -> dict[str, Path]:  # fmt: skip
+    """One partition settled under its marks and the rare classes: rows.parquet (kept),
+    quarantine.parquet (when any row is bad) and settle.json (counts, profile summary, first bad
+    row). A datum too, kept by the partition's checks, its marks and the rare classes: when an
+    appended partition changes no earlier one's, those are linked, not read and written again."""
+    marked = checked_key.encode() + b"|" + rows.digest()
+    if rare:  # only then: a partition's datum key stays as it was where no class is rare
+        marked += b"|" + json.dumps([min_rows, sorted(map(str, rare.items()))]).encode()
+    datum = datums.key("clean-settle", file.stem, marked, {})
     if (stored := datums.stored("clean-settle", datum)) is not None:
         return stored
     checked = steps.Checked(pq.read_table(checked_in / "parsed.parquet"), pq.read_table(checked_in / "checks.parquet"))
-    kept, bad, counts = steps.settle(lambda: pq.read_table(file), checked, rows)
+    rare_rows = steps.rare_rows(checked, label, rare, min_rows)
+    kept, bad, counts = steps.settle(lambda: pq.read_table(file), checked, rows, rare_rows)
     if schema is not None and not kept.schema.equals(schema):
         raise BadInput(f"clean: partition {file.name} has other columns or types than the ones before it: "
                          f"{kept.schema} vs {schema}")  # fmt: skip
@@ -175,7 +197,12 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
     read_digests, rows = digests(folders)
     dups = dedupe.duplicates(read_digests, spilled(rows))
     quarantine_repeats = params.clean.dedupe
-    tally, profile, sample = Tally(quarantine_repeats, dups.repeats), Profile(), []
+    rare = rare_classes(folders, schema, params.clean.min_class_rows)
+    if rare:
+        log().warning("clean@%s: label(s) %s have fewer than clean.min_class_rows %d rows: quarantined as rare "
+                      "classes (list the labels in schema.classes to keep them)", workload,
+                      ", ".join(f"'{c}' ({n})" for c, n in rare.items()), params.clean.min_class_rows)  # fmt: skip
+    tally, profile, sample = Tally(quarantine_repeats, dups.repeats, rare), Profile(), []
     key_of: dict[int, str] = {}
     first_bad: dict | None = None
     offset, kept_schema = 0, None
@@ -186,7 +213,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
             keys_of = lambda f=folder: pq.read_table(f / "parsed.parquet", columns=["key"]).column("key")  # noqa: E731
             marks = dedupe.marks(dups, offset, n, quarantine_repeats, key_of, keys_of)
             offset += n
-            part = settled(file, folder, key, marks, kept_schema)
+            part = settled(file, folder, key, marks, kept_schema, rare, params.clean.min_class_rows, schema["label"])
             kept = rows_tmp / f"{file.stem}.parquet"
             datums.link(part["rows.parquet"], kept)
             kept_schema = kept_schema or pq.read_schema(kept)

@@ -79,11 +79,17 @@ class Schema(Section):
     # column; null: what the cells show (steps/schema.py), and a cell such as '1.000' that nothing
     # decides is quarantined as ambiguous.
     decimal: Literal[".", ","] | dict[str, Literal[".", ","]] | None = None
+    # The labels a model may learn; a row with another label is quarantined ('unknown class').
+    # null: any label, but a text label seen in fewer than clean.min_class_rows rows is quarantined.
+    classes: list[str | int] | None = None
 
 
 class Clean(Section):
     max_quarantined: Float = Share
     dedupe: bool = False
+    # A text label in fewer rows than this (over all partitions) is quarantined as a 'rare class'
+    # (a half-written file's 'vers'), unless schema.classes lists the classes; 0: never.
+    min_class_rows: int = Field(default=2, ge=0)
 
 
 class Split(Section):

@@ -2,8 +2,9 @@
 
 No row disappears: rows in = rows kept + rows quarantined, and the report says so. A row's
 reason is the first that applies, in this order: unreadable line, repeated header line,
-duplicate key, duplicate row (with ``dedupe``), a value that does not parse, missing label,
-missing/NaN/infinite value, value out of range. Duplicates across partitions are
+duplicate key, duplicate row (with ``dedupe``), a value that does not parse, missing label, a
+label not in ``schema.classes``, missing/NaN/infinite value, value out of range, a rare class
+(a text label in fewer than ``min_class_rows`` rows in all). Duplicates across partitions are
 ``steps.dedupe``'s to find; the report adds up in ``steps.tally``.
 """
 
@@ -152,6 +153,55 @@ def _row_digest(values: tuple) -> bytes | None:
     return hashlib.blake2b(repr(same).encode(), digest_size=16).digest()
 
 
+def _unknown_classes(labels: pa.ChunkedArray, classes: list) -> list[Reason | None]:
+    """'unknown class' for each row whose label is not one of ``classes`` (schema.classes): a new
+    or cut label never reaches training silently. Labels compare as text ('1' is 1)."""
+    allowed = {str(c) for c in classes}
+    texts = pc.cast(labels, pa.string()).to_pylist()
+    listed = ", ".join(map(str, classes))
+    why = "is not one of schema.classes"
+    return [None if t is None or t in allowed else ("unknown class", f"label '{t}' {why} ({listed})") for t in texts]
+
+
+def learned_label(parsed: pa.Table, schema: dict[str, Any]) -> str | None:
+    """The label whose classes clean.min_class_rows counts: a text label, when schema.classes
+    does not list the classes (numbers may be values to fit, not classes; list them to check)."""
+    label = schema["label"]
+    if label is None or schema.get("classes") is not None or not pa.types.is_string(parsed.schema.field(label).type):
+        return None
+    return label
+
+
+def rare_classes(counts: dict[Any, int], min_rows: int) -> dict[Any, int]:
+    """The classes (label: rows) seen in fewer than ``min_rows`` rows in all (clean.min_class_rows):
+    too few to learn, and more likely a cut or mistyped label than a class."""
+    return {label: n for label, n in sorted(counts.items(), key=lambda kv: str(kv[0])) if n < min_rows}
+
+
+def class_counts(checked: Checked, label: str | None) -> dict[Any, int]:
+    """Rows per label among a partition's rows that no check refused (duplicates aside)."""
+    if label is None:
+        return {}
+    ok = pc.and_(checked.checks.column("before_kind").is_null(), checked.checks.column("after_kind").is_null())
+    counts = pc.value_counts(checked.parsed.column(label).filter(ok)).to_pylist()
+    return {c["values"]: c["counts"] for c in counts if c["values"] is not None}
+
+
+def rare_rows(checked: Checked, label: str | None, rare: dict[Any, int], min_rows: int) -> tuple[np.ndarray, list[str]]:
+    """(a mask of the rows whose label is a rare class, their reasons in order): what
+    ``settle`` quarantines as 'rare class' where no earlier reason applies."""
+    n = checked.parsed.num_rows
+    if not rare or label is None:
+        return np.zeros(n, bool), []
+    labels = checked.parsed.column(label)
+    mask = arrow.to_numpy(pc.fill_null(pc.is_in(labels, arrow.array(list(rare), labels.type)),
+                                       arrow.scalar(False, pa.bool_())))  # fmt: skip
+    texts = [f"label '{v}' has {rare[v]} row(s) in all, fewer than clean.min_class_rows {min_rows}; "
+             "list the labels in schema.classes to keep a class this small"
+             for v in labels.filter(arrow.numbers(mask)).to_pylist()]  # fmt: skip
+    return mask, texts
+
+
 def _first(*lists: list[Reason | None]) -> list[Reason | None]:
     """Per row, the first reason of the lists given in order of precedence. Bad rows are few:
     only the rows with a reason are visited in Python (itertools.compress finds them in C)."""
@@ -235,6 +285,8 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
 
     label_missing = arrow.to_numpy(parsed.column(label).is_null()) if label else np.zeros(n, bool)
     label_reasons = _rows_where(label_missing, ("missing label", f"missing label in column '{label}'"))
+    if label and schema.get("classes") is not None:
+        label_reasons = _first(label_reasons, _unknown_classes(parsed.column(label), schema["classes"]))
     if schema.get("image"):
         lo, hi = (float(v) for v in schema["range"])
         value_reasons = _image_reasons(parsed.column(schema["image"]["column"]), schema["image"]["column"], lo, hi)
@@ -268,21 +320,26 @@ def check(table: pa.Table, schema: dict[str, Any], row_digests: bool = True) -> 
 
 
 def settle(
-    ingested: Callable[[], pa.Table], checked: Checked, marks: Marks
+    ingested: Callable[[], pa.Table], checked: Checked, marks: Marks, rare: tuple[np.ndarray, list[str]] | None = None
 ) -> tuple[pa.Table, pa.Table | None, dict[str, int]]:
     """The kept rows (typed), the quarantined rows (as ``ingested()`` has them, plus 'reason'; None
-    when there are none) and the count per reason kind, of one partition under its ``marks``."""
+    when there are none) and the count per reason kind, of one partition under its ``marks`` and
+    its ``rare`` class rows (``rare_rows``), the last reason that applies."""
     n = checked.parsed.num_rows
     keys = checked.parsed.column("key")
     key_repeated, row_repeated = arrow.numbers(marks.key), arrow.numbers(marks.row)
     no_text = arrow.text(None)
     row_text = pc.replace_with_mask(pa.nulls(n, pa.string()), row_repeated, arrow.array(marks.row_text, pa.string()))
+    rare_mask, rare_texts = rare if rare is not None else (np.zeros(n, bool), [])
+    is_rare = arrow.numbers(rare_mask)
+    rare_text = pc.replace_with_mask(pa.nulls(n, pa.string()), is_rare, arrow.array(rare_texts, pa.string()))
     checks = checked.checks
     kind = pc.coalesce(
         checks.column("before_kind"),
         pc.if_else(key_repeated, arrow.text("duplicate key"), no_text),
         pc.if_else(row_repeated, arrow.text("duplicate row"), no_text),
         checks.column("after_kind"),
+        pc.if_else(is_rare, arrow.text("rare class"), no_text),
     )
     quoted = (arrow.text("duplicate key '"), keys, arrow.text("'"), arrow.text(""))  # "" joins them
     duplicate_key = pc.binary_join_element_wise(*quoted)
@@ -291,6 +348,7 @@ def settle(
         pc.if_else(key_repeated, duplicate_key, no_text),
         row_text,
         checks.column("after"),
+        rare_text,
     )
     bad = kind.is_valid()
     counts = {c["values"]: c["counts"] for c in pc.value_counts(kind.filter(bad)).to_pylist()}
@@ -309,9 +367,10 @@ def quarantine_schema(ingested: pa.Schema) -> pa.Schema:
 def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any], row_digests: bool = True) -> Cleaned:
     """Split ingested rows into kept (parsed, typed) and quarantined (as ingested, plus 'reason').
 
-    ``params``: ``max_quarantined`` (share of rows; ``check_share`` says whether it is exceeded)
-    and ``dedupe`` (quarantine rows whose values repeat an earlier row's; without it they are
-    kept and counted; without ``row_digests`` they are not even looked for). One table at once;
+    ``params``: ``max_quarantined`` (share of rows; ``check_share`` says whether it is exceeded),
+    ``min_class_rows`` (``rare_classes``) and ``dedupe`` (quarantine rows whose values repeat an
+    earlier row's; without it they are kept and counted; without ``row_digests`` they are not
+    even looked for). One table at once;
     the clean stage does the same partition by partition.
     """
     if table.num_rows == 0:
@@ -320,10 +379,12 @@ def clean(table: pa.Table, schema: dict[str, Any], params: dict[str, Any], row_d
     dups = duplicates(lambda column: [checked.checks.column(column)])
     dedupe = params["dedupe"]
     rows = marks(dups, 0, table.num_rows, dedupe, {}, lambda: checked.parsed.column("key"))
-    kept, quarantined, counts = settle(lambda: table, checked, rows)
+    rare = rare_classes(class_counts(checked, learned_label(checked.parsed, schema)), params["min_class_rows"])
+    rare_marks = rare_rows(checked, schema["label"], rare, params["min_class_rows"])
+    kept, quarantined, counts = settle(lambda: table, checked, rows, rare_marks)
     if quarantined is None:
         quarantined = pa.Table.from_batches([], quarantine_schema(table.schema))
-    tally = Tally(dedupe, dups.repeats)
+    tally = Tally(dedupe, dups.repeats, rare)
     tally.add(kept.num_rows, counts)
     return Cleaned(kept, quarantined, tally.report())
 

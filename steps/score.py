@@ -143,7 +143,9 @@ def score(name: str, data: bytes, spec: dict[str, Any], onnx: bytes, sha256: str
     for table in read(name, data, schema):
         if table.num_rows == 0:
             continue
-        cleaned = clean(table, schema, {"max_quarantined": 1.0, "dedupe": False}, row_digests=False)
+        cleaned = clean(
+            table, schema, {"max_quarantined": 1.0, "dedupe": False, "min_class_rows": 0}, row_digests=False
+        )
         scores = predict(cleaned.kept, schema, spec, onnx, sha256, version)
         hashes.append(row_hashes(cleaned.kept))
         writer = writer or pq.ParquetWriter(sink, scores.schema, compression=COMPRESSION)

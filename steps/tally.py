@@ -56,10 +56,10 @@ class Profile:
 class Tally:
     """The report of clean, added up partition by partition."""
 
-    def __init__(self, dedupe: bool, repeats: int) -> None:
+    def __init__(self, dedupe: bool, repeats: int, rare: dict | None = None) -> None:
         self.rows_in = self.rows_kept = 0
         self.by_reason: dict[str, int] = {}
-        self.dedupe, self.repeats = dedupe, repeats
+        self.dedupe, self.repeats, self.rare = dedupe, repeats, rare or {}
 
     def add(self, kept: int, quarantined: dict[str, int]) -> None:
         self.rows_in += kept + sum(quarantined.values())
@@ -78,4 +78,6 @@ class Tally:
         }
         if not self.dedupe:
             report["duplicate_rows_kept"] = self.repeats  # clean.dedupe: true quarantines them
+        if self.rare:  # only then: the report of data with no rare class stays as it was
+            report["rare_classes"] = {str(label): n for label, n in self.rare.items()}
         return report

@@ -391,6 +391,7 @@ def error_line(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def clean_params(share: float, dedupe: bool = False) -> dict:
-    """The clean section as the clean stage hands it to its step: at most ``share`` bad rows."""
-    return config.Clean(max_quarantined=share, dedupe=dedupe).model_dump()
+def clean_params(share: float, **settings) -> dict:
+    """The clean section as the clean stage hands it to its step: at most ``share`` bad rows, the
+    other ``settings`` as given or params' defaults."""
+    return config.Clean(max_quarantined=share, **settings).model_dump()

@@ -193,3 +193,28 @@ def test_the_key_a_repeated_row_names_is_forgotten_after_its_last_repeat():
     second = dedupe.marks(dups, 8, 4, True, key_of, lambda: checked[1].parsed.column("key"))
     assert second.row_text == ["duplicate of row 'a.csv:5'", "duplicate of row 'a.csv:3'"]
     assert key_of == {}
+
+
+def test_a_label_seen_once_is_a_rare_class_and_one_not_in_schema_classes_is_unknown():
+    """A half-written file's cut label ('vers' for 'versicolor') never reaches training: with no
+    schema.classes, a text label in fewer than clean.min_class_rows rows is quarantined and named
+    in the report; with schema.classes, any other label is."""
+    t = table(rows=30)
+    labels = t.column("kind").to_pylist()
+    labels[4] = "a-cut"
+    cut = t.set_column(t.schema.get_field_index("kind"), "kind", pa.array(labels))
+    result = clean.clean(cut, BLOBS_SCHEMA, clean_params(0.5))
+    assert result.report["quarantined_by_reason"] == {"rare class": 1}
+    assert result.report["rare_classes"] == {"a-cut": 1}
+    assert result.quarantined.column("reason").to_pylist() == [
+        "label 'a-cut' has 1 row(s) in all, fewer than clean.min_class_rows 2; list the labels in "
+        "schema.classes to keep a class this small"
+    ]
+    assert "a-cut" not in result.kept.column("kind").to_pylist()
+    assert "rare_classes" not in clean.clean(t, BLOBS_SCHEMA, clean_params(0.5)).report  # as it was
+    assert clean.clean(cut, BLOBS_SCHEMA, clean_params(0.5, min_class_rows=0)).report["rows_quarantined"] == 0
+    listed = clean.clean(cut, BLOBS_SCHEMA | {"classes": ["a", "b", "c"]}, clean_params(0.5))
+    assert listed.report["quarantined_by_reason"] == {"unknown class": 1}
+    assert listed.quarantined.column("reason").to_pylist() == ["label 'a-cut' is not one of schema.classes (a, b, c)"]
+    kept_small = clean.clean(cut, BLOBS_SCHEMA | {"classes": ["a", "b", "c", "a-cut"]}, clean_params(0.5))
+    assert kept_small.report["rows_quarantined"] == 0  # listed: a class this small is the user's to keep

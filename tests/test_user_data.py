@@ -127,7 +127,7 @@ def test_numbers_python_reads_and_arrow_does_not_are_quarantined_with_a_reason()
     data = (CORPUS / "underscore-digits.csv").read_bytes()
     table = ingest.from_csv(data, "u.csv", BLOBS_SCHEMA)
     assert table.column("f1").to_pylist() == [2.5, None, None, 4.5]
-    cleaned = clean.clean(table, BLOBS_SCHEMA, clean_params(1.0))
+    cleaned = clean.clean(table, BLOBS_SCHEMA, clean_params(1.0, min_class_rows=0))
     assert cleaned.kept.column("key").to_pylist() == ["u.csv:2", "u.csv:5"]
     assert cleaned.quarantined.column("reason").to_pylist() == [
         "column 'f1' has '1_000' on line 3; expected a number like '42.5' (digits 0-9, no '_')",
@@ -135,7 +135,7 @@ def test_numbers_python_reads_and_arrow_does_not_are_quarantined_with_a_reason()
     ]
     assert cleaned.report["quarantined_by_reason"] == {"unparsable value": 2}
     # Scoring reads the same way: no ArrowInvalid, the same two rows left out.
-    scored = [clean.clean(t, score.unlabelled(BLOBS_SCHEMA), clean_params(1.0), row_digests=False)
+    scored = [clean.clean(t, score.unlabelled(BLOBS_SCHEMA), clean_params(1.0, min_class_rows=0), row_digests=False)
               for t in score.read("u.csv", data, score.unlabelled(BLOBS_SCHEMA))]  # fmt: skip
     assert [c.kept.num_rows for c in scored] == [2]
 
@@ -156,7 +156,9 @@ EURO_SCHEMA = BLOBS_SCHEMA | {
 
 def test_decimal_commas_are_read_where_the_file_shows_them():
     data = (CORPUS / "european.csv").read_bytes()
-    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", EURO_SCHEMA), EURO_SCHEMA, clean_params(0.0))
+    cleaned = clean.clean(
+        ingest.from_csv(data, "eu.csv", EURO_SCHEMA), EURO_SCHEMA, clean_params(0.0, min_class_rows=0)
+    )
     kept = cleaned.kept
     assert kept.column("f1").to_pylist() == [7599.74, 12.5, 3.0]
     assert kept.column("f2").to_pylist() == [1000.0, 2500.0, 4.0]  # the file's other columns decide
@@ -167,7 +169,7 @@ def test_decimal_commas_are_read_where_the_file_shows_them():
 def test_a_declared_decimal_mark_wins_and_what_it_cannot_read_is_quarantined():
     data = (CORPUS / "european.csv").read_bytes()
     schema = EURO_SCHEMA | {"decimal": {"f1": ".", "amount": "."}}
-    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", schema), schema, clean_params(1.0))
+    cleaned = clean.clean(ingest.from_csv(data, "eu.csv", schema), schema, clean_params(1.0, min_class_rows=0))
     assert cleaned.kept.column("key").to_pylist() == ["eu.csv:4"]
     assert cleaned.kept.column("amount").to_pylist() == [1.5]  # '1.500' under '.'
     assert cleaned.quarantined.column("reason").to_pylist() == [
@@ -188,7 +190,7 @@ def _with_schema(extra: dict) -> dict:
 def test_a_number_nothing_decides_is_quarantined_not_guessed():
     data = b"kind;f1;f2;amount\na;1.000;2;12\nb;3;4;1,500\nc;5;6;7\n"
     schema = BLOBS_SCHEMA | {"features": ["f1", "f2", "amount"], "parse": {"amount": "money"}, "range": None}
-    cleaned = clean.clean(ingest.from_csv(data, "s.csv", schema), schema, clean_params(1.0))
+    cleaned = clean.clean(ingest.from_csv(data, "s.csv", schema), schema, clean_params(1.0, min_class_rows=0))
     assert cleaned.kept.column("key").to_pylist() == ["s.csv:4"]
     assert cleaned.quarantined.column("reason").to_pylist() == [
         "column 'f1' has '1.000' on line 2, which is 1 with '.' as decimal mark or 1000 with ',' as decimal mark; "
@@ -199,7 +201,11 @@ def test_a_number_nothing_decides_is_quarantined_not_guessed():
     assert cleaned.report["quarantined_by_reason"] == {"ambiguous number": 2}
     # Another column that shows the file's mark ('2.5') decides the cells that alone cannot.
     shown = ingest.from_csv(data.replace(b";2;", b";2.5;"), "s.csv", schema)
-    assert clean.clean(shown, schema, clean_params(0.0)).kept.column("amount").to_pylist() == [12, 1500, 7]
+    assert clean.clean(shown, schema, clean_params(0.0, min_class_rows=0)).kept.column("amount").to_pylist() == [
+        12,
+        1500,
+        7,
+    ]
 
 
 def test_money_and_number_follow_the_columns_convention():
@@ -296,6 +302,9 @@ def test_whitespace_only_lines_are_blank_and_unused_columns_are_named():
 
 
 def test_ingest_and_clean_reports_name_the_columns_left_out(workdir: Path):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["workloads"]["blobs"]["clean"]["min_class_rows"] = 0  # five rows: each class is small
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     raw = workdir / "raw"
     raw.mkdir()
     (raw / "r.csv").write_bytes((CORPUS / "unused-spaces-repeats.csv").read_bytes())
@@ -380,3 +389,27 @@ def test_the_ingest_stage_reads_a_big_text_file_a_block_at_a_time(tmp_path: Path
     assert not list(Path(".cairn/staging/ingest").iterdir())  # moved into the store, nothing left
     again = flow.ingest.fn("blobs", raw, out)
     assert (again["files_reused"], pq.read_table(out / "big.parquet").equals(streamed)) == (1, True)
+
+
+def test_a_cut_label_from_a_half_written_file_is_quarantined_by_the_clean_stage(workdir: Path):
+    """#27 item 7, as a file written slowly leaves it: the last row's label cut short ('c' became
+    'c-cut' here). clean's process quarantines that row as a rare class, says so in one warning
+    and names it in report.json; no class the model would learn appears from it."""
+    from conftest import blobs_csv
+
+    raw = workdir / "raw"
+    raw.mkdir()
+    (raw / "part-1.csv").write_text(blobs_csv(60, seed=1))
+    (raw / "slow.csv").write_text(blobs_csv(5, seed=2).rsplit(",", 1)[0] + ",c-cut\n")
+    out = workdir / "data/blobs/ingest"
+    assert stage(workdir, "ingest", "blobs", "--raw", str(raw), "--out", str(out)).returncode == 0
+    clean_out = workdir / "data/blobs/clean"
+    result = stage(workdir, "clean", "blobs", "--ingested", str(out), "--out", str(clean_out))
+    assert result.returncode == 0, result.stderr
+    assert "clean@blobs: label(s) 'c-cut' (1) have fewer than clean.min_class_rows 2 rows" in result.stderr
+    report = json.loads((clean_out / "report.json").read_text())
+    assert report["rare_classes"] == {"c-cut": 1} and report["quarantined_by_reason"]["rare class"] == 1
+    kept = pq.read_table(clean_out / "rows").column("kind").to_pylist()
+    assert set(kept) == {"a", "b", "c"}
+    bad = pq.read_table(clean_out / "quarantine.parquet").to_pylist()
+    assert [(r["key"], r["kind"]) for r in bad if r["reason"].startswith("label 'c-cut'")] == [("slow.csv:6", "c-cut")]
