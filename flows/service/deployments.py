@@ -56,6 +56,9 @@ def prefect_yaml(params: config.Params) -> str:
             # New raw data is an event (watch_files): it starts this deployment's run at once.
             "triggers": [
                 {
+                    # Named for the UI's Automations page (Prefect's own: '<name>__automation_1').
+                    "name": f"{name}: new raw data runs its pipeline",
+                    "description": f"On {RAW_CHANGED} for workload {name} (the file watcher), run {name}'s pipeline.",
                     "type": "event",
                     "enabled": True,
                     "match": {"prefect.resource.id": f"cairn.workload.{name}"},
