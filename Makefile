@@ -44,12 +44,14 @@ stop:
 status:
 	$(BIN)/python -m flows status
 
-# Both cores: test files spread over two workers (a file's module-scoped fixtures, such as its
-# Prefect server, stay in one); a repository built once per run is shared between the workers
-# (tests/conftest.py: built_once). (--dist loadgroup would spread tests one by one, but
-# pytest-xdist 3.8 cannot group tests under pytest 9: its group suffix is lost.)
+# Test files spread over four workers on two cores (a file's module-scoped fixtures, such as its
+# Prefect server, stay in one): many tests wait on servers, workers and schedules, so four keep
+# both cores busy (measured: 845 s of tests at -n 4 against 1022 s at -n 2, docs/benchmarks.md);
+# a repository built once per run is shared between the workers (tests/conftest.py: built_once).
+# (--dist loadgroup would spread tests one by one, but pytest-xdist 3.8 cannot group tests
+# under pytest 9: its group suffix is lost.)
 test: setup browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest -n 4 --dist loadfile
 
 # Debian's chromium for the UI test (tests/test_ui.py), where apt can install it; else that test
 # is skipped and says why.

@@ -246,6 +246,17 @@ def lock_entries(repo: Path, like: Path) -> tuple[dict, dict]:
     return {name: ours.get(name) for name in theirs}, theirs
 
 
+def reference_entries(repo: Path, request: pytest.FixtureRequest) -> tuple[dict, dict]:
+    """``repo``'s dvc.lock entries and those of the same stages in ``repro_repo`` (a from-scratch
+    `dvc repro` of the tiny params): a stage's entry hashes only its own deps, params keys and
+    outs, so a repository of some of the tiny workloads, with the same data, has the same
+    entries. Asked for at the end of a test (request.getfixturevalue), so the shared build, made
+    once per run, stands in for a `dvc repro` of the test's own."""
+    ours = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    reference = yaml.safe_load((request.getfixturevalue("repro_repo") / "dvc.lock").read_text())["stages"]
+    return ours, {name: reference.get(name) for name in ours}
+
+
 def _full_repro(repo: Path) -> None:
     make_repo(repo)
     run(["dvc", "repro"], repo)

@@ -246,7 +246,7 @@ def test_a_file_landing_in_raw_is_an_event_that_starts_its_workloads_run(tmp_pat
         assert started["parameters"] == {"workloads": ["blobs"]}
         assert started["created_by"]["type"] == "AUTOMATION"  # the UI says what started it
         automations = api(env).post("automations/filter", json={}).json()
-        assert [a["name"] for a in automations] == ["blobs: new raw data runs its pipeline"]  # not 'blobs__automation_1'
+        assert [a["name"] for a in automations] == ["blobs: new raw data runs its pipeline"]  # not blobs__automation_1
     finally:
         if watcher is not None:
             stop(watcher)
