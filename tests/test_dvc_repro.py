@@ -149,7 +149,7 @@ def test_a_user_points_a_workload_at_their_own_parquet_with_dvc_exp_run(tmp_path
     import pyarrow as pa
     from conftest import blobs_csv, make_repo
 
-    repo = make_repo(tmp_path / "repo")
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))  # the one workload the experiment runs
     rows = [line.split(",") for line in blobs_csv(120, seed=5).splitlines()[1:]]
     own = pa.table({"width": [float(r[0]) for r in rows], "height": [float(r[1]) for r in rows],
                     "shape": [r[2] for r in rows]})  # fmt: skip

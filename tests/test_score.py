@@ -37,7 +37,8 @@ def test_new_rows_are_scored_bad_ones_quarantined_and_only_new_files_cost_anythi
     assert quarantined["key"] == "new-1.csv:4" and "'f1'" in quarantined["reason"]
 
     # One more file: only it is scored; the bytes and lock are those of a from-scratch run.
-    (repo / "data/blobs/inbox/new-2.csv").write_text(blobs_csv(30, seed=12))
+    # The file the datum tests land too: the from-scratch reference is built once for all of them.
+    (repo / "data/blobs/inbox/new-2.csv").write_text(blobs_csv(40, seed=3))
     log = repro(repo)
     assert "score: 1 inbox file(s) to score" in log and '"files_reused": 1' in log
     new = {"data/blobs/inbox/new-2.csv": (repo / "data/blobs/inbox/new-2.csv").read_text()}
