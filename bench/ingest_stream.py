@@ -60,6 +60,7 @@ elif reader == "stage":  # the ingest stage itself: the file hashed, streamed, s
     project = Path(out).parent / "project"
     os.chdir(project)
     from flows.ingest import ingest as stage
+    ingest.STREAM_BLOCK = block  # the stage's block (flows.ingest reads steps.ingest.STREAM_BLOCK)
     rows = stage.fn("big", Path(path).parent, project / "ingest")["rows"]
 else:
     with open(path, "rb") as f:

@@ -48,6 +48,11 @@ def to_numbers(column: pa.Array, decimal: str | None) -> tuple[pa.Array, dict[in
     cell that is text, not a number at all. ``decimal``: the column's decimal mark (`decimals`;
     None: undecided, so a cell such as '1.000' is ambiguous). One reading: what float() takes and
     Arrow's cast does not ('1_000', non-ASCII digits) is no number here."""
+    if decimal == ".":
+        try:  # the usual column: plain numbers, its blank cells null already (the CSV reader's nulls)
+            return pc.cast(column, pa.float64()), {}
+        except pa.ArrowInvalid:
+            pass
     cells = pc.utf8_trim_whitespace(column)
     cells = pc.if_else(pc.is_in(cells, arrow.array(BLANK, pa.string())), arrow.text(None), cells)
     if decimal == ".":
