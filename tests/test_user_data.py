@@ -27,6 +27,20 @@ from steps.read import records
 CORPUS = Path(__file__).parent / "corpus"
 
 
+def ingest_corpus_file(workdir: Path, corpus: str, name: str, **blobs: dict):
+    """The ingest stage's process on one corpus file as raw/``name``, the blobs workload's params
+    sections updated with ``blobs`` first: (the result, the ingest output folder)."""
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    for section, values in blobs.items():
+        params["workloads"]["blobs"][section] |= values
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    raw = workdir / "raw"
+    raw.mkdir()
+    (raw / name).write_bytes((CORPUS / corpus).read_bytes())
+    out = workdir / "data/blobs/ingest"
+    return stage(workdir, "ingest", "blobs", "--raw", str(raw), "--out", str(out)), out
+
+
 def stage(workdir: Path, *args: str):
     return run([sys.executable, "-m", "flows", *args], workdir, env=project_env(), check=False)
 
@@ -101,19 +115,14 @@ def test_params_naming_a_column_no_stage_keeps_fail_before_any_stage():
 
 
 def test_a_slice_the_data_lacks_stops_ingest_with_one_line(workdir: Path):
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["workloads"]["blobs"]["schema"]["features"] = None  # only the file says what columns there are
-    params["workloads"]["blobs"]["evaluate"]["slice"] = "purpose"
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    raw = workdir / "raw"
-    raw.mkdir()
-    (raw / "p.csv").write_bytes((CORPUS / "no-parsed-column.csv").read_bytes())
-    out = workdir / "data/blobs/ingest"
-    result = stage(workdir, "ingest", "blobs", "--raw", str(raw), "--out", str(out))
+    result, out = ingest_corpus_file(workdir, "no-parsed-column.csv", "p.csv",
+                                   schema={"features": None},  # only the file says what columns there are
+                                   evaluate={"slice": "purpose"})  # fmt: skip
     assert result.returncode == 1
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: ingest: evaluate.slice in params.yaml names column 'purpose', which the data of '{raw}' does not "
+        "error: ingest: evaluate.slice in params.yaml names column 'purpose', which the data of "
+        f"'{workdir / 'raw'}' does not "
         "have (or the schema does not keep); it has: partition, kind, f1, f2"
     ], result.stderr
     assert "Traceback" not in result.stderr
@@ -302,14 +311,8 @@ def test_whitespace_only_lines_are_blank_and_unused_columns_are_named():
 
 
 def test_ingest_and_clean_reports_name_the_columns_left_out(workdir: Path):
-    params = yaml.safe_load((workdir / "params.yaml").read_text())
-    params["workloads"]["blobs"]["clean"]["min_class_rows"] = 0  # five rows: each class is small
-    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
-    raw = workdir / "raw"
-    raw.mkdir()
-    (raw / "r.csv").write_bytes((CORPUS / "unused-spaces-repeats.csv").read_bytes())
-    out = workdir / "data/blobs/ingest"
-    result = stage(workdir, "ingest", "blobs", "--raw", str(raw), "--out", str(out))
+    # five rows: each class is small, so no class is counted rare here
+    result, out = ingest_corpus_file(workdir, "unused-spaces-repeats.csv", "r.csv", clean={"min_class_rows": 0})
     assert result.returncode == 0, result.stderr
     assert "ingest@blobs: r has columns the schema does not use, left out: notes" in result.stderr
     assert json.loads((out / "read.json").read_text())["partitions"]["r"]["columns_unused"] == ["notes"]
