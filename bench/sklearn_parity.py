@@ -29,6 +29,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from flows import config  # noqa: E402
 from steps import models  # noqa: E402
 
 
@@ -38,6 +39,7 @@ def counterpart(model: dict, train: dict):
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.neural_network import MLPClassifier
 
+    model = config.model_settings(**model)  # the settings cairn's model trains with, defaults included
     name = model["name"]
     if name == "logistic":  # as cairn's: unpenalised with weight_decay 0, C=1 when it is left out
         if "weight_decay" not in train:
@@ -50,8 +52,8 @@ def counterpart(model: dict, train: dict):
     if name == "forest":
         return RandomForestClassifier(
             n_estimators=model["trees"],
-            max_depth=model.get("max_depth"),
-            min_samples_leaf=model.get("min_samples_leaf", 1),
+            max_depth=model["max_depth"],
+            min_samples_leaf=model["min_samples_leaf"],
             random_state=train["seed"],
         )
     if name == "mlp":

@@ -5,7 +5,8 @@ changes) and every reader of params.yaml goes through it: stage flows, the pipel
 deployments, workers. Defaults live here and nowhere else. A wrong type or value ('ten' epochs,
 a negative learning rate, a share above 1, a misspelt key) is a one-line BadInput naming the key,
 the value and what is allowed, never a traceback three stages later. Sections are closed except
-``model`` and ``source``, whose keys depend on the model module or the generated source.
+``source`` (the generated source's own keys) and the ``model`` of a model module cairn does not
+ship; each built-in model's section has its own keys and defaults.
 
 A stage hands a step a workload's section with every default filled in (``Workload.settings``),
 so no step keeps a default of its own. flows/config.py is a code dep of every stage, so changing
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, TypeAdapter, ValidationError, model_validator
 
 from steps.errors import BadInput
 
@@ -99,12 +100,79 @@ class Split(Section):
     test_partition: str | None = None
 
 
-class Model(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    name: str
-    hidden: list[int] | None = None
+Normalize = Literal["feature", "global", "none"]
+Width = Annotated[int, Field(ge=1)]
+
+
+class Mlp(Section):
+    name: Literal["mlp"]
+    hidden: list[Width] = []  # no hidden layer: multinomial logistic regression
     dropout: Float = Field(default=0.0, ge=0.0, lt=1.0)
-    normalize: Literal["feature", "global", "none"] = "feature"
+    normalize: Normalize = "feature"
+
+
+class Autoencoder(Section):
+    name: Literal["autoencoder"]
+    hidden: list[Width] = Field(min_length=1)  # the encoder's widths; the decoder mirrors them
+    normalize: Normalize = "feature"
+
+
+class Logistic(Section):
+    name: Literal["logistic"]
+    normalize: Normalize = "feature"
+
+
+class Linear(Section):
+    name: Literal["linear"]
+    solver: Literal["closed", "sgd"] = "closed"  # the one published; both are trained and reported
+    normalize: Normalize = "feature"
+
+
+class Forest(Section):
+    name: Literal["forest"]
+    trees: int = Field(default=100, ge=1)
+    max_depth: int | None = Field(default=None, ge=1)  # None: grown until leaves are pure
+    min_samples_leaf: int = Field(default=1, ge=1)
+    normalize: Normalize = "feature"
+
+
+class OwnModel(BaseModel):
+    """The ``model`` of a model module cairn does not ship: its other keys are the module's own."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+    name: str
+    normalize: Normalize = "feature"
+
+
+BUILT_IN_MODELS: dict[str, type[BaseModel]] = {
+    "mlp": Mlp, "autoencoder": Autoencoder, "logistic": Logistic, "linear": Linear, "forest": Forest
+}  # fmt: skip
+
+
+def _model_kind(value: Any) -> str:
+    name = value.get("name") if isinstance(value, dict) else getattr(value, "name", None)
+    return name if name in BUILT_IN_MODELS else "own"
+
+
+# A model section is checked against its own model's keys: the built-in models' keys are closed
+# and carry their defaults; a user's own module's keys are open.
+Model = Annotated[
+    Annotated[Mlp, Tag("mlp")]
+    | Annotated[Autoencoder, Tag("autoencoder")]
+    | Annotated[Logistic, Tag("logistic")]
+    | Annotated[Linear, Tag("linear")]
+    | Annotated[Forest, Tag("forest")]
+    | Annotated[OwnModel, Tag("own")],
+    Discriminator(_model_kind),
+]
+
+
+_MODEL_TAGS = {*BUILT_IN_MODELS, "own"}
+
+
+def model_settings(**keys: Any) -> dict[str, Any]:
+    """A ``model`` section as a stage hands it to a step: ``keys`` checked, defaults filled in."""
+    return TypeAdapter(Model).validate_python(keys).model_dump()
 
 
 class Train(Section):
@@ -319,14 +387,16 @@ def problems(entry: dict[str, Any], where: str, model: type[BaseModel] | None = 
         lines: dict[str, str] = {}
         for e in err.errors(include_url=False):
             # A union (list or mapping of ranges) reports each alternative: keep the first.
-            path = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("function-", "list[", "dict[")))
+            # A model section's tag (its model's name) is in the location, not in params.yaml.
+            loc = [str(p) for p in e["loc"] if not str(p).startswith(("function-", "list[", "dict["))]
+            path = ".".join(p for i, p in enumerate(loc) if not (i and loc[i - 1] == "model" and p in _MODEL_TAGS))
             if path in lines:
                 continue
             message = e["msg"].removeprefix("Value error, ")
             message = message[0].lower() + message[1:]
             if e["type"] == "extra_forbidden":
                 section, _, key = path.rpartition(".")
-                known = _section(section, model).model_fields if _section(section, model) else {}
+                known = _section(section, model, entry).model_fields if _section(section, model, entry) else {}
                 owner = section or where.rpartition(" ")[2]
                 lines[path] = (f"{where}.{path} is not a setting cairn knows; {owner} has: "
                                f"{', '.join(f.alias or n for n, f in known.items())}")  # fmt: skip
@@ -340,10 +410,14 @@ def problems(entry: dict[str, Any], where: str, model: type[BaseModel] | None = 
     return []
 
 
-def _section(dotted: str, root: type[BaseModel]) -> type[BaseModel] | None:
+def _section(dotted: str, root: type[BaseModel], entry: dict[str, Any]) -> type[BaseModel] | None:
+    """The model class of section ``dotted`` of ``entry`` (validated by ``root``)."""
     model: type[BaseModel] | None = root
     for part in filter(None, dotted.split(".")):
         field = next((f for n, f in model.model_fields.items() if (f.alias or n) == part), None) if model else None
+        if part == "model" and model is Workload:
+            model = BUILT_IN_MODELS.get(_model_kind(entry.get("model") or {}), OwnModel)
+            continue
         annotation = getattr(field, "annotation", None)
         candidates = [annotation, *getattr(annotation, "__args__", ())]
         model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)

@@ -62,7 +62,7 @@ def blobs_csv(rows: int, seed: int, bad: dict[int, str] | None = None) -> str:
 
 BLOBS_SCHEMA = {"key": None, "label": "kind", "features": ["f1", "f2"], "image": None, "range": [0.0, 100.0]}
 # Sections as a stage hands them to a step: through params' typed model, defaults filled in.
-TINY_MODEL = config.Model(name="mlp", hidden=[8], dropout=0.0, normalize="feature").model_dump()
+TINY_MODEL = config.model_settings(name="mlp", hidden=[8], dropout=0.0, normalize="feature")
 TINY_TRAIN = config.Train(
     seed=1,
     device="cpu",

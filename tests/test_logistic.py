@@ -16,7 +16,7 @@ from steps.models import logistic
 FEATURES = [f"f{i}" for i in range(30)]
 SCHEMA = {"key": None, "label": "diagnosis", "features": FEATURES, "categorical": [], "parse": {}, "image": None,
           "range": None}  # fmt: skip
-MODEL = config.Model(name="logistic", normalize="feature").model_dump()
+MODEL = config.model_settings(name="logistic", normalize="feature")
 PARAMS = config.Train(seed=7, device="cpu", epochs=60, batch_size=0, optimizer="lbfgs", lr=0.0).model_dump()
 
 

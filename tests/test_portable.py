@@ -97,7 +97,7 @@ def test_autoencoder_encoder_then_decoder_is_the_whole_model():
         "key": [str(i) for i in range(len(images))], "digit": digits.target,
         "px": pa.FixedSizeListArray.from_arrays(pa.array(images.ravel()), 64),
     })  # fmt: skip
-    model = config.Model(name="autoencoder", hidden=[32, 8], normalize="none").model_dump()
+    model = config.model_settings(name="autoencoder", hidden=[32, 8], normalize="none")
     params = TINY_TRAIN | {"epochs": 3, "batch_size": 64, "lr": 0.005}
     fitted = train.train(table.slice(0, 1500), table.slice(1500), schema, model, params)
     module = models.module("autoencoder")

@@ -109,7 +109,7 @@ def test_warm_start_is_refused_and_said_when_the_architecture_differs(sets):
     wider = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, MODEL | {"hidden": [12]}, PARAMS | {"epochs": 1},
                         start=champion)  # fmt: skip
     assert wider.spec["warm_start"] == {"used": False, "reason": "different model from the champion's"}
-    forest = config.Model(name="forest", trees=3, max_depth=4, normalize="none").model_dump()
+    forest = config.model_settings(name="forest", trees=3, max_depth=4, normalize="none")
     trees = train.train(sets["train"], sets["val"], BLOBS_SCHEMA, forest, PARAMS, start=champion)
     assert trees.spec["warm_start"] == {"used": False, "reason": "model 'forest' cannot start from given weights"}
 

@@ -27,8 +27,8 @@ def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEp
     config = spec["model"]
     forest = RandomForestClassifier(
         n_estimators=config["trees"],
-        max_depth=config.get("max_depth"),
-        min_samples_leaf=config.get("min_samples_leaf", 1),
+        max_depth=config["max_depth"],
+        min_samples_leaf=config["min_samples_leaf"],
         random_state=params["seed"],
         n_jobs=1,  # one job: the same trees and the same bytes on any machine
     )

@@ -59,7 +59,7 @@ def _sgd(z, t, zv, tv, params, on_epoch, fitted, pack) -> tuple[np.ndarray, floa
 
 
 def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEpoch | None) -> Fitted:
-    if spec["model"].get("solver", "closed") not in SOLVERS:
+    if spec["model"]["solver"] not in SOLVERS:
         raise BadInput(f"train: model.solver is {spec['model']['solver']!r}; expected one of {SOLVERS}")
     mean, std = data.mean.astype(np.float64), data.std.astype(np.float64)
     y_mean, y_std = float(data.y_train.mean()), float(data.y_train.std() or 1.0)
@@ -87,7 +87,7 @@ def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEp
 
 
 def coefficients(fitted: Fitted, solver: str | None = None) -> dict[str, Any]:
-    solver = solver or fitted.spec["model"].get("solver", "closed")
+    solver = solver or fitted.spec["model"]["solver"]
     a = fitted.arrays
     return {
         "model": "linear",

@@ -38,7 +38,7 @@ def fit(data: Data, spec: dict[str, Any], params: dict[str, Any], on_epoch: OnEp
     """As mlp.fit without hidden layers; an unset ``weight_decay`` is scikit-learn's default
     (recorded in ``spec['weight_decay']``), and with none, separable train rows are reported in
     ``spec['warnings']``."""
-    spec["model"] = spec["model"] | {"hidden": []}
+    spec["model"] = spec["model"] | {"hidden": [], "dropout": 0.0}
     params = dict(params)
     if params["weight_decay"] is None:
         params["weight_decay"] = default_weight_decay(len(data.x_train), len(spec["classes"]))

@@ -19,9 +19,9 @@ def build(n_in: int, n_out: int, config: dict[str, Any]) -> nn.Module:
     ``dropout`` (0 for none). The last layer gives logits."""
     layers: list[nn.Module] = []
     width = n_in
-    for hidden in config.get("hidden") or []:
+    for hidden in config["hidden"]:
         layers += [nn.Linear(width, hidden), nn.ReLU()]
-        if config.get("dropout"):
+        if config["dropout"]:
             layers.append(nn.Dropout(config["dropout"]))
         width = hidden
     layers.append(nn.Linear(width, n_out))
