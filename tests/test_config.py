@@ -24,10 +24,12 @@ def entry(workload: str, **model) -> dict:
     ("workload", "model", "expected"),
     [
         ("forest", {"max_depht": 3},
-         "model.max_depht is not a setting cairn knows; model has: name, trees, max_depth, min_samples_leaf, normalize"),
+         "model.max_depht is not a setting cairn knows; model has: name, trees, max_depth, min_samples_leaf, "
+         "normalize"),
         ("forest", {"trees": 0}, "model.trees is 0; input should be greater than or equal to 1"),
         ("sales", {"solver": "qr"}, "model.solver is 'qr'; input should be 'closed' or 'sgd'"),
-        ("iris", {"hiden": [3]}, "model.hiden is not a setting cairn knows; model has: name, hidden, dropout, normalize"),
+        ("iris", {"hiden": [3]},
+         "model.hiden is not a setting cairn knows; model has: name, hidden, dropout, normalize"),
         ("mnist-ae", {"hidden": None}, "model.hidden is missing"),
         ("loans", {"hidden": [4]}, "model.hidden is not a setting cairn knows; model has: name, normalize"),
     ],
