@@ -136,3 +136,32 @@ def test_logistic_with_lbfgs_reaches_scikit_learns_optimum():
     ours = models.module("logistic").predict(fitted, x["test"].astype(np.float32))[:, 1]
     assert np.abs(ours - theirs.predict_proba((x["test"] - mean) / std)[:, 1]).max() < 1e-3
     assert len(fitted.history) < params["train"]["epochs"]  # it stopped because it converged
+
+
+def test_onnx_exports_in_threads_of_one_process_take_turns():
+    """A pipeline run publishes in threads of one process, and torch.onnx.export sets a global
+    flag: without the lock in torchnet.to_onnx about half of these exports fail."""
+    import threading
+
+    import torch
+    from torch import nn
+
+    from steps.models import torchnet
+
+    torch.manual_seed(0)
+    net, start, results = nn.Sequential(nn.Linear(4, 3)), threading.Barrier(4), []
+
+    def export() -> None:
+        start.wait(timeout=10)
+        for _ in range(5):
+            try:
+                results.append(torchnet.to_onnx(net, 4, "y"))
+            except Exception as err:  # noqa: BLE001 - what failed is the assertion's message
+                results.append(repr(err))
+
+    threads = [threading.Thread(target=export) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 20 and len(set(results)) == 1 and isinstance(results[0], bytes)

@@ -33,7 +33,8 @@ class FakeDvc:
         self.dag, self.stale, self.cached = dag, set(stale), set(cached)
         self._status = status or {}
         self.events: list[tuple[str, str]] = []
-        self.lock: list[str] = []
+        self.lock: list[str] = []  # stages with a dvc.lock entry written
+        self.pending: list[str] = []  # committed, entry not yet written (Dvc.write_lock)
         self.ordered: list[tuple[list[str], list[str]]] = []
         self.most_in_flight = 0  # most stages decided on (outputs removed) and not yet committed
         self.guard = threading.Lock()
@@ -90,8 +91,15 @@ class FakeDvc:
         self._record("commit", name)
         self.stale.discard(name)
         self.stale |= {n for n, ups in self.dag.items() if name in ups}  # new outputs: downstream is stale
-        if name not in self.lock:
-            self.lock.append(name)
+        if name not in self.pending:
+            self.pending.append(name)
+
+    def write_lock(self) -> None:
+        assert threading.current_thread() is threading.main_thread(), "DVC is called from the coordinator only"
+        if self.pending:
+            self._record("write", ",".join(self.pending))
+        self.lock += [n for n in self.pending if n not in self.lock]
+        self.pending = []
 
     def fetch_run_cache(self) -> bool:
         return False
@@ -293,6 +301,26 @@ def test_a_stage_on_a_work_pool_that_ends_while_local_ones_run_is_committed(monk
     with pytest.raises(StageFailed):
         Waves(dvc, dvc.plan(None), {"train@gpu": "gpu"}, 2, runner).run()
     assert sorted(dvc.done("commit")) == ["ingest@a", "train@gpu"]
+
+
+def test_lock_entries_are_written_together_and_before_a_stage_that_reads_the_lock():
+    dag = {"ingest@a": [], "clean@a": ["ingest@a"], "ingest@b": [], "train@a": ["clean@a"],
+           "publish@a": ["train@a", "ingest@b"], "score@a": ["publish@a"]}  # fmt: skip
+    dvc = FakeDvc(dag, stale={"ingest@a", "ingest@b"})
+    seen: dict[str, list[str]] = {}
+    runner = Runner(until={"publish@a": lambda: bool(seen.setdefault("publish@a", list(dvc.lock)))})
+    waves(dvc, runner)
+    assert set(seen["publish@a"]) == {"ingest@a", "clean@a", "ingest@b", "train@a"}  # on disk as it starts
+    writes = dvc.done("write")
+    assert len(writes) == 2  # before publish, and at the end: not one rewrite per stage
+    assert writes[-1] == "publish@a,score@a" and sorted(dvc.lock) == sorted(dag)
+
+
+def test_stages_committed_before_a_failure_reach_the_lock():
+    dvc = FakeDvc(CHAIN, stale={"ingest@a", "ingest@b"})
+    with pytest.raises(StageFailed):
+        waves(dvc, Runner(fail={"clean@b": "clean@b: bad"}), jobs=1)
+    assert dvc.pending == [] and {"ingest@a", "clean@a", "split@a", "ingest@b"} <= set(dvc.lock)
 
 
 def test_a_stage_restored_from_the_run_cache_is_not_run():

@@ -33,6 +33,7 @@ class Dvc:
         self.repo = repo
         self._graph: Any = None
         self._by_address: dict[str, Any] = {}
+        self._unwritten: dict[str, Any] = {}  # committed stages whose dvc.lock entries wait (commit)
 
     @classmethod
     @contextlib.contextmanager
@@ -49,7 +50,11 @@ class Dvc:
         try:
             with Repo(".") as repo, lock_repo(repo):
                 lockfile.snapshot()
-                yield cls(repo)
+                dvc = cls(repo)
+                try:
+                    yield dvc
+                finally:
+                    dvc.write_lock()  # what was committed reaches dvc.lock, whatever stopped the block
         except LockError:
             raise Busy(
                 f"{what}: another DVC command or pipeline run holds the lock on this checkout (.dvc/tmp/lock); "
@@ -149,10 +154,33 @@ class Dvc:
         return True
 
     def commit(self, address: str) -> None:
-        """`dvc commit` ``address``: its dvc.lock entry and run-cache entry, as `dvc repro` writes
-        them. The lock as it is before DVC rewrites it is kept first (lockfile.snapshot)."""
+        """`dvc commit --force` ``address``: its outputs into DVC's cache and its run-cache entry
+        now, as `dvc repro` writes them; its dvc.lock entry at the next ``write_lock`` (at the
+        latest when the repository is closed). Each rewrite of dvc.lock parses and dumps the whole
+        file (about a second for 51 stages on 2 cores), so a run writes the entries of the stages
+        done since the last write together. A run killed before that write loses nothing: the
+        next run restores those stages from the run-cache."""
+        stage = self._stage(address)
+        stage.save()  # hashes deps and outs, saves the run-cache entry
+        stage.commit(relink=True)
+        self._unwritten[address] = stage
+
+    def write_lock(self) -> None:
+        """Write the dvc.lock entries of the stages committed since the last write, as one
+        rewrite. The lock as it is before DVC rewrites it is kept first (lockfile.snapshot)."""
+        if not self._unwritten:
+            return
         lockfile.snapshot()
-        self.repo.commit(address, force=True)
+        by_file: dict[str, list] = {}
+        for stage in self._unwritten.values():
+            by_file.setdefault(stage.dvcfile.path, []).append(stage)
+        for stages in by_file.values():
+            stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
+        self._unwritten.clear()
+
+    def unwritten(self) -> list[str]:
+        """The stages committed whose dvc.lock entries are not written yet."""
+        return list(self._unwritten)
 
     def lock_order(self) -> list[str]:
         """dvc.lock's stage entries in file order."""

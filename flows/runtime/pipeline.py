@@ -85,13 +85,13 @@ def _run(dvc: Dvc, workloads: list[str] | None, jobs: int) -> dict[str, str]:
 
 
 def exclusive(name: str) -> bool:
-    """Whether ``stage`` trains or exports a model that uses process-wide torch state (the global
-    RNG a fit seeds, the flag torch.onnx.export sets): at most one such stage runs at a time in
-    this process. ``EXCLUSIVE`` in steps/models says a model uses torch: its fit seeds the global
-    RNG, and its to_onnx calls torch.onnx.export, whose global flag makes a second export at once
-    fail ('GLOBALS.in_onnx_export must be False', seen in bench/parallel.py)."""
+    """Whether ``stage`` trains a model whose fit uses torch's process-wide state (it seeds the
+    global RNG that builds the net and draws dropout): at most one such stage runs at a time in
+    this process. ``EXCLUSIVE`` in steps/models says so. (ONNX exports, whose global flag makes a
+    second export at once fail, take turns inside steps/models/torchnet.py: a publish stage is
+    never exclusive.)"""
     kind, _, workload = name.partition("@")
-    if kind not in ("train", "publish"):
+    if kind != "train":
         return False
     from steps import models
 
@@ -106,11 +106,12 @@ class Waves:
     pools) stays in this, the coordinator thread, one at a time, through ``dvc`` (the adapter,
     flows/runtime/dvc_repo.py); a stage thread only runs the stage (``run_local``, given its command
     line as `python -m flows` takes it) or waits for its worker. A stage on a work pool takes no
-    local slot; torch fits and ONNX exports run one at a time (``exclusive``). When a stage
+    local slot; torch fits run one at a time (``exclusive``). When a stage
     fails (whatever it raised), the local ones running finish and are committed, nothing new
     starts, a stage still on a work pool is not waited for (a rerun restores it from the
     run-cache), and the run ends with the failing stage's one-line error. New dvc.lock entries
-    are put in plan order at the end, so the lock is byte for byte that of `dvc repro` or
+    are written together (before a stage that reads the lock, and at the end: ``Dvc.commit``)
+    and put in plan order at the end, so the lock is byte for byte that of `dvc repro` or
     ``jobs=1``.
     """
 
@@ -150,6 +151,7 @@ class Waves:
         finally:
             # Normally nothing is left; after an interrupt nothing queued starts.
             pool.shutdown(wait=False, cancel_futures=True)
+            self.dvc.write_lock()
             self.dvc.order_lock(before, self.plan)
         if self.errors:
             if isinstance(self.errors[0], UsageError):  # dvc.yaml itself is wrong: exit 2, as before
@@ -195,6 +197,8 @@ class Waves:
         self.dvc.remove_outs(name)
         if self._restore(name):
             return None
+        if name in self.pools or name.partition("@")[0] in READS_LOCK:
+            self.dvc.write_lock()  # what it reads of dvc.lock includes the stages just committed
         if name in self.pools:
             parameters = hand_over(self.dvc, name, self.pools[name])
             timeout = config.load().deploy.worker_timeout_seconds
@@ -254,6 +258,9 @@ class Waves:
 
 
 DONE = ("skipped", "restored", "ran", "worker")
+# Stages whose command reads dvc.lock (publish records its upstream entries: flows/publish.py);
+# a stage sent to a work pool takes the lock along (workers.hand_over).
+READS_LOCK = ("publish",)
 
 
 def _on_daemon(job: Callable[[], Any], name: str):

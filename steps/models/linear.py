@@ -18,7 +18,6 @@ from steps import BadInput
 from steps.models import Data, Epoch, Fitted, OnEpoch, torchnet
 
 TASK = "regression"
-EXCLUSIVE = True  # fit seeds torch's global RNG: one such training at a time per process
 SOLVERS = ("closed", "sgd")
 
 

@@ -10,6 +10,7 @@ import copy
 import dataclasses
 import io
 import math
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -22,6 +23,10 @@ from steps import BadInput
 from steps.models import Data, Epoch, Fitted, OnEpoch
 
 ONNX_OPSET = 17
+# torch.onnx.export sets a process-wide flag while it runs: a second export at once in the same
+# process fails ('GLOBALS.in_onnx_export must be False'). Publish stages of a pipeline run share
+# a process, so their exports take turns; everything else about a publish runs side by side.
+_EXPORTING = threading.Lock()
 HEADS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda t: torch.softmax(t, dim=1),
     "sigmoid": torch.sigmoid,
@@ -277,6 +282,12 @@ def predict(model: nn.Module, x: np.ndarray, batch: int = 8192) -> np.ndarray:
 def to_onnx(model: nn.Module, n_features: int, output: str, input: str = "features") -> bytes:
     """ONNX bytes of ``model``: ``input`` (batch, n_features) float32 -> ``output``."""
     buf = io.BytesIO()
+    with _EXPORTING:
+        _export(model, n_features, output, input, buf)
+    return buf.getvalue()
+
+
+def _export(model: nn.Module, n_features: int, output: str, input: str, buf: io.BytesIO) -> None:
     torch.onnx.export(
         model.eval(),
         (torch.zeros(1, n_features),),
@@ -287,4 +298,3 @@ def to_onnx(model: nn.Module, n_features: int, output: str, input: str = "featur
         opset_version=ONNX_OPSET,
         dynamo=False,  # the TorchScript exporter needs no onnxscript and is deterministic
     )
-    return buf.getvalue()
