@@ -11,13 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from steps.errors import IngestError
 from steps.read.builtin import MNIST_PACKAGE, iris, mnist
 from steps.read.columns import partition_stem
 from steps.read.delimited import STREAM_BLOCK, csv_chunks, csv_stream, from_csv
 from steps.read.parquet import from_parquet, parquet_row_groups
+from steps.tally import Profile
 
 __all__ = [
     "MNIST_PACKAGE",
@@ -36,13 +36,8 @@ __all__ = [
 
 
 def profile(table: pa.Table) -> dict[str, Any]:
-    """Per-column type, null count, and min/max/mean for numeric columns."""
-    out = {}
-    for field in table.schema:
-        col = table.column(field.name)
-        info: dict[str, Any] = {"type": str(field.type), "missing": col.null_count}
-        if pa.types.is_floating(field.type) or pa.types.is_integer(field.type):
-            stats = pc.min_max(col)
-            info |= {"min": stats["min"].as_py(), "max": stats["max"].as_py(), "mean": pc.mean(col).as_py()}
-        out[field.name] = info
-    return out
+    """Per-column type, null count, and min/max/mean for numeric columns: the profile a file
+    read a block at a time adds up (steps/tally.py: Profile), for a table read whole."""
+    whole = Profile()
+    whole.add(Profile.summary(table))
+    return whole.result()

@@ -388,7 +388,7 @@ def test_the_ingest_stage_reads_a_big_text_file_a_block_at_a_time(tmp_path: Path
     assert read == whole_info | {"format": "delimited text"}
     assert (summary["rows"], summary["files_computed"]) == (whole.num_rows, 1)
     profile = json.loads((out / "profile.json").read_text())["big"]
-    assert profile["f1"]["mean"] == pytest.approx(ingest.profile(whole)["f1"]["mean"])
+    assert profile == ingest.profile(whole)  # one profile, read whole or a block at a time
     assert not list(Path(".cairn/staging/ingest").iterdir())  # moved into the store, nothing left
     again = flow.ingest.fn("blobs", raw, out)
     assert (again["files_reused"], pq.read_table(out / "big.parquet").equals(streamed)) == (1, True)
