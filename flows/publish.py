@@ -53,7 +53,8 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         checks["coefficients.json (numpy)"] = steps.parity(native, from_json, threshold, is_classifier)
         extra["coefficients.json"] = json.dumps(coefs | {"input": contract}, indent=2) + "\n"
     for what, result in checks.items():
-        steps.check_parity(what, result, tolerance["min_label_agreement"], tolerance["max_diff"])
+        steps.check_parity(what, result, tolerance["min_label_agreement"], tolerance["max_diff"],
+                           spec.get("warnings", []))  # fmt: skip
 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
     lineage = steps.lineage(lock, workload, params)

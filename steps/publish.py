@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -42,19 +43,23 @@ def parity(native: np.ndarray, portable: np.ndarray, threshold: float | None = N
     return result
 
 
-def check_parity(what: str, result: dict, min_label_agreement: float, max_diff: float) -> None:
+def check_parity(what: str, result: dict, min_label_agreement: float, max_diff: float,
+                 warnings: Sequence[str] = ()) -> None:  # fmt: skip
     """Raises PublishError when ``what`` (the ONNX model, the JSON coefficients) disagrees with
-    the native model beyond the tolerances."""
+    the native model beyond the tolerances. The error ends with ``warnings``, what training said
+    of the model (model.json), the likely cause: a fit on separable rows saturates, its
+    probabilities are 0 or 1 and its tuned threshold 1.0, where float32 and float64 disagree."""
+    end = "".join(f"; train warned: {warning}" for warning in warnings) or "."
     agreement = result.get("label_agreement", 1.0)
     if agreement < min_label_agreement:
         raise PublishError(
             f"publish: {what} and native labels agree on {agreement:.4%} of {result['rows']} test rows; "
-            f"required {min_label_agreement:.4%}. Not published."
+            f"required {min_label_agreement:.4%}. Not published{end}"
         )
     if result["max_diff"] > max_diff:
         raise PublishError(
             f"publish: {what} predictions differ from native by up to {result['max_diff']:.3g}; "
-            f"allowed {max_diff:.3g}. Not published."
+            f"allowed {max_diff:.3g}. Not published{end}"
         )
 
 

@@ -156,6 +156,39 @@ def test_parse_kinds_take_no_number_that_float_takes_and_arrow_does_not(kind):
     assert [r and r[0] for r in reasons] == ["unparsable value", "unparsable value", None]
 
 
+# 5. Logistic regression on separable data (scikit-learn's data set and defaults: tests/test_logistic.py).
+
+
+def test_separable_rows_with_no_penalty_are_said_by_train_and_by_publishs_refusal(workdir: Path):
+    """The loans template's model and train sections (weight_decay: 0) on two classes a line
+    separates: train says so in one warning and in model.json; the fit saturates (every test
+    probability 0 or 1, the F1 threshold tuned to 1.0), and publish's refusal names that cause,
+    not only the label agreement it measured."""
+    loans = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]["loans"]
+    assert loans["train"]["weight_decay"] == 0.0
+    result, _ = ingest_corpus_file(workdir, "separable.csv", "separable.csv", model=loans["model"] | {"hidden": []},
+                                   train=loans["train"])  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    said = {}
+    for name in ("clean", "split", "train", "evaluate", "publish"):
+        said[name] = stage(workdir, f"{name}@blobs")
+        assert said[name].returncode == (1 if name == "publish" else 0), said[name].stderr
+    warning = (
+        "the 31 train rows are linearly separable (the fit classifies every one right), so logistic regression "
+        "with weight_decay 0 has no optimum"
+    )
+    assert f"train@blobs: {warning}" in said["train"].stderr
+    spec = json.loads((workdir / "data/blobs/train/model.json").read_text())
+    assert [w[: len(warning)] for w in spec["warnings"]] == [warning] and spec["threshold"] == 1.0
+    errors = [line for line in said["publish"].stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in said["publish"].stderr, said["publish"].stderr
+    assert errors[0].startswith("error: publish: coefficients.json (numpy) and native labels agree on ")
+    assert f"Not published; train warned: {warning}" in errors[0]
+    assert errors[0].endswith("leave train.weight_decay out for scikit-learn's default (C=1, here weight_decay "
+                              "0.0645) or set it above 0")  # fmt: skip
+    assert not (workdir / "data/blobs/publish").exists()
+
+
 # 6. European numbers.
 
 EURO_SCHEMA = BLOBS_SCHEMA | {
