@@ -80,8 +80,9 @@ def test_a_rollback_killed_midway_never_serves_what_the_index_does_not_name(tmp_
         assert (index, served) == (2, 2)
     else:  # the index says v1, the link was not swapped yet
         assert (index, served) == (1, 2)
-    with registry.locked("iris"):  # the next change to the registry repairs the link
-        pass
+    # the next change to the registry repairs the link when it takes the lock, even one refused
+    with pytest.raises(RuntimeError, match="refused"), registry.locked("iris"):
+        raise RuntimeError("refused")
     index, served = _champions(tmp_path)
     assert served == index
     assert (tmp_path / "iris" / "champion" / "model.onnx").read_text() == f"model {index}"
