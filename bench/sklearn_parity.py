@@ -19,6 +19,7 @@ against scikit-learn's ``penalty=None`` and defaults, by test ROC AUC.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,10 @@ def compare(workload: str, params: dict, repro: bool = True) -> dict | None:
     if estimator is None or params["schema"].get("image"):
         return None
     if repro:
-        subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", f"evaluate@{workload}"], cwd=ROOT, check=True)
+        # dvc.yaml's commands run `python` through the shell: this venv's, as `make` sets PATH
+        env = os.environ | {"PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        subprocess.run([sys.executable, "-m", "dvc", "repro", "-q", f"evaluate@{workload}"], cwd=ROOT, env=env,
+                       check=True)  # fmt: skip
     split = ROOT / "data" / workload / "split"
     sets = {name: pq.read_table(split / name) for name in ("train", "test")}
     spec = json.loads((ROOT / "data" / workload / "train" / "model.json").read_text())
@@ -109,6 +113,7 @@ def separable() -> list[dict]:
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import roc_auc_score
 
+    from flows import config
     from steps import train
     from steps.models import logistic
 
@@ -119,12 +124,12 @@ def separable() -> list[dict]:
     sets = {k: table.filter(pa.array(np.isin(fold, f))) for k, f in (("train", [2, 3, 4]), ("val", [1]), ("test", [0]))}
     schema = {"key": None, "label": "y", "features": names, "categorical": [], "parse": {}, "image": None,
               "range": None}  # fmt: skip
-    params = {"seed": 7, "device": "cpu", "epochs": 60, "batch_size": 0, "optimizer": "lbfgs", "lr": 0.0,
-              "schedule": "constant", "monitor": "val_loss", "patience": 0, "threshold": 0.5}  # fmt: skip
+    # The train section as a stage hands it to the step: through params' typed model, defaults filled in.
+    params = config.Train(seed=7, device="cpu", epochs=60, batch_size=0, optimizer="lbfgs", lr=0.0).model_dump()
+    model = config.Model(name="logistic", normalize="feature").model_dump()
     rows = []
     for label, decay, c in (("weight_decay 0 / penalty=None", 0.0, np.inf), ("unset / defaults (C=1)", None, 1.0)):
-        chosen = params if decay is None else params | {"weight_decay": decay}
-        fitted = train.train(sets["train"], sets["val"], schema, {"name": "logistic", "normalize": "feature"}, chosen)
+        fitted = train.train(sets["train"], sets["val"], schema, model, params | {"weight_decay": decay})
         x = {k: models.features(t, schema, fitted.spec["encoding"]) for k, t in sets.items()}
         y = {k: models.labels(t, "y", fitted.spec["classes"]) for k, t in sets.items()}
         z = {k: (v.astype(np.float64) - fitted.arrays["mean"]) / fitted.arrays["std"] for k, v in x.items()}
@@ -137,10 +142,16 @@ def separable() -> list[dict]:
 
 
 def main() -> None:
-    args = sys.argv[1:]
-    repro, with_separable = "--as-is" not in args, "--separable" in args
+    import argparse
+
+    cli = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    cli.add_argument("workloads", nargs="*", metavar="WORKLOAD", help="default: every tabular workload")
+    cli.add_argument("--as-is", action="store_true", help="take data/<w>/ as it is: run no `dvc repro`")
+    cli.add_argument("--separable", action="store_true", help="add the breast cancer set (separable train rows)")
+    args = cli.parse_args()
+    repro, with_separable = not args.as_is, args.separable
     workloads = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]
-    chosen = [a for a in args if not a.startswith("--")] or list(workloads)
+    chosen = args.workloads or list(workloads)
     print("| workload | model | metric | cairn | scikit-learn, same settings | cairn - scikit-learn "
           "| scikit-learn defaults |\n|---|---|---|---|---|---|---|")  # fmt: skip
     for name in chosen:
