@@ -19,14 +19,18 @@ import numpy as np
 import pyarrow as pa
 
 
-def numbers(values: np.ndarray) -> pa.Array:
-    """A numpy vector of numbers or bools (no NaN meant as null) as an Arrow array without nulls:
-    numbers zero-copy, bools packed into bits."""
+def numbers(values: np.ndarray, valid: np.ndarray | None = None) -> pa.Array:
+    """A numpy vector of numbers or bools (no NaN meant as null) as an Arrow array: numbers
+    zero-copy, bools packed into bits; null where the bool mask ``valid`` is False (None: no
+    nulls; the values under a null are kept as they are: pa.array leaves 0 there)."""
     values = np.ascontiguousarray(values)
+    validity = None
+    if valid is not None and not valid.all():
+        validity = pa.py_buffer(np.packbits(valid, bitorder="little"))
     if values.dtype == np.bool_:
         bits = np.packbits(values, bitorder="little")
-        return pa.Array.from_buffers(pa.bool_(), len(values), [None, pa.py_buffer(bits)])
-    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [None, pa.py_buffer(values)])
+        return pa.Array.from_buffers(pa.bool_(), len(values), [validity, pa.py_buffer(bits)])
+    return pa.Array.from_buffers(pa.from_numpy_dtype(values.dtype), len(values), [validity, pa.py_buffer(values)])
 
 
 def array(values: Sequence[Any], type: pa.DataType) -> pa.Array:

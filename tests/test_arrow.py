@@ -60,6 +60,13 @@ def test_an_array_from_numpy_equals_pyarrows(values: np.ndarray):
     assert built.equals(pa.array(values))
 
 
+def test_an_array_from_numpy_with_a_validity_mask_equals_pyarrows():
+    built = arrow.numbers(np.array([1.5, 0.0, -0.0, 7.0]), valid=np.array([True, False, True, True]))
+    built.validate(full=True)
+    assert built.equals(pa.array([1.5, None, -0.0, 7.0], pa.float64())) and built.null_count == 1
+    assert arrow.numbers(np.array([2.0]), valid=np.array([True])).buffers()[0] is None  # no nulls: no bitmap
+
+
 def _columns() -> list[pa.Array | pa.ChunkedArray]:
     floats = pa.array([0.5, None, 2.0, 3.0, None, 5.0], pa.float64())
     ints = pa.array([1, 2, None, 4, 5, 6], pa.int64())
