@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 from steps import arrow
 from steps.dedupe import Marks, duplicates, marks
 from steps.errors import BadInput, CleanError
-from steps.schema import MISSING, PARSERS, NotANumber, bare, decimal_for, decimal_of, problem_kind
+from steps.schema import MISSING, PARSERS, NotANumber, decimal_for, problem_kind, read_column
 from steps.tally import Tally
 
 # A reason is (kind, sentence): the kind is counted in the report, the sentence is stored.
@@ -47,28 +47,44 @@ def parse_column(
     if kind not in PARSERS:
         raise BadInput(f"clean: schema.parse.{name} is {kind!r}; expected one of {', '.join(PARSERS)}")
     parse, expected, arrow_type = PARSERS[kind]
-    cells = [None if text is None else text.strip() for text in values]
-    present = [c for c in cells if c is not None and c.lower() not in MISSING]
-    decimal = decimal_of([bare(kind, c) for c in present], decimal, default) if arrow_type == pa.float64() else decimal
-    out: list[Any] = []
-    reasons: list[Reason | None] = []
-    for text, stripped in zip(values, cells, strict=True):
-        if stripped is None or stripped.lower() in MISSING:
-            out.append(None)
-            reasons.append(("missing value", f"missing value in column '{name}'"))
-            continue
-        try:
-            out.append(parse(stripped, decimal))
-            reasons.append(None)
-        except NotANumber as err:
-            out.append(None)
-            kind_ = "ambiguous number" if err.ambiguous else "unparsable value"
-            why = str(err) if err.ambiguous or "decimal mark" in str(err) else f"expected {expected}"
-            reasons.append((kind_, f"column '{name}' has {text!r}{',' if err.ambiguous else ';'} {why}"))
-        except ValueError:
-            out.append(None)
-            reasons.append(("unparsable value", f"column '{name}' has {text!r}; expected {expected}"))
-    return arrow.array(out, arrow_type), reasons
+    if arrow_type != pa.float64():  # a category: each distinct cell once
+        cells: dict[str | None, tuple[Any, Reason | None]] = {}
+        for text in values:
+            if text not in cells:
+                cells[text] = _parse_cell(text, name, parse, expected, decimal)
+        return arrow.array([cells[text][0] for text in values], arrow_type), [cells[text][1] for text in values]
+    # Numbers: the plain ones column-wise (steps.schema.read_column), the others one by one,
+    # each distinct cell once (a column of money has few cells left, but 'n/a' may be many).
+    decimal, numbers, read = read_column(arrow.array(values, pa.string()), kind, decimal, default)
+    reasons: list[Reason | None] = [None] * len(values)
+    left: dict[str | None, tuple[Any, Reason | None]] = {}
+    for row in np.flatnonzero(~read).tolist():
+        text = values[row]
+        if text not in left:
+            left[text] = _parse_cell(text, name, parse, expected, decimal)
+        value, reasons[row] = left[text]
+        if value is not None:
+            numbers[row], read[row] = value, True
+    numbers[~read] = 0.0  # a null's slot, as pa.array leaves it
+    return arrow.numbers(numbers, valid=read), reasons
+
+
+def _parse_cell(
+    text: str | None, name: str, parse: Callable[[str, str | None], Any], expected: str, decimal: str | None
+) -> tuple[Any, Reason | None]:
+    """One cell of a column as ``parse`` reads it under ``decimal``: (its value, None), or
+    (None, why it has none)."""
+    stripped = None if text is None else text.strip()
+    if stripped is None or stripped.lower() in MISSING:
+        return None, ("missing value", f"missing value in column '{name}'")
+    try:
+        return parse(stripped, decimal), None
+    except NotANumber as err:
+        kind_ = "ambiguous number" if err.ambiguous else "unparsable value"
+        why = str(err) if err.ambiguous or "decimal mark" in str(err) else f"expected {expected}"
+        return None, (kind_, f"column '{name}' has {text!r}{',' if err.ambiguous else ';'} {why}")
+    except ValueError:
+        return None, ("unparsable value", f"column '{name}' has {text!r}; expected {expected}")
 
 
 def _ranges(schema: dict[str, Any], numeric: list[str]) -> dict[str, tuple[float, float]]:

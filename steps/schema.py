@@ -9,9 +9,11 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from steps import arrow
 from steps.errors import BadInput
 
 MISSING = {"", "n/a", "na", "nan", "null", "none", "-", "?"}
@@ -76,16 +78,25 @@ def decimal_of(cells: list[str], declared: str | None, default: str | None = Non
     """The decimal mark of a column: ``declared``, else the one its cells (stripped, not
     missing) alone can be read with, else ``default`` (the file's: `file_decimal`; None:
     undecided, each cell read on its own)."""
-    if declared is not None:
-        return declared
+    return declared if declared is not None else _decided(_only_marks(cells), default)
+
+
+def _only_marks(cells: list[str]) -> set[str]:
+    """The decimal marks that some of ``cells`` can only be read with."""
     marks = set()
     for text in cells:
         fits = [d for d in DECIMALS if GRAMMARS[d].fullmatch(text)]
         if len(fits) == 1:
             marks.add(fits[0])
             if len(marks) > 1:
-                return None  # both marks in one column: each cell read on its own
-    return marks.pop() if marks else default
+                break
+    return marks
+
+
+def _decided(marks: set[str], default: str | None) -> str | None:
+    if len(marks) > 1:
+        return None  # both marks in one column: each cell read on its own
+    return next(iter(marks), default)
 
 
 def marks_in(cells: pa.Array, kind: str = "number") -> set[str]:
@@ -161,6 +172,81 @@ def _range_mid(text: str, decimal: str | None = None) -> float:
     if lo > hi:
         raise ValueError(text)
     return (lo + hi) / 2
+
+
+# A column read with Arrow's kernels (clean's `parse_column`), as the parsers above read it cell
+# by cell: a cell whose bare number the shape of its kind takes out, with nothing but ASCII spaces
+# and tabs around it (what str.strip() removes from it), and that is a plain number under the
+# column's decimal mark, is converted column-wise (grouping mark out, decimal mark to '.', cast;
+# Arrow's cast and float() both round correctly). Every other cell (missing, 'inf', non-ASCII
+# digits, ambiguous, unparsable, a reversed range) is left to the parsers, which say why.
+_PAD = "[ \t]*"
+_SHAPES = {  # kind -> (RE2 pattern of a whole cell, what to trim off it to leave what `bare` leaves)
+    "number": (rf"^{_PAD}[+\-0-9.,eE]+{_PAD}$", " \t"),
+    "percent": (rf"^{_PAD}[+\-0-9.,eE]+{_PAD}%?{_PAD}$", " \t%"),
+    # MONEY, with one sign at most (two: the parser's to refuse)
+    "money": (rf"^{_PAD}(?:-{_PAD}[$€£]?{_PAD}|[$€£]?{_PAD}-?)[0-9.,]+{_PAD}[$€£]?{_PAD}$", " \t$€£-"),
+    "range_mid": (rf"^{_PAD}[+\-0-9.,eE]+{_PAD}$", " \t"),
+}
+_RANGE = rf"^{_PAD}(?P<lo>[0-9]+(?:\.[0-9]+)?){_PAD}-{_PAD}(?P<hi>[0-9]+(?:\.[0-9]+)?){_PAD}$"  # as _range_mid's
+
+
+def read_column(
+    cells: pa.Array, kind: str, declared: str | None, default: str | None
+) -> tuple[str | None, np.ndarray, np.ndarray]:
+    """A text column of number ``kind`` read with column operations: (its decimal mark, as
+    `decimal_of` decides it from ``declared``, the cells and ``default``; the float64 values;
+    a mask of the cells read). A cell not read (null, missing, or not plainly a number of its
+    kind) is for the per-cell parser of PARSERS, which gives its value or says why it has none."""
+    n = len(cells)
+    false = arrow.scalar(False, pa.bool_())
+    pattern, around = _SHAPES[kind]
+    shaped = arrow.to_numpy(pc.fill_null(pc.match_substring_regex(cells, pattern), false))
+    numbers = pc.utf8_trim(cells, characters=around)  # a cell's bare number where it is shaped
+    fits = {
+        d: shaped
+        & arrow.to_numpy(pc.fill_null(pc.match_substring_regex(numbers, f"^(?:{GRAMMARS[d].pattern})$"), false))
+        for d in DECIMALS
+    }
+    ranged = np.zeros(n, bool)
+    if kind == "range_mid":
+        ranges = pc.extract_regex(cells, _RANGE)
+        ranged = arrow.to_numpy(ranges.is_valid())
+    decimal = declared
+    if declared is None:
+        marks = {d for d, other in zip(DECIMALS, DECIMALS[::-1], strict=True) if (fits[d] & ~fits[other]).any()}
+        if len(marks) < 2:  # the cells no shape fits (a range fits no grammar), as decimal_of reads them
+            odd = ~(shaped | ranged) & arrow.to_numpy(cells.is_valid())
+            stripped = (text.strip() for text in cells.filter(arrow.numbers(odd)).to_pylist())
+            marks |= _only_marks([bare(kind, c) for c in stripped if c.lower() not in MISSING])
+        decimal = _decided(marks, default)
+    if decimal is not None:
+        ways = {decimal: fits[decimal]}
+    else:  # read_number with no mark: a cell that one mark reads, or both as the same digits
+        plain = ~arrow.to_numpy(pc.fill_null(pc.match_substring_regex(numbers, "[.,]"), false))
+        ways = {".": fits["."] & (~fits[","] | plain), ",": fits[","] & ~fits["."]}
+    values, read = np.zeros(n), np.zeros(n, bool)
+    for mark, mask in ways.items():
+        if not mask.any():
+            continue
+        group = "," if mark == "." else "."
+        text = pc.replace_substring(numbers.filter(arrow.numbers(mask)), pattern=group, replacement="")
+        if mark == ",":
+            text = pc.replace_substring(text, pattern=",", replacement=".")
+        values[mask] = arrow.to_numpy(pc.cast(text, pa.float64()))
+        read |= mask
+    if kind == "money":
+        negative = read & arrow.to_numpy(pc.fill_null(pc.match_substring(cells, "-"), false))
+        values[negative] = -values[negative]
+    if ranged.any():
+        shown = arrow.numbers(ranged)
+        lo, hi = (
+            arrow.to_numpy(pc.cast(pc.struct_field(ranges, end).filter(shown), pa.float64())) for end in ("lo", "hi")
+        )
+        rows = np.flatnonzero(ranged)[lo <= hi]  # a reversed range is the parser's to refuse
+        values[rows] = ((lo + hi) / 2)[lo <= hi]
+        read[rows] = True
+    return decimal, values, read
 
 
 def _category(text: str, decimal: str | None = None) -> str:
