@@ -29,10 +29,12 @@ CORPUS = Path(__file__).parent / "corpus"
 
 def ingest_corpus_file(workdir: Path, corpus: str, name: str, **blobs: dict):
     """The ingest stage's process on one corpus file as raw/``name``, the blobs workload's params
-    sections updated with ``blobs`` first: (the result, the ingest output folder)."""
+    sections updated with ``blobs`` first (a ``model`` replaced whole: its keys are its model's):
+    (the result, the ingest output folder)."""
     params = yaml.safe_load((workdir / "params.yaml").read_text())
     for section, values in blobs.items():
-        params["workloads"]["blobs"][section] |= values
+        entry = params["workloads"]["blobs"]
+        entry[section] = values if section == "model" else entry[section] | values
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     raw = workdir / "raw"
     raw.mkdir()
@@ -166,7 +168,7 @@ def test_separable_rows_with_no_penalty_are_said_by_train_and_by_publishs_refusa
     not only the label agreement it measured."""
     loans = yaml.safe_load((ROOT / "params.yaml").read_text())["workloads"]["loans"]
     assert loans["train"]["weight_decay"] == 0.0
-    result, _ = ingest_corpus_file(workdir, "separable.csv", "separable.csv", model=loans["model"] | {"hidden": []},
+    result, _ = ingest_corpus_file(workdir, "separable.csv", "separable.csv", model=loans["model"],
                                    train=loans["train"])  # fmt: skip
     assert result.returncode == 0, result.stderr
     said = {}
