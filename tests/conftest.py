@@ -247,18 +247,28 @@ def lock_entries(repo: Path, like: Path) -> tuple[dict, dict]:
 
 
 def reference_entries(repo: Path, request: pytest.FixtureRequest) -> tuple[dict, dict]:
-    """``repo``'s dvc.lock entries and those of the same stages in ``repro_repo`` (a from-scratch
-    `dvc repro` of the tiny params): a stage's entry hashes only its own deps, params keys and
+    """``repo``'s dvc.lock entries and those of the same stages in ``built_repo`` (a from-scratch
+    run of the tiny params, whose lock is `dvc repro`'s): a stage's entry hashes only its own deps, params keys and
     outs, so a repository of some of the tiny workloads, with the same data, has the same
     entries. Asked for at the end of a test (request.getfixturevalue), so the shared build, made
     once per run, stands in for a `dvc repro` of the test's own."""
     ours = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    reference = yaml.safe_load((request.getfixturevalue("repro_repo") / "dvc.lock").read_text())["stages"]
+    reference = yaml.safe_load((request.getfixturevalue("built_repo") / "dvc.lock").read_text())["stages"]
     return ours, {name: reference.get(name) for name in ours}
 
 
-def _full_repro(repo: Path) -> None:
+def _full_build(repo: Path) -> None:
+    # The pipeline in one process, as `make run` does (its lock is dvc repro's: _two_by_dvc_repro),
+    # not 43 stage processes: the largest cost of the test run otherwise.
     make_repo(repo)
+    run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2"], repo)
+
+
+TWO_WORKLOADS = ("iris", "blobs")  # two DAGs side by side, score included: what --jobs 2 interleaves
+
+
+def _two_by_dvc_repro(repo: Path) -> None:
+    make_repo(repo, only_workloads(*TWO_WORKLOADS))
     run(["dvc", "repro"], repo)
 
 
@@ -268,7 +278,8 @@ def _blobs_repro(repo: Path) -> None:
     assert '"files_reused": 0' in out.stdout + out.stderr  # the first run computes everything
 
 
-AHEAD = {"blobs_repo": ("blobs", _blobs_repro), "repro_repo": ("repro", _full_repro)}
+AHEAD = {"blobs_repo": ("blobs", _blobs_repro), "built_repo": ("built", _full_build),
+         "dvc_repro_repo": ("dvc-repro", _two_by_dvc_repro)}  # fmt: skip
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -303,17 +314,24 @@ def build_ahead(request: pytest.FixtureRequest, tmp_path_factory) -> None:
 
 
 @pytest.fixture(scope="session")
-def repro_repo(tmp_path_factory) -> Path:
-    """A tiny repo after a full `dvc repro` (stages as separate processes), built once per test
+def built_repo(tmp_path_factory) -> Path:
+    """A tiny repo after a full run of every stage (the pipeline, untracked), built once per test
     run and copied once per pytest worker. Tests read it; a test that changes it takes
-    ``repro_copy``."""
-    return copy_repo(built_once(tmp_path_factory, "repro", _full_repro), tmp_path_factory.mktemp("repro") / "repo")
+    ``built_copy``."""
+    return copy_repo(built_once(tmp_path_factory, "built", _full_build), tmp_path_factory.mktemp("built") / "repo")
 
 
 @pytest.fixture
-def repro_copy(repro_repo: Path, tmp_path: Path) -> Path:
-    """A copy of ``repro_repo`` of the test's own."""
-    return copy_repo(repro_repo, tmp_path / "repo")
+def built_copy(built_repo: Path, tmp_path: Path) -> Path:
+    """A copy of ``built_repo`` of the test's own."""
+    return copy_repo(built_repo, tmp_path / "repo")
+
+
+@pytest.fixture(scope="session")
+def dvc_repro_repo(tmp_path_factory) -> Path:
+    """Two tiny workloads (TWO_WORKLOADS) after a full `dvc repro`, each stage its own process:
+    the reference the pipeline's lock is compared with, byte for byte."""
+    return built_once(tmp_path_factory, "dvc-repro", _two_by_dvc_repro)
 
 
 @pytest.fixture

@@ -78,32 +78,32 @@ def test_a_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
     assert (repo / "registry/iris/index.json").exists()
 
 
-def test_a_second_run_on_a_locked_checkout_is_refused_with_a_clear_message(repro_repo):
+def test_a_second_run_on_a_locked_checkout_is_refused_with_a_clear_message(built_repo):
     from dvc.repo import Repo, lock_repo
 
-    with Repo(str(repro_repo)) as repo, lock_repo(repo):  # as if another pipeline were running
-        result = run([sys.executable, "-m", "flows", "pipeline", "iris"], repro_repo, check=False)
+    with Repo(str(built_repo)) as repo, lock_repo(repo):  # as if another pipeline were running
+        result = run([sys.executable, "-m", "flows", "pipeline", "iris"], built_repo, check=False)
     assert result.returncode == 75  # EX_TEMPFAIL: the same command later will work
     assert "error: pipeline: another DVC command or pipeline run holds the lock on this checkout" in result.stderr
-    assert run(["dvc", "status", "--json"], repro_repo).stdout.strip() == "{}"  # nothing was touched
+    assert run(["dvc", "status", "--json"], built_repo).stdout.strip() == "{}"  # nothing was touched
 
 
-def test_the_watcher_runs_only_workloads_with_new_raw_data(repro_repo, monkeypatch):
+def test_the_watcher_runs_only_workloads_with_new_raw_data(built_repo, monkeypatch):
     from flows.service.deployments import watch
 
-    monkeypatch.chdir(repro_repo)
+    monkeypatch.chdir(built_repo)
     assert watch.fn() == {}  # nothing new: nothing runs
-    lock = (repro_repo / "dvc.lock").read_text()
-    new = repro_repo / "data/blobs/raw/part-3.csv"
-    new.write_text((repro_repo / "data/blobs/raw/part-2.csv").read_text())
+    lock = (built_repo / "dvc.lock").read_text()
+    new = built_repo / "data/blobs/raw/part-3.csv"
+    new.write_text((built_repo / "data/blobs/raw/part-2.csv").read_text())
     try:
         outcome = watch.fn()
         assert outcome["ingest@blobs"] == "ran" and "ingest@iris" not in outcome
     finally:
         new.unlink()  # back to the state other tests share: the old lock, outputs from DVC's cache
-        (repro_repo / "dvc.lock").write_text(lock)
-        run(["dvc", "checkout", "-q", "--force"], repro_repo)
-        assert run(["dvc", "status", "--json"], repro_repo).stdout.strip() == "{}"
+        (built_repo / "dvc.lock").write_text(lock)
+        run(["dvc", "checkout", "-q", "--force"], built_repo)
+        assert run(["dvc", "status", "--json"], built_repo).stdout.strip() == "{}"
 
 
 def flow_runs(server: dict, deployment_id: str | None = None) -> list[dict]:
@@ -191,7 +191,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
         stop(server)
 
 
-def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(repro_repo, tmp_path, monkeypatch):
+def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(built_repo, tmp_path, monkeypatch):
     """A clone has no DVC cache, so no outputs: that is not new data. A new partition is."""
     from dvc.repo import Repo
 
@@ -199,8 +199,8 @@ def test_a_fresh_clone_has_new_raw_data_only_where_files_differ_from_dvc_lock(re
     from flows.service.deployments import new_raw_data
 
     clone = tmp_path / "clone"
-    run(["git", "clone", "-q", str(repro_repo), str(clone)], tmp_path)
-    (clone / "dvc.lock").write_text((repro_repo / "dvc.lock").read_text())  # as if it were committed
+    run(["git", "clone", "-q", str(built_repo), str(clone)], tmp_path)
+    (clone / "dvc.lock").write_text((built_repo / "dvc.lock").read_text())  # as if it were committed
     monkeypatch.chdir(clone)
     with Repo(".") as repo:
         assert new_raw_data(Dvc(repo)) == {}

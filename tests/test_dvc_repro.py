@@ -1,27 +1,39 @@
-"""Integration: `dvc repro` of the real dvc.yaml on tiny data in a fresh git + DVC repo."""
+"""Integration: the real dvc.yaml on tiny data in a fresh git + DVC repo, run by `dvc repro` and by
+the pipeline (whose dvc.lock is dvc repro's, byte for byte: the first test)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import yaml
-from conftest import HAS_AVX2, blobs_csv, make_repo, only_workloads, run
+from conftest import HAS_AVX2, TWO_WORKLOADS, blobs_csv, make_repo, only_workloads, run
 
 WORKLOADS = ("iris", "blobs", "sales", "loans", "forest", "digits")
 STAGES = ("ingest", "clean", "split", "train", "evaluate", "publish", "promote")
 
 
-def test_every_stage_ran_and_the_lock_knows_it(repro_repo: Path):
-    lock = yaml.safe_load((repro_repo / "dvc.lock").read_text())["stages"]
+def test_the_pipeline_leaves_the_lock_of_dvc_repro(dvc_repro_repo: Path, tmp_path: Path):
+    """Byte for byte: `dvc repro` ran each stage as its own process, one after the other; the
+    pipeline ran them in one process, two at a time, in whatever order they finished, and wrote
+    their lock entries together."""
+    repo = make_repo(tmp_path / "repo", only_workloads(*TWO_WORKLOADS))
+    run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2"], repo)
+    assert (repo / "dvc.lock").read_text() == (dvc_repro_repo / "dvc.lock").read_text()
+    assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+
+
+def test_every_stage_ran_and_the_lock_knows_it(built_repo: Path):
+    lock = yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]
     every = [f"{s}@{w}" for s in STAGES for w in WORKLOADS] + ["score@blobs"]  # the one inbox: blobs
     assert sorted(lock) == sorted(every)
-    assert run(["dvc", "status", "--json"], repro_repo).stdout.strip() == "{}"
+    assert run(["dvc", "status", "--json"], built_repo).stdout.strip() == "{}"
 
 
-def test_rows_reconcile_from_raw_to_split(repro_repo: Path):
-    report = json.loads((repro_repo / "data/blobs/clean/report.json").read_text())
+def test_rows_reconcile_from_raw_to_split(built_repo: Path):
+    report = json.loads((built_repo / "data/blobs/clean/report.json").read_text())
     assert report == {
         "rows_in": 150,
         "rows_kept": 149,
@@ -30,20 +42,20 @@ def test_rows_reconcile_from_raw_to_split(repro_repo: Path):
         "duplicate_rows_kept": 0,
         "blank_lines_skipped": 0,
     }
-    quarantined = pq.read_table(repro_repo / "data/blobs/clean/quarantine.parquet").to_pylist()
+    quarantined = pq.read_table(built_repo / "data/blobs/clean/quarantine.parquet").to_pylist()
     # data row 4 of part-1.csv is on line 5, below the header
     assert [(q["key"], q["reason"]) for q in quarantined] == [("part-1.csv:5", "missing or NaN value in column 'f1'")]
-    split = json.loads((repro_repo / "data/blobs/split/report.json").read_text())
+    split = json.loads((built_repo / "data/blobs/split/report.json").read_text())
     assert sum(s["rows"] for s in split.values()) == 149
     # two raw partitions, two ingested partitions
-    assert sorted(p.name for p in (repro_repo / "data/blobs/ingest").glob("*.parquet")) == [
+    assert sorted(p.name for p in (built_repo / "data/blobs/ingest").glob("*.parquet")) == [
         "part-1.parquet",
         "part-2.parquet",
     ]
 
 
-def test_metrics_are_dvc_metrics(repro_repo: Path):
-    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repro_repo).stdout)
+def test_metrics_are_dvc_metrics(built_repo: Path):
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], built_repo).stdout)
     files = next(iter(shown.values()))["data"]
     accuracy = files["data/blobs/evaluate/metrics.json"]["data"]["accuracy"]
     assert accuracy > 0.9
@@ -51,8 +63,8 @@ def test_metrics_are_dvc_metrics(repro_repo: Path):
     assert "setosa" in files["data/iris/evaluate/details.json"]["data"]["per_class"]
 
 
-def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
-    publish = repro_repo / "data/iris/publish"
+def test_published_model_card_and_lineage_trace_back_to_raw(built_repo: Path):
+    publish = built_repo / "data/iris/publish"
     assert sorted(p.name for p in publish.iterdir()) == [
         "lineage.json",
         "model.json",
@@ -60,11 +72,11 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
         "model.safetensors",
         "model_card.md",
     ]
-    assert (repro_repo / "data/loans/publish/coefficients.json").exists()
-    assert (repro_repo / "data/sales/publish/coefficients.json").exists()
-    assert (repro_repo / "data/digits/publish/encoder.onnx").exists()
+    assert (built_repo / "data/loans/publish/coefficients.json").exists()
+    assert (built_repo / "data/sales/publish/coefficients.json").exists()
+    assert (built_repo / "data/digits/publish/encoder.onnx").exists()
     lineage = json.loads((publish / "lineage.json").read_text())
-    lock = yaml.safe_load((repro_repo / "dvc.lock").read_text())["stages"]
+    lock = yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]
     raw = {d["path"]: d["md5"] for d in lock["ingest@iris"]["deps"]}["data/iris/raw"]
     assert lineage["stages"]["ingest"]["deps"]["data/iris/raw"] == raw
     # The code each stage ran is in its deps (DVC's hashes of its files); the git revision is the
@@ -72,8 +84,8 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
     assert lineage["stages"]["train"]["deps"]["steps/train.py"] == {
         d["path"]: d["md5"] for d in lock["train@iris"]["deps"]}["steps/train.py"]  # fmt: skip
     assert "git_revision" not in lineage
-    head = run(["git", "rev-parse", "HEAD"], repro_repo).stdout.strip()
-    registered = json.loads((repro_repo / "registry/iris/index.json").read_text())["versions"]
+    head = run(["git", "rev-parse", "HEAD"], built_repo).stdout.strip()
+    registered = json.loads((built_repo / "registry/iris/index.json").read_text())["versions"]
     assert [v["git_revision"] for v in registered] == [head]
     assert lineage["checks"]["ONNX (onnxruntime)"]["label_agreement"] == 1.0
     card = (publish / "model_card.md").read_text()
@@ -85,12 +97,12 @@ def test_published_model_card_and_lineage_trace_back_to_raw(repro_repo: Path):
         assert kernels["cpu_isa"] == "AVX2"
 
 
-def test_published_files_say_how_to_use_them_without_cairn(repro_repo: Path):
+def test_published_files_say_how_to_use_them_without_cairn(built_repo: Path):
     import hashlib
 
     import onnx
 
-    loans = repro_repo / "data/loans/publish"
+    loans = built_repo / "data/loans/publish"
     contract = json.loads((loans / "coefficients.json").read_text())["input"]
     assert contract["label"] == "defaulted"
     by_column = {c["column"]: c for c in contract["columns"]}
@@ -106,41 +118,41 @@ def test_published_files_say_how_to_use_them_without_cairn(repro_repo: Path):
     assert json.loads(meta["input_contract"]) == contract
     assert meta["lineage_sha256"] == hashlib.sha256((loans / "lineage.json").read_bytes()).hexdigest()
 
-    predictions = (repro_repo / "data/loans/evaluate/predictions.csv").read_text().splitlines()
+    predictions = (built_repo / "data/loans/evaluate/predictions.csv").read_text().splitlines()
     assert predictions[0].split(",")[:3] == ["key", "actual", "predicted"] and predictions[0].count("p_") == 2
     assert predictions[1].startswith("loans.csv:")  # the row's key: its line in the raw file
 
 
-def test_nothing_changed_means_nothing_runs(repro_copy: Path):
-    out = run(["dvc", "repro"], repro_copy)
+def test_nothing_changed_means_nothing_runs(built_copy: Path):
+    out = run(["dvc", "repro"], built_copy)
     assert "Running stage" not in out.stdout
     assert out.stdout.count("didn't change, skipping") == len(STAGES) * len(WORKLOADS) + 1  # and score@blobs
 
 
-def test_a_param_change_is_seen_only_by_the_stages_that_read_it(repro_copy: Path):
-    params = yaml.safe_load((repro_copy / "params.yaml").read_text())
+def test_a_param_change_is_seen_only_by_the_stages_that_read_it(built_copy: Path):
+    params = yaml.safe_load((built_copy / "params.yaml").read_text())
     params["workloads"]["blobs"]["train"]["lr"] = 0.02
-    (repro_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro", "--dry"], repro_copy).stdout
+    (built_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    out = run(["dvc", "repro", "--dry"], built_copy).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     # --dry lists the stages whose own deps or params changed: train reads train.lr,
     # publish records all of the workload's params in its model card.
     assert ran == {"train@blobs", "publish@blobs"}
 
 
-def test_each_task_reports_its_own_metrics(repro_repo: Path):
+def test_each_task_reports_its_own_metrics(built_repo: Path):
     def metrics(w):
-        return json.loads((repro_repo / f"data/{w}/evaluate/metrics.json").read_text())
+        return json.loads((built_repo / f"data/{w}/evaluate/metrics.json").read_text())
 
     assert {"rmse", "mae", "r2", "rmse_sgd"} <= set(metrics("sales"))
     assert {"roc_auc", "precision", "recall", "threshold"} <= set(metrics("loans"))
     assert metrics("forest")["roc_auc"] > 0.6
     assert metrics("digits")["mse"] < 0.05  # a constant image scores about 0.1
-    slices = json.loads((repro_repo / "data/loans/evaluate/details.json").read_text())["slices"]["purpose"]
+    slices = json.loads((built_repo / "data/loans/evaluate/details.json").read_text())["slices"]["purpose"]
     assert "small_business" in slices
-    loans = json.loads((repro_repo / "data/loans/clean/report.json").read_text())
+    loans = json.loads((built_repo / "data/loans/clean/report.json").read_text())
     assert loans["rows_in"] == loans["rows_kept"] + loans["rows_quarantined"] and loans["rows_quarantined"] > 0
-    assert (repro_repo / "data/loans/clean/pairplot.png").read_bytes().startswith(b"\x89PNG")
+    assert (built_repo / "data/loans/clean/pairplot.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_user_points_a_workload_at_their_own_parquet_with_dvc_exp_run(tmp_path: Path):
@@ -199,11 +211,11 @@ def test_raw_data_tracked_by_dvc_comes_back_with_an_old_revision(tmp_path: Path)
     assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["ingest@blobs"] == first
 
 
-def test_an_edit_reruns_the_stages_that_run_the_edited_file_and_no_other(repro_copy):
+def test_an_edit_reruns_the_stages_that_run_the_edited_file_and_no_other(built_copy):
     """On a copy of the built repository: editing the server, the registry's listing and the CLI
     leaves every stage up to date; editing a model makes train and what follows it stale, never
     ingest, clean or split (whose stored partitions stay valid too: same datum keys)."""
-    repo = repro_copy
+    repo = built_copy
     for path in ("flows/service/server.py", "flows/service/registry.py", "flows/cli.py", "flows/runtime/pipeline.py"):
         (repo / path).write_text((repo / path).read_text() + "\n# an edit\n")
     assert json.loads(run(["dvc", "status", "--json"], repo).stdout) == {}

@@ -96,14 +96,15 @@ def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
     assert row["version"] == "v1" and row["status"] == "champion" and set(row) >= {"git revision", "data (ingest md5)"}
 
 
-def test_pipeline_leaves_the_same_lock_as_dvc_repro(pipeline_repo, request):
-    """Byte for byte: the pipeline ran two stages at once (--jobs 2), in whatever order they
-    finished, and `dvc repro` one by one."""
+def test_a_tracked_pipeline_leaves_the_lock_of_an_untracked_one(pipeline_repo, request):
+    """Byte for byte: this run was tracked by Prefect (every stage a subflow), built_repo's was
+    not; both ran two stages at once (--jobs 2), in whatever order they finished. (That lock is
+    `dvc repro`'s: tests/test_dvc_repro.py.)"""
     repo, _ = pipeline_repo
     # Asked for here, not as an argument: pytest groups the tests that share a session fixture,
     # which would split this module's tests and build pipeline_repo twice.
-    repro_repo = request.getfixturevalue("repro_repo")
-    assert (repo / "dvc.lock").read_text() == (repro_repo / "dvc.lock").read_text()
+    built_repo = request.getfixturevalue("built_repo")
+    assert (repo / "dvc.lock").read_text() == (built_repo / "dvc.lock").read_text()
     assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
 
 
