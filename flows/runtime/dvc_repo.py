@@ -178,10 +178,6 @@ class Dvc:
             stages[0].dvcfile.dump_stages(stages, update_pipeline=False)
         self._unwritten.clear()
 
-    def unwritten(self) -> list[str]:
-        """The stages committed whose dvc.lock entries are not written yet."""
-        return list(self._unwritten)
-
     def lock_order(self) -> list[str]:
         """dvc.lock's stage entries in file order."""
         return lockfile.stage_order()
