@@ -224,3 +224,34 @@ def test_an_edit_reruns_the_stages_that_run_the_edited_file_and_no_other(built_c
     mlp.write_text(mlp.read_text() + "\n# an edit\n")
     stale = {name.partition("@")[0] for name in json.loads(run(["dvc", "status", "--json"], repo).stdout)}
     assert stale == {"train", "evaluate", "publish", "promote", "score"}
+
+
+def test_a_pipeline_killed_before_it_wrote_the_lock_loses_no_stage(tmp_path: Path, request):
+    """The pipeline writes dvc.lock entries together (flows/runtime/dvc_repo.py: Dvc.commit): a
+    `kill -9` after stages were committed but before their entries were written leaves them in
+    DVC's run-cache, and the next run restores them instead of running them again."""
+    import subprocess
+    import time
+
+    from conftest import project_env, reference_entries
+
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+    log = tmp_path / "first.log"
+    with log.open("w") as out:
+        first = subprocess.Popen([sys.executable, "-u", "-m", "flows", "pipeline", "blobs"], cwd=repo,
+                                 env=project_env(), stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    deadline = time.monotonic() + 120
+    # split runs only once ingest and clean are committed; publish would write the lock first
+    while "split@blobs: {" not in log.read_text() and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.05)
+    first.kill()
+    first.wait()
+    assert "split@blobs: {" in log.read_text(), log.read_text()
+    assert not (repo / "dvc.lock").exists()  # nothing written yet: the kill came first
+    again = run([sys.executable, "-m", "flows", "pipeline", "blobs"], repo)
+    said = next(line for line in (again.stdout + again.stderr).splitlines() if line.startswith("pipeline: {"))
+    outcome = json.loads(said.removeprefix("pipeline: "))["stages"]
+    assert outcome["ingest@blobs"] == outcome["clean@blobs"] == "restored", outcome
+    ours, reference = reference_entries(repo, request)
+    assert ours == reference
+    assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
