@@ -261,3 +261,38 @@ def test_a_failure_lets_running_stages_finish_starts_nothing_after_it_and_a_reru
     assert {k for k, v in outcome.items() if v in ("ran", "promoted")} == (every | {"score@blobs"}) - kept
     ours, clean_run = reference_entries(repo, request)  # a from-scratch `dvc repro` of the same stages
     assert set(ours) == every | {"score@blobs"} and ours == clean_run
+
+
+def _denied(*args, **kwargs):
+    raise PermissionError(13, "Permission denied", "data/blobs/split/train.parquet")
+
+
+def test_an_unexpected_error_in_a_tracked_stage_logs_its_traceback_once(tmp_path, harness):
+    """Not a refusal but a library or OS error inside a stage: the stage's run logs its
+    traceback (Prefect's engine does), the pipeline run says the one line without repeating it."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    from flows.runtime.pipeline import StageFailed
+
+    repo = make_repo(tmp_path / "repo", only_workloads("blobs"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(repo)
+        mp.setattr("steps.split.deal", _denied)
+        with pytest.raises(StageFailed, match=r"^split@blobs failed: PermissionError: \[Errno 13\] Permission denied"):
+            pipeline(["blobs"])
+    with get_client(sync_client=True) as client:
+        runs: dict = {}
+        for r in client.read_flow_runs(limit=200, sort=FlowRunSort.START_TIME_DESC):
+            runs.setdefault(r.name, r)
+        ids = [runs["split@blobs"].id, runs["pipeline: blobs"].id]
+        for _ in range(40):  # logs reach the API in batches, a moment after the run ends
+            logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))
+            stage_said = any(e.flow_run_id == ids[0] and e.level >= 40 for e in logs)
+            if stage_said and any(e.flow_run_id == ids[1] and "split@blobs failed" in e.message for e in logs):
+                break
+            time.sleep(0.5)
+    errors = [e for e in logs if e.level >= 40]
+    tracebacks = [e for e in errors if "in _denied" in e.message]  # the stage's own frame
+    assert len(tracebacks) == 1 and tracebacks[0].flow_run_id == ids[0], [e.message[:300] for e in errors]

@@ -24,7 +24,7 @@ from flows.runtime import lockfile
 from flows.runtime.dvc_repo import Dvc
 from flows.runtime.stages import STAGES, UsageError, run_stage
 from flows.runtime.workers import await_worker, bring_back, check_ready, hand_over
-from flows.tracking import git_revision, log, report, tracked
+from flows.tracking import git_revision, in_flow_run, log, report, tracked
 from steps.errors import CairnError, StageFailed
 
 COMMAND = ["python", "-m", "flows", "$DVC_STAGE"]
@@ -218,6 +218,11 @@ class Waves:
         so the stages beside it still finish and are committed."""
         try:
             result = future.result()
+        except Exception as err:  # noqa: BLE001 - any error is this stage's failure, said once
+            # A local stage of a tracked run is a Prefect subflow: its engine has logged the
+            # traceback already ("Encountered exception during execution").
+            return self._fail(name, err, traceback_logged=name not in self.pools and in_flow_run())
+        try:
             if name in self.pools:
                 bring_back(self.dvc, name)
             elif name.startswith("promote@"):
@@ -226,16 +231,17 @@ class Waves:
         except Exception as err:  # noqa: BLE001 - any error is this stage's failure, said once
             self._fail(name, err)
 
-    def _fail(self, name: str, err: Exception) -> None:
+    def _fail(self, name: str, err: Exception, traceback_logged: bool = False) -> None:
         """Record a stage's refusal or failure as one line; an error that is not cairn's own
-        (a bug, an OS or library error) also logs its traceback, once."""
+        (a bug, an OS or library error) also logs its traceback, once: here, unless the stage's
+        own flow run logged it (``traceback_logged``)."""
         if isinstance(err, CairnError):
             message = str(err)
             log().error("%s failed: %s", name, message)
         else:
             first = str(err).strip().splitlines()
             message = f"{type(err).__name__}: {first[0]}" if first else type(err).__name__
-            log().error("%s failed: %s", name, message, exc_info=err)
+            log().error("%s failed: %s", name, message, exc_info=None if traceback_logged else err)
         self.outcome[name] = "failed"
         self.failed.append(f"{name} failed: {message}")
         self.errors.append(err)
