@@ -278,8 +278,15 @@ def _blobs_repro(repo: Path) -> None:
     assert '"files_reused": 0' in out.stdout + out.stderr  # the first run computes everything
 
 
-AHEAD = {"blobs_repo": ("blobs", _blobs_repro), "built_repo": ("built", _full_build),
-         "dvc_repro_repo": ("dvc-repro", _two_by_dvc_repro)}  # fmt: skip
+# An empty Prefect database after its migrations (seed_database).
+def _migrated_db(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    run([str(Path(sys.executable).parent / "prefect"), "server", "database", "upgrade", "-y"], folder,
+        env=project_env(PREFECT_HOME=str(folder)))  # fmt: skip
+
+
+AHEAD = {"prefect_server": ("prefect-db", _migrated_db), "blobs_repo": ("blobs", _blobs_repro),
+         "built_repo": ("built", _full_build), "dvc_repro_repo": ("dvc-repro", _two_by_dvc_repro)}  # fmt: skip
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -289,6 +296,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 
 BUILD_AHEAD = pytest.StashKey[list]()
+_FACTORY: list[pytest.TempPathFactory] = []  # the session's, for seed_database
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -299,6 +307,7 @@ def build_ahead(request: pytest.FixtureRequest, tmp_path_factory) -> None:
     one waits for it as before, and builds it again, failing with the reason, if this failed.)"""
     import threading
 
+    _FACTORY[:] = [tmp_path_factory]
     wanted = request.config.stash.get(BUILD_AHEAD, [])
 
     def build() -> None:
@@ -347,8 +356,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def seed_database(home: Path) -> None:
+    """Give the server of ``home`` (its PREFECT_HOME) a copy of an empty database that Prefect's
+    migrations have already run on, made once per test run: a server then starts in about 4 s of
+    CPU instead of 10 (measured: `prefect server start` on an empty folder against a migrated
+    one). The server still runs its migrations, which find nothing to do."""
+    if not (home / "prefect.db").exists():
+        template = built_once(_FACTORY[0], "prefect-db", _migrated_db)
+        shutil.copy(template / "prefect.db", home / "prefect.db")
+
+
 def start_server(home: Path, env: dict[str, str]) -> subprocess.Popen:
     """`prefect server start` with ``env`` (its log in ``home``/server.log), once it answers."""
+    if "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in env:
+        seed_database(Path(env["PREFECT_HOME"]))
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
                              "--port", env["PREFECT_SERVER_API_PORT"]], env=env, stdout=log,

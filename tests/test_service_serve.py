@@ -13,7 +13,7 @@ import time
 
 import httpx
 import pytest
-from conftest import api, free_port, project_env, run
+from conftest import api, free_port, project_env, run, seed_database
 
 from flows.service.serve import RotatingLog
 
@@ -36,6 +36,8 @@ def test_serve_is_one_service_per_checkout_with_a_clean_log_and_a_clean_ctrl_c(b
     repo = blobs_repo
     port = free_port()
     env = project_env(PREFECT_HOME=str(tmp_path / "prefect"))
+    (tmp_path / "prefect").mkdir()
+    seed_database(tmp_path / "prefect")
     (repo / ".cairn/logs").mkdir(parents=True)
     (repo / ".cairn/logs/server.log").write_text("an earlier incident\n")
     serve_cmd = [sys.executable, "-m", "flows", "serve", "--port", str(port)]
