@@ -14,18 +14,27 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import threading
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]  # the folder that holds flows/ and steps/
 PACKAGES = ("flows", "steps")
 LOADED_BY_NAME = ("steps/models",)  # folders that count whole (importlib by a params value)
+# CPython 3.11 keeps ast.parse's recursion depth in interpreter-wide state: two threads parsing
+# at once (the pipeline's stage threads, each working out its stage's code) can fail with
+# "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905; seen here in
+# train@iris of a --jobs 2 run). One parse at a time.
+_PARSING = threading.Lock()
 
 
 def _imports(path: Path) -> set[str]:
     """The cairn modules ``path`` imports (``from a.b import c`` may name module a.b.c)."""
     out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_bytes())):
+    source = path.read_bytes()
+    with _PARSING:
+        tree = ast.parse(source)
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
