@@ -1,15 +1,19 @@
 """What a person sees in the Prefect UI, in a real headless browser (Debian's chromium, which
-`make browser` installs): the figures cairn attaches show as images, on any machine."""
+`make browser` installs): the figures cairn attaches show as images, on any machine, and the
+pipeline run of the deployments shows its workloads' figures in its own Artifacts tab; a failed
+run is announced as an event a notification can follow."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from conftest import ROOT, free_port, project_env, start_server, stop
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,6 +31,9 @@ def probe(png: str) -> None:
 
 probe(PNG)
 """
+
+# The pipeline flow as a deployment of `make serve` runs it (flows/service/deployments.py).
+DEPLOYED_PIPELINE = "from flows.service.deployments import pipeline\npipeline(['blobs'])\n"
 
 
 def browser(*args: str) -> subprocess.CompletedProcess:
@@ -56,5 +63,54 @@ def test_a_figure_shows_as_an_image_in_the_runs_artifacts(tmp_path: Path):
         shot = tmp_path / "artifact.png"
         browser("--window-size=1400,900", f"--screenshot={shot}", page)
         assert shot.stat().st_size > 20_000  # a page with a picture, kept for a person to look at
+    finally:
+        stop(server)
+
+
+def _artifacts(api: str, key: str) -> list[dict]:
+    """The artifacts of ``key``, newest first."""
+    body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"}
+    return httpx.post(f"{api}/artifacts/filter", json=body).json()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium: `make browser` installs Debian's")
+def test_a_failed_run_is_an_event_and_a_runs_figures_show_on_the_pipeline_run(blobs_repo: Path, tmp_path: Path):
+    """#27 items 8 and 9 on a real server: the deployed pipeline flow fails (clean refuses), and
+    the server receives `cairn.pipeline.failed` for the workload with the one-line error; after
+    the fix, the run's Artifacts tab holds `pictures-blobs`, whose page shows the pair plot, the
+    confusion matrix and the loss curve as images."""
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = project_env(PREFECT_HOME=str(tmp_path), PREFECT_API_URL=api, PREFECT_SERVER_API_PORT=str(port),
+                      PREFECT_SERVER_ANALYTICS_ENABLED="false")  # fmt: skip
+    params = blobs_repo / "params.yaml"
+    good = params.read_text()
+    strict = yaml.safe_load(good)
+    strict["workloads"]["blobs"]["clean"]["max_quarantined"] = 0.0  # part-1 has a bad row
+    server = start_server(tmp_path, env)
+    try:
+        params.write_text(yaml.safe_dump(strict, sort_keys=False))
+        failed = subprocess.run([sys.executable, "-c", DEPLOYED_PIPELINE], cwd=blobs_repo, env=env,
+                                capture_output=True, text=True)  # fmt: skip
+        assert failed.returncode != 0 and "clean@blobs failed" in failed.stderr, failed.stderr[-2000:]
+        query = {"filter": {"event": {"name": ["cairn.pipeline.failed"]}}, "limit": 10}
+        for _ in range(60):  # the server's event persister writes events a moment after they arrive
+            events = httpx.post(f"{api}/events/filter", json=query).json()["events"]
+            if events:
+                break
+            time.sleep(0.5)
+        (event,) = events
+        assert event["resource"]["prefect.resource.id"] == "cairn.workload.blobs"
+        assert event["payload"]["error"].startswith("clean@blobs failed: clean: 1 of 150 rows")
+
+        params.write_text(good)
+        subprocess.run([sys.executable, "-c", DEPLOYED_PIPELINE], cwd=blobs_repo, env=env, check=True,
+                       capture_output=True)  # fmt: skip
+        pictures = _artifacts(api, "pictures-blobs")[0]  # the failed run showed its figures too
+        run = httpx.get(f"{api}/flow_runs/{pictures['flow_run_id']}").json()
+        assert run["name"].startswith("pipeline: blobs") and run["parent_task_run_id"] is None  # the run itself
+        dom = browser("--dump-dom", f"http://127.0.0.1:{port}/artifacts/artifact/{pictures['id']}").stdout
+        assert dom.count('src="data:image/png;base64,iVBORw0KGgo') == 3, dom[-2000:]  # pair plot, figure, loss
     finally:
         stop(server)
