@@ -1,9 +1,10 @@
 import os as _os
 
-# Same inputs, same bytes on any x86-64 machine: PyTorch and oneDNN pick their CPU kernels by
-# instruction set, and AVX-512 kernels sum in another order than AVX2 ones (an mnist model
-# trained on an AVX2-only EPYC stopped at epoch 18, here at 20). Every cairn process uses the
-# AVX2 kernels, which every x86-64 CPU of the last ten years has, unless CAIRN_CPU_ISA=native.
+# Same inputs, same bytes across x86-64 machines, as far as cairn can pin it: PyTorch and oneDNN
+# pick their CPU kernels by instruction set, and AVX-512 kernels sum in another order than AVX2
+# ones (an mnist model trained on an AVX2-only EPYC stopped at epoch 18, here at 20). Every cairn
+# process uses the AVX2 kernels unless CAIRN_CPU_ISA=native. MKL, torch's BLAS, is not reached by
+# these and picks by CPU vendor: an Intel Xeon with AMX trains other bytes (docs/machines.md).
 # Read when torch is first imported, so this must run before: flows is imported first.
 CPU_ISA = _os.environ.get("CAIRN_CPU_ISA", "avx2")
 if CPU_ISA != "native":
