@@ -73,6 +73,9 @@ def test_the_docker_gpu_pool_asks_the_engine_for_nvidia_gpus():
         {"Driver": "nvidia", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}
     ]
     assert create["environment"]["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    # The container runs the flow run (Prefect's command), not the image's ENTRYPOINT with that
+    # command appended (`python -m flows prefect flow-run execute`).
+    assert create["entrypoint"] == [""] and create["command"] == job._base_flow_run_command()
 
 
 def test_the_kubernetes_gpu_pool_renders_a_valid_job_that_limits_nvidia_gpus():
@@ -97,6 +100,8 @@ def test_the_kubernetes_gpu_pool_renders_a_valid_job_that_limits_nvidia_gpus():
     container = model.spec.template.spec.containers[0]
     assert container.resources.limits["nvidia.com/gpu"] == container.resources.requests["nvidia.com/gpu"] == "1"
     assert model.spec.template.spec.security_context.run_as_non_root is True
+    # The flow run's command replaces the image's ENTRYPOINT (python -m flows), not follows it.
+    assert container.command == ["/usr/bin/env"] and container.args == job._base_flow_run_command().split()
     assert model.metadata.namespace == "ml"
     assert {e.name: e.value for e in container.env}["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
 
