@@ -66,6 +66,26 @@ def test_every_runner_writes_the_same_ingest_bytes_in_several_batches(tmp_path: 
         assert outputs[runner] == outputs["serial"], runner
 
 
+def test_every_runner_scores_the_same_bytes_in_several_batches(blobs_repo: Path):
+    """score (#28): the champion scores three inbox files, one batch each, on every runner
+    (Dask: a LocalCluster), and every runner writes the serial loop's bytes."""
+    params = yaml.safe_load((blobs_repo / "params.yaml").read_text())
+    params["execution"] = {"batch_mb": 0.0001, "workers": 2}  # 100-byte batches: one file each
+    (blobs_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for i in (2, 3):
+        (blobs_repo / "data/blobs/inbox" / f"new-{i}.csv").write_text(blobs_csv(20, seed=10 + i))
+    outputs = {}
+    for runner in fanout.RUNNERS:
+        run(["rm", "-rf", ".cairn/datums/score", "data/blobs/score"], blobs_repo)
+        said = run(["python", "-m", "flows", "score@blobs"], blobs_repo, env=project_env(CAIRN_RUNNER=runner))
+        assert f"score: 3 inbox file(s) to score in 3 batch(es) on {runner}" in said.stderr, said.stderr
+        outputs[runner] = {p.relative_to(blobs_repo).as_posix(): p.read_bytes()
+                           for p in sorted((blobs_repo / "data/blobs/score").rglob("*")) if p.is_file()}  # fmt: skip
+    assert len(outputs["serial"]) == 5  # 3 partitions, the quarantine, the report
+    for runner in ("threads", "processes", "dask"):
+        assert outputs[runner] == outputs["serial"], runner
+
+
 @pytest.mark.slow
 def test_ingest_fans_out_on_a_dask_scheduler_and_workers_started_apart(tmp_path: Path):
     """`execution.dask_address`: a `dask scheduler` and two `dask worker` processes on loopback,
