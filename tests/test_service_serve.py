@@ -7,12 +7,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
 
 import httpx
 import pytest
+import yaml
 from conftest import api, free_port, project_env, run, seed_database
 
 from flows.service.serve import RotatingLog
@@ -38,6 +40,9 @@ def test_serve_is_one_service_per_checkout_with_a_clean_log_and_a_clean_ctrl_c(b
     env = project_env(PREFECT_HOME=str(tmp_path / "prefect"))
     (tmp_path / "prefect").mkdir()
     seed_database(tmp_path / "prefect")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["deploy"]["stop_seconds"] = 2  # a run in flight at Ctrl-C cannot end in time: Cancelled
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".cairn/logs").mkdir(parents=True)
     (repo / ".cairn/logs/server.log").write_text("an earlier incident\n")
     serve_cmd = [sys.executable, "-m", "flows", "serve", "--port", str(port)]
@@ -92,6 +97,16 @@ def test_serve_is_one_service_per_checkout_with_a_clean_log_and_a_clean_ctrl_c(b
         assert "database is locked" not in server_log and "Traceback" not in server_log, server_log[-3000:]
         assert not re.search(r"\| ERROR ", server_log), server_log[-3000:]
 
+        # A run in flight at Ctrl-C: a retrain that takes longer than the stop budget.
+        params["workloads"]["blobs"]["train"] |= {"epochs": 3000, "patience": 3000}
+        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        in_flight = client.post(f"deployments/{deployment}/create_flow_run", json={}).json()["id"]
+        deadline = time.time() + 120
+        while client.get(f"flow_runs/{in_flight}").json()["state"]["type"] != "RUNNING":
+            assert time.time() < deadline, client.get(f"flow_runs/{in_flight}").json()["state"]
+            time.sleep(0.5)
+        time.sleep(3)  # into the pipeline, not still starting
+
         # Ctrl-C: watcher and worker, then the server, all gone within ~10 s.
         os.killpg(serve.pid, signal.SIGINT)
         started = time.monotonic()
@@ -108,6 +123,11 @@ def test_serve_is_one_service_per_checkout_with_a_clean_log_and_a_clean_ctrl_c(b
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"{url}/health", timeout=2)
         assert (logs / "server.log").read_text().startswith("an earlier incident\n")  # appended
+        # The run the worker could not finish is Cancelled, with the reason, not left Running.
+        with sqlite3.connect(tmp_path / "prefect/prefect.db") as db:
+            row = db.execute("SELECT state_type FROM flow_run WHERE id = ?", (in_flight,)).fetchone()
+        assert row == ("CANCELLED",), row
+        assert "was in flight: marked Cancelled" in serve_log
     finally:
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)

@@ -198,8 +198,10 @@ class Service:
         budget = self.params.deploy.stop_seconds
         self.say("serve: stopping the watcher, the worker, then the server ...")
         self.end("watch-files", budget * 0.1)
-        if not self.end("worker", budget * 0.5):
-            self.cancel_in_flight()
+        self.end("worker", budget * 0.5)
+        # Whether the worker exited in time or was killed, its flow-run processes went with it
+        # (its process group): a run still Running or Pending now will never end by itself.
+        self.cancel_in_flight()
         self.end("server", max(1.0, budget - (time.monotonic() - started) - 0.5))
         self.say(f"serve: stopped in {time.monotonic() - started:.1f} s")
         INFO.unlink(missing_ok=True)
@@ -222,18 +224,38 @@ class Service:
             return False
 
     def cancel_in_flight(self) -> None:
-        """Mark the runs the killed worker left Running as Cancelled, saying why."""
+        """Mark the runs the stopped worker left Running or Pending as Cancelled, saying why: the
+        runs of this checkout's work pool and their subflows (the stages of a pipeline run),
+        not the runs of pools whose workers run elsewhere."""
         import httpx
 
         try:
             from prefect.client.orchestration import get_client
-            from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+            from prefect.client.schemas.filters import (
+                FlowRunFilter,
+                FlowRunFilterParentTaskRunId,
+                FlowRunFilterState,
+                FlowRunFilterStateType,
+                WorkPoolFilter,
+                WorkPoolFilterName,
+            )
+            from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
             from prefect.states import Cancelled
 
-            os.environ.update(self.env)
-            with get_client(sync_client=True) as client:
-                state = FlowRunFilterState(type=FlowRunFilterStateType(any_=["RUNNING"]))
-                for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state)):
+            state = FlowRunFilterState(type=FlowRunFilterStateType(any_=["RUNNING", "PENDING"]))
+            pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[self.params.deploy.work_pool]))
+            nested = FlowRunFilter(state=state, parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=False))
+            this_server = {PREFECT_API_URL: self.env["PREFECT_API_URL"],
+                           PREFECT_API_AUTH_STRING: self.env["PREFECT_API_AUTH_STRING"]}  # fmt: skip
+            # This process's own Prefect settings were read before the server existed.
+            with temporary_settings(updates=this_server), get_client(sync_client=True) as client:
+                dead = {run.id: run for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state),
+                                                                     work_pool_filter=pool)}  # fmt: skip
+                subflows = client.read_flow_runs(flow_run_filter=nested, limit=200)
+                while added := [r for r in subflows if r.id not in dead
+                                and client.read_task_run(r.parent_task_run_id).flow_run_id in dead]:  # fmt: skip
+                    dead |= {r.id: r for r in added}
+                for run in dead.values():
                     client.set_flow_run_state(run.id, Cancelled(message="make serve stopped"), force=True)
                     self.say(f"serve: run '{run.name}' was in flight: marked Cancelled")
         except (httpx.HTTPError, OSError, RuntimeError) as err:
