@@ -132,3 +132,18 @@ def test_serve_is_one_service_per_checkout_with_a_clean_log_and_a_clean_ctrl_c(b
         if serve.poll() is None:
             os.killpg(serve.pid, signal.SIGKILL)
         out.close()
+
+
+def test_serve_on_a_port_another_program_holds_is_refused_before_anything_starts(workdir):
+    """`make serve` where the port is taken: exit 75 and one line naming the port, with nothing
+    started (no server, no deployments written)."""
+    import socket
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = run([sys.executable, "-m", "flows", "serve", "--port", str(port)], workdir, check=False)
+    assert result.returncode == 75, result.stderr
+    assert f"serve: port {port} on 127.0.0.1 is in use by another program" in result.stderr
+    assert not (workdir / "prefect.yaml").exists() and not (workdir / ".cairn/logs").exists()
