@@ -255,3 +255,29 @@ def test_a_pipeline_killed_before_it_wrote_the_lock_loses_no_stage(tmp_path: Pat
     ours, reference = reference_entries(repo, request)
     assert ours == reference
     assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
+
+
+def test_an_empty_run_cache_entry_left_by_a_kill_is_a_miss_not_a_crash(blobs_repo: Path, request, monkeypatch):
+    """DVC saves a run-cache entry by making its folder, then moving the entry file in; a kill
+    between the two (seen once in the kill test above) left an empty folder on which the next
+    restore raised TypeError. The pipeline takes it for a miss and runs the stage."""
+    from conftest import reference_entries
+    from dvc.repo import Repo
+    from dvc.stage.cache import _get_stage_hash
+
+    from flows.runtime.dvc_repo import Dvc
+
+    repo = blobs_repo
+    monkeypatch.chdir(repo)  # DVC addresses stages relative to the working folder
+    with Repo(".") as dvc:
+        stage = Dvc(dvc)._stage("split@blobs")
+        folder = Path(dvc.stage_cache._get_cache_dir(_get_stage_hash(stage)))
+    for entry in folder.iterdir():
+        entry.unlink()  # as if the kill came after DVC's makedirs, before its move
+    run(["rm", "-rf", "data/blobs/split", "dvc.lock"], repo)
+    again = run([sys.executable, "-m", "flows", "pipeline", "blobs"], repo)
+    outcome = json.loads(next(line for line in (again.stdout + again.stderr).splitlines()
+                              if line.startswith("pipeline: {")).removeprefix("pipeline: "))["stages"]  # fmt: skip
+    assert outcome["ingest@blobs"] == "restored" and outcome["split@blobs"] == "ran", outcome
+    ours, reference = reference_entries(repo, request)
+    assert ours == reference

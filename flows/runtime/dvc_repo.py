@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from flows.runtime import lockfile
@@ -147,11 +148,28 @@ class Dvc:
         when ``pull``); False when the run-cache has no entry for its inputs."""
         from dvc.stage.cache import RunCacheNotFoundError
 
+        stage = self._stage(address)
+        self._drop_empty_run_cache_entry(stage)
         try:
-            self.repo.stage_cache.restore(self._stage(address), pull=pull)
+            self.repo.stage_cache.restore(stage, pull=pull)
         except RunCacheNotFoundError:
             return False
         return True
+
+    def _drop_empty_run_cache_entry(self, stage: Any) -> None:
+        """DVC saves a run-cache entry by creating its folder, then moving the entry file in: a
+        kill between the two leaves an empty folder, on which DVC's restore raises TypeError
+        (it joins the folder with the newest of no files: None). An empty folder holds nothing
+        to restore: it goes, and the stage is a miss. (A half-written temp file in the folder
+        DVC itself reads as corrupt, removes and misses.)"""
+        from dvc.stage.cache import _can_hash, _get_stage_hash
+
+        stage.save_deps()  # the key hashes the deps, as DVC's restore computes them first
+        if not _can_hash(stage):
+            return
+        folder = Path(self.repo.stage_cache._get_cache_dir(_get_stage_hash(stage)))
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
     def commit(self, address: str) -> None:
         """`dvc commit --force` ``address``: its outputs into DVC's cache and its run-cache entry
