@@ -149,27 +149,29 @@ class Dvc:
         from dvc.stage.cache import RunCacheNotFoundError
 
         stage = self._stage(address)
-        self._drop_empty_run_cache_entry(stage)
         try:
             self.repo.stage_cache.restore(stage, pull=pull)
         except RunCacheNotFoundError:
             return False
+        except TypeError:
+            # DVC saves a run-cache entry by creating its folder, then moving the entry file in:
+            # a kill between the two leaves an empty folder, on which DVC's restore raises
+            # TypeError (it joins the folder with the newest of no files: None). An empty folder
+            # holds nothing to restore: it goes, and the stage is a miss. (A half-written temp
+            # file in such a folder DVC itself reads as corrupt, removes and misses.)
+            if not self._drop_empty_run_cache_folders():
+                raise
+            return False
         return True
 
-    def _drop_empty_run_cache_entry(self, stage: Any) -> None:
-        """DVC saves a run-cache entry by creating its folder, then moving the entry file in: a
-        kill between the two leaves an empty folder, on which DVC's restore raises TypeError
-        (it joins the folder with the newest of no files: None). An empty folder holds nothing
-        to restore: it goes, and the stage is a miss. (A half-written temp file in the folder
-        DVC itself reads as corrupt, removes and misses.)"""
-        from dvc.stage.cache import _can_hash, _get_stage_hash
-
-        stage.save_deps()  # the key hashes the deps, as DVC's restore computes them first
-        if not _can_hash(stage):
-            return
-        folder = Path(self.repo.stage_cache._get_cache_dir(_get_stage_hash(stage)))
-        if folder.is_dir() and not any(folder.iterdir()):
+    def _drop_empty_run_cache_folders(self) -> list[Path]:
+        """Remove the run-cache entry folders that hold no entry; the ones removed."""
+        runs = Path(self.repo.stage_cache.cache_dir)
+        empty = [f for f in runs.glob("*/*") if f.is_dir() and not any(f.iterdir())] if runs.is_dir() else []
+        for folder in empty:
+            log().warning("run-cache: %s is empty (a run killed while DVC saved it): removed", folder)
             folder.rmdir()
+        return empty
 
     def commit(self, address: str) -> None:
         """`dvc commit --force` ``address``: its outputs into DVC's cache and its run-cache entry
