@@ -30,8 +30,8 @@ from steps.publish import OUTPUTS, onnx_predict
 
 def weights_digest(model_dir: Path) -> str:
     """What identifies a trained model: its weights and spec (model.safetensors, model.json).
-    Not the ONNX bytes: their metadata (the lineage's hash) changes with any upstream code or
-    data edit that leaves the weights as they were, which is not a new model."""
+    Not the ONNX bytes: their metadata (the lineage's hash) changes with an upstream data edit
+    that leaves the weights as they were, which is not a new model."""
     digest = hashlib.sha256()
     for name in ("model.safetensors", "model.json"):
         digest.update(require(model_dir / name, "published model").read_bytes())

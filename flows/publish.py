@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
 import json
 import shutil
 from pathlib import Path
@@ -19,12 +18,18 @@ from steps import models
 from steps import publish as steps
 
 LOCK_FILE = Path("dvc.lock")
+MODEL_FILES = ("model.safetensors", "model.json")  # of train's outputs, what publish reads
+EVALUATED = ("metrics.json", "details.json")  # of evaluate's
 
 
 @stage_flow("publish")
-def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) -> dict:
+def publish(workload: str, raw: Path, ingested: Path, clean: Path, split: Path, train: Path, evaluate: Path,
+            out: Path) -> dict:  # fmt: skip
     """Write ``out``/ model.onnx (+ encoder/decoder for autoencoders), coefficients.json (linear
     models), model.safetensors, model.json, model_card.md, lineage.json.
+
+    ``raw``, ``ingested`` and ``clean`` are read for the lineage alone (their hashes, which
+    dvc.lock holds): declared, so that what lineage.json says is what publish was run on.
 
     Refuses (PublishError, nothing written) when onnxruntime's predictions on the test set, or
     the JSON coefficients computed in numpy, differ from the native model beyond the params'
@@ -57,7 +62,8 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
                            spec.get("warnings", []))  # fmt: skip
 
     lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
-    lineage = steps.lineage(lock, workload, params)
+    read = [raw, ingested, clean, split, *(train / name for name in MODEL_FILES), *(evaluate / n for n in EVALUATED)]
+    lineage = steps.lineage(lock, workload, params, [path.as_posix() for path in read])
     lineage_json = json.dumps(lineage | {"checks": checks}, indent=2, sort_keys=True, default=str) + "\n"
     # What a runtime shows of the model (Netron, onnxruntime's modelmeta): enough to use it right
     # and to find the run that made it.
@@ -68,20 +74,18 @@ def publish(workload: str, split: Path, train: Path, evaluate: Path, out: Path) 
         "feature_names": spec.get("feature_names"),
         "classes": spec.get("classes"),
         "input_contract": contract,
-        "cairn_version": importlib.metadata.version("cairn"),
         "lineage_sha256": hashlib.sha256(lineage_json.encode()).hexdigest(),
     }
     onnx_files = {name: steps.onnx_with_metadata(content, metadata) for name, content in onnx_files.items()}
-    metrics = json.loads(require(evaluate / "metrics.json", "metrics").read_text())
-    details = json.loads(require(evaluate / "details.json", "metric details").read_text())
+    metrics, details = (json.loads(require(evaluate / name, "evaluate's " + name).read_text()) for name in EVALUATED)
     split_report = json.loads(require(split / "report.json", "split report").read_text())
     with replace_dir(out) as tmp:
         for name, content in onnx_files.items():
             (tmp / name).write_bytes(content)
         for name, text in extra.items():
             (tmp / name).write_text(text)
-        shutil.copyfile(train / "model.safetensors", tmp / "model.safetensors")
-        shutil.copyfile(train / "model.json", tmp / "model.json")
+        for name in MODEL_FILES:
+            shutil.copyfile(train / name, tmp / name)
         (tmp / "lineage.json").write_text(lineage_json)
         files = {p.name: p.stat().st_size for p in tmp.iterdir()}
         card = steps.model_card(workload, spec, metrics, details, checks, files, lineage, split_report, contract)

@@ -84,20 +84,33 @@ def latency(onnx_bytes: bytes, x: np.ndarray, output: str, repeats: int = 200) -
     return out
 
 
-def lineage(lock: dict[str, Any], workload: str, params: dict[str, Any]) -> dict[str, Any]:
-    """The DVC hashes of every upstream stage of ``workload`` (deps and outs, back to the raw
-    data; the deps include each stage's code files) and the params, from a parsed ``dvc.lock``.
-    No git revision: publish's outputs are a function of its inputs, so the same model published
-    at another commit is the same bytes (the registry records the revision a model was promoted at)."""
-    stages = {}
+def lineage(lock: dict[str, Any], workload: str, params: dict[str, Any], chain: Sequence[str]) -> dict[str, Any]:
+    """The data ``workload``'s model came from, back to the raw data: for each upstream stage,
+    the DVC hashes (from a parsed ``dvc.lock``) of those of its deps and outs that lie within
+    ``chain``, publish's own declared data deps, and the params.
+
+    Only those: publish's outputs are then a function of its declared deps. A stage's code hashes,
+    or an output publish does not read (train's loss history, evaluate's figures, which differ in
+    bytes from one CPU to another), would change lineage.json while DVC, seeing no dep change,
+    keeps the old one: the published bytes would then depend on history, not on the inputs. The
+    code is the git revision, which the model registry records at promotion."""
+    chain = [path.rstrip("/") for path in chain]
+
+    def within(path: str) -> bool:
+        return any(path == top or path.startswith(top + "/") for top in chain)
+
+    stages, seen = {}, set()
     for name in ("ingest", "clean", "split", "train", "evaluate"):
         entry = lock.get("stages", {}).get(f"{name}@{workload}")
         if entry is None:
             raise PublishError(f"publish: dvc.lock has no stage '{name}@{workload}'; run it before publish")
         stages[name] = {
-            "deps": {d["path"]: d.get("md5") for d in entry.get("deps", [])},
-            "outs": {o["path"]: o.get("md5") for o in entry.get("outs", [])},
+            kind: {d["path"]: d.get("md5") for d in entry.get(kind, []) if within(d["path"])}
+            for kind in ("deps", "outs")
         }
+        seen |= {path for record in stages[name].values() for path in record}
+    if missing := [top for top in chain if not any(p == top or p.startswith(top + "/") for p in seen)]:
+        raise PublishError(f"publish: dvc.lock records none of {', '.join(missing)} for '{workload}'")
     return {"workload": workload, "params": params, "stages": stages}
 
 
@@ -204,9 +217,7 @@ def model_card(
     )
     file_lines = "\n".join(f"- `{name}`: {size:,} bytes" for name, size in sorted(files.items()))
     sets = " / ".join(f"{name} {info['rows']}" for name, info in split_report.items())
-    raw = ", ".join(
-        f"`{p}` ({h})" for p, h in lineage_record["stages"]["ingest"]["deps"].items() if p.startswith("data/")
-    )
+    raw = ", ".join(f"`{p}` ({h})" for p, h in lineage_record["stages"]["ingest"]["deps"].items())  # the raw data
     return f"""# Model card: {workload}
 
 **Model**: `{spec["model"]["name"]}` ({spec["task"]}) {json.dumps(spec["model"])}, trained by cairn.
@@ -242,8 +253,9 @@ Rows: {sets}. Label column `{schema["label"]}`. Raw data: {raw}.
 
 ## Lineage
 
-Stages ingest → clean → split → train → evaluate with the DVC hashes of their data, code and
-params in `lineage.json`; the model registry records the git revision it was promoted at.
+Stages ingest → clean → split → train → evaluate with the DVC hashes of the data each one read and
+wrote on the way to this model, and the params, in `lineage.json`; the model registry records the
+git revision (the code) it was promoted at.
 """
 
 

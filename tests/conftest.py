@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import copy
 import fcntl
+import functools
 import hashlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -179,8 +181,7 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
     (path / ".gitignore").write_text(".cairn/\n__pycache__/\nregistry/\n")
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
     run(["git", "init", "-q"], path)
-    run(["dvc", "init", "-q"], path)
-    run(["dvc", "config", "core.analytics", "false"], path)  # as `make init` does: no daemon per command
+    dvc_init(path)
     run(git + ["add", "-A"], path)
     # A fixed date: two repos made from the same files get the same commit, as two clones would.
     date = "2026-01-01T00:00:00+00:00"
@@ -190,6 +191,24 @@ def make_repo(path: Path, params: dict | None = None) -> Path:
         env=project_env(GIT_AUTHOR_DATE=date, GIT_COMMITTER_DATE=date),
     )
     return path
+
+
+@functools.cache
+def _dvc_initialised() -> Path:
+    """What `dvc init` and `make init`'s `dvc config core.analytics false` (no daemon per
+    command) leave in a git repository, made once per pytest process: two DVC commands that
+    cost 0.7 s of CPU per repository otherwise."""
+    template = Path(tempfile.mkdtemp(prefix="dvc-init-"))
+    run(["git", "init", "-q"], template)
+    run(["dvc", "init", "-q"], template)
+    run(["dvc", "config", "core.analytics", "false"], template)
+    shutil.rmtree(template / ".git")
+    return template
+
+
+def dvc_init(repo: Path) -> None:
+    """`dvc init` in the git repository ``repo``, analytics off (_dvc_initialised)."""
+    shutil.copytree(_dvc_initialised(), repo, dirs_exist_ok=True)
 
 
 def copy_repo(src: Path, dest: Path) -> Path:
@@ -258,18 +277,10 @@ def reference_entries(repo: Path, request: pytest.FixtureRequest) -> tuple[dict,
 
 
 def _full_build(repo: Path) -> None:
-    # The pipeline in one process, as `make run` does (its lock is dvc repro's: _two_by_dvc_repro),
-    # not 43 stage processes: the largest cost of the test run otherwise.
+    # The pipeline in one process, as `make run` does (its lock is dvc repro's: test_dvc_repro.py's
+    # first test), not 43 stage processes: the largest cost of the test run otherwise.
     make_repo(repo)
     run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2"], repo)
-
-
-TWO_WORKLOADS = ("iris", "blobs")  # two DAGs side by side, score included: what --jobs 2 interleaves
-
-
-def _two_by_dvc_repro(repo: Path) -> None:
-    make_repo(repo, only_workloads(*TWO_WORKLOADS))
-    run(["dvc", "repro"], repo)
 
 
 def _blobs_repro(repo: Path) -> None:
@@ -286,13 +297,14 @@ def _migrated_db(folder: Path) -> None:
 
 
 AHEAD = {"prefect_server": ("prefect-db", _migrated_db), "blobs_repo": ("blobs", _blobs_repro),
-         "built_repo": ("built", _full_build), "dvc_repro_repo": ("dvc-repro", _two_by_dvc_repro)}  # fmt: skip
+         "blobs_by_dvc_repro": ("blobs", _blobs_repro),
+         "built_repo": ("built", _full_build)}  # fmt: skip
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Which shared repositories the selected tests need (build_ahead starts those only)."""
     needed = set().union(*(item.fixturenames for item in session.items)) if session.items else set()
-    session.config.stash[BUILD_AHEAD] = [AHEAD[name] for name in AHEAD if name in needed]
+    session.config.stash[BUILD_AHEAD] = list(dict.fromkeys(AHEAD[name] for name in AHEAD if name in needed))
 
 
 BUILD_AHEAD = pytest.StashKey[list]()
@@ -337,10 +349,11 @@ def built_copy(built_repo: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def dvc_repro_repo(tmp_path_factory) -> Path:
-    """Two tiny workloads (TWO_WORKLOADS) after a full `dvc repro`, each stage its own process:
-    the reference the pipeline's lock is compared with, byte for byte."""
-    return built_once(tmp_path_factory, "dvc-repro", _two_by_dvc_repro)
+def blobs_by_dvc_repro(tmp_path_factory) -> Path:
+    """The blobs workload alone after a full `dvc repro`, each stage its own process, one after the
+    other (the build blobs_repo copies): read only, the reference the pipeline's lock entries are
+    compared with, byte for byte."""
+    return built_once(tmp_path_factory, "blobs", _blobs_repro)
 
 
 @pytest.fixture

@@ -36,18 +36,21 @@ def test_parity_of_values_is_relative_to_their_size():
     assert publish.parity(native, native + 0.002, classes=False)["max_diff"] == pytest.approx(1e-6)
 
 
-def test_lineage_needs_every_upstream_stage():
+def test_lineage_needs_every_upstream_stage_and_keeps_only_the_declared_data():
     lock = {
         "stages": {
-            f"{s}@w": {"deps": [{"path": "a", "md5": "1"}], "outs": [{"path": "b", "md5": "2"}]}
+            f"{s}@w": {"deps": [{"path": "a", "md5": "1"}, {"path": "steps/x.py", "md5": "c"}],
+                       "outs": [{"path": "b/rows", "md5": "2"}, {"path": "b/figure.png", "md5": "f"}]}
             for s in ("ingest", "clean", "split", "train")
         }
-    }
+    }  # fmt: skip
     with pytest.raises(publish.PublishError, match="no stage 'evaluate@w'"):
-        publish.lineage(lock, "w", {})
+        publish.lineage(lock, "w", {}, ["a", "b/rows"])
     lock["stages"]["evaluate@w"] = lock["stages"]["train@w"]
-    record = publish.lineage(lock, "w", {"x": 1})
-    assert record["stages"]["ingest"] == {"deps": {"a": "1"}, "outs": {"b": "2"}}
+    record = publish.lineage(lock, "w", {"x": 1}, ["a", "b/rows/"])
+    assert record["stages"]["ingest"] == {"deps": {"a": "1"}, "outs": {"b/rows": "2"}}  # not code, not figures
+    with pytest.raises(publish.PublishError, match="dvc.lock records none of c/metrics.json for 'w'"):
+        publish.lineage(lock, "w", {}, ["a", "c/metrics.json"])
 
 
 def test_metrics_and_predictions_for_the_confusion_plot():

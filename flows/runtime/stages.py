@@ -29,7 +29,7 @@ STAGE_INPUTS = {
     "split": ("clean",),
     "train": ("split",),
     "evaluate": ("split", "train"),
-    "publish": ("split", "train", "evaluate"),
+    "publish": ("raw", "ingested", "clean", "split", "train", "evaluate"),  # the first three for the lineage
     "promote": ("split", "publish"),
     "score": ("inbox", "model"),
 }
@@ -56,7 +56,14 @@ def stage_paths(stage: str, workload: str) -> dict[str, Path]:
         "split": {"clean": data / "clean" / "rows"},
         "train": {"split": data / "split"},
         "evaluate": {"split": data / "split", "train": data / "train"},
-        "publish": {"split": data / "split", "train": data / "train", "evaluate": data / "evaluate"},
+        "publish": {
+            "raw": Path(config.workload(workload).raw),
+            "ingested": data / "ingest",
+            "clean": data / "clean" / "rows",
+            "split": data / "split",
+            "train": data / "train",
+            "evaluate": data / "evaluate",
+        },
         "promote": {"split": data / "split", "publish": data / "publish"},
     }
     if stage not in inputs:
