@@ -21,6 +21,13 @@ import numpy as np
 import pytest
 import yaml
 
+# OpenMP threads that wait for work sleep instead of spinning, in every process of the test run
+# (project_env passes it on): four pytest workers on two cores run torch next to each other, and
+# spinning threads take the CPU the others need. Three 400-epoch iris trains at once on 2 cores:
+# 46.4 s and 91 s of CPU spinning, 11.5 s and 22 s sleeping; one alone 6.8 s against 7.6 s. The
+# same bytes either way (the wait policy changes no arithmetic): docs/benchmarks.md.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import flows  # noqa: F401 - before any test imports torch: it pins the CPU kernels (flows/__init__.py)
 from flows import config
 
