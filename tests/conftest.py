@@ -215,7 +215,9 @@ def _dvc_initialised() -> Path:
 
 def dvc_init(repo: Path) -> None:
     """`dvc init` in the git repository ``repo``, analytics off (_dvc_initialised)."""
-    shutil.copytree(_dvc_initialised(), repo, dirs_exist_ok=True)
+    template = _dvc_initialised()
+    shutil.copytree(template / ".dvc", repo / ".dvc")  # not the template folder: its mode is mkdtemp's 0700
+    shutil.copy(template / ".dvcignore", repo / ".dvcignore")
 
 
 def copy_repo(src: Path, dest: Path) -> Path:
