@@ -39,32 +39,42 @@ def datum_of(repo: Path, stage: str, partition: str) -> Path:
     return found[0]
 
 
-# stage: (the partition whose stored file is damaged, that file, the file that lands, the target)
+# stage: (the partition whose stored file is damaged, that file)
 DAMAGED = {
-    "ingest": ("part-1.csv", "0.parquet", "raw/part-3.csv", "split@blobs"),
-    "clean": ("part-1", "checks.parquet", "raw/part-3.csv", "split@blobs"),
-    "clean-settle": ("part-1", "rows.parquet", "raw/part-3.csv", "split@blobs"),
-    "split": ("part-1", "train.parquet", "raw/part-3.csv", "split@blobs"),
-    "score": ("new-1.csv", "scores.parquet", "inbox/new-2.csv", "score@blobs"),
+    "ingest": ("part-1.csv", "0.parquet"),
+    "clean": ("part-1", "checks.parquet"),
+    "clean-settle": ("part-1", "rows.parquet"),
+    "split": ("part-1", "train.parquet"),
+    "score": ("new-1.csv", "scores.parquet"),
+}
+# Damage in every datum store a run reads, at once (each store is looked up whatever the others
+# hold: a partition computed again gives the same bytes, so the next stage's key is the same):
+# (the stages damaged, the file that lands, the target).
+RUNS = {
+    "ingest-to-split": (("ingest", "clean", "clean-settle", "split"), "raw/part-3.csv", "split@blobs"),
+    "score": (("score",), "inbox/new-2.csv", "score@blobs"),
 }
 
 
-@pytest.mark.parametrize("stage", DAMAGED)
+@pytest.mark.parametrize("damaged_run", RUNS)
 def test_a_flipped_byte_in_a_stored_datum_is_a_miss_and_the_outputs_are_from_scratch(
-    blobs_repo: Path, tmp_path_factory, stage: str
+    blobs_repo: Path, tmp_path_factory, damaged_run: str
 ):
-    partition, name, landed, target = DAMAGED[stage]
+    stages, landed, target = RUNS[damaged_run]
     grown = blobs_repo  # after a full run: every partition stored
-    damaged = datum_of(grown, stage, partition)
-    flip_byte(damaged / name)
+    damaged = {stage: datum_of(grown, stage, DAMAGED[stage][0]) for stage in stages}
+    for stage, folder in damaged.items():
+        flip_byte(folder / DAMAGED[stage][1])
     (grown / "data/blobs" / landed).write_text(blobs_csv(40, seed=3))
     result = run(["dvc", "repro", target], grown)
     log = result.stdout + result.stderr
-    warning = (f"datum store: the {stage} datum {damaged.relative_to(grown)} (partition {partition}) is damaged: "
-               f"{name} has sha256")  # fmt: skip
-    assert warning in log
-    assert "removed, the partition is computed again" in log
-    assert datums.damage(damaged) is None  # stored again, sound
+    for stage, folder in damaged.items():
+        partition, name = DAMAGED[stage]
+        warning = (f"datum store: the {stage} datum {folder.relative_to(grown)} (partition {partition}) is damaged: "
+                   f"{name} has sha256")  # fmt: skip
+        assert warning in log
+        assert datums.damage(folder) is None, stage  # stored again, sound
+    assert log.count("removed, the partition is computed again") == len(stages)
 
     scratch = from_scratch(tmp_path_factory, only_workloads("blobs"), {f"data/blobs/{landed}": blobs_csv(40, seed=3)},
                            target)  # fmt: skip
