@@ -152,7 +152,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
     try:
         params = tiny_params()
         params["workloads"], params["score"] = {"iris": params["workloads"]["iris"]}, {}
-        params["deploy"]["watch_seconds"] = 10
+        params["deploy"]["watch_seconds"] = 30  # each watcher run is a flow-run process: fewer, less CPU
         repo = make_repo(home / "repo", params)
         prefect = str(Path(sys.executable).parent / "prefect")
         run([sys.executable, "-m", "flows", "deployments"], repo, env=env)
