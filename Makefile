@@ -36,6 +36,7 @@ init: setup
 run: init
 	$(BIN)/python -m flows pipeline --jobs 2
 	$(BIN)/dvc metrics show data/*/evaluate/metrics.json data/*/clean/report.json
+	$(BIN)/python -m flows drift
 
 pipeline: init
 	$(BIN)/python -m flows pipeline

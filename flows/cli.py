@@ -108,6 +108,13 @@ def _recover(args: argparse.Namespace) -> None:
     print("dvc.lock: put back the last good copy" if recover() else "dvc.lock: fine")
 
 
+def _drift(args: argparse.Namespace) -> None:
+    from flows.runtime.drift import summary
+
+    if line := summary():
+        print(line)
+
+
 def _install_dvc_hook(args: argparse.Namespace) -> None:
     from flows.runtime.lockfile import install_dvc_hook
 
@@ -199,6 +206,7 @@ def parser() -> Parser:
     cmd.add_argument("--dry-run", action="store_true", help="report what is damaged, remove nothing")
 
     command("recover", _recover, "put back the last good dvc.lock if a kill left it broken")
+    command("drift", _drift, "say whether the outputs are the committed bytes, and the metrics if not (make run)")
     command("install-dvc-hook", _install_dvc_hook, "make every dvc command of this venv write dvc.lock atomically")
     command("deployments", _deployments, "write prefect.yaml (deployments, schedules) from params.yaml")
     command("watch-files", _watch_files, "start workload runs when raw data arrives (make serve runs it)")
