@@ -38,8 +38,7 @@ def differing(committed: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [name for name, entry in current.items() if name in committed and outs(entry) != outs(committed[name])]
 
 
-def _metrics(md5: str | None, path: Path) -> dict[str, Any] | None:
-    source = CACHE / md5[:2] / md5[2:] if md5 else path
+def _read_metrics(source: Path) -> dict[str, Any] | None:
     try:
         return json.loads(source.read_text())
     except (OSError, ValueError):
@@ -55,8 +54,9 @@ def metric_changes(committed: dict[str, Any], stages: list[str]) -> tuple[list[s
         if kind != "evaluate":
             continue
         path = Path("data") / workload / "evaluate" / "metrics.json"
-        then = _metrics(outs(committed[name]).get(path.as_posix()), path)
-        now = _metrics(None, path)
+        md5 = outs(committed[name]).get(path.as_posix())
+        then = _read_metrics(CACHE / md5[:2] / md5[2:]) if md5 else None  # committed: by hash, from the cache
+        now = _read_metrics(path)
         metric = config.workload(workload).promote.metric
         if then is None or now is None or metric not in then or metric not in now:
             missing.append(workload)
