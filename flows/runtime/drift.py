@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from flows import config
-from flows.runtime.lockfile import LOCK
+from flows.runtime.lockfile import LOCK, SAFE_LOADER
 
 CACHE = Path(".dvc") / "cache" / "files" / "md5"  # DVC 3's cache layout: md5[:2]/md5[2:]
 
@@ -26,7 +26,7 @@ CACHE = Path(".dvc") / "cache" / "files" / "md5"  # DVC 3's cache layout: md5[:2
 def committed_lock() -> dict[str, Any] | None:
     """HEAD's dvc.lock stages, or None outside git or where HEAD has no dvc.lock."""
     shown = subprocess.run(["git", "show", f"HEAD:{LOCK}"], capture_output=True, text=True)
-    return yaml.safe_load(shown.stdout).get("stages", {}) if shown.returncode == 0 and shown.stdout else None
+    return yaml.load(shown.stdout, SAFE_LOADER).get("stages", {}) if shown.returncode == 0 and shown.stdout else None
 
 
 def outs(entry: dict[str, Any]) -> dict[str, str | None]:
@@ -70,7 +70,7 @@ def summary() -> str | None:
     committed = committed_lock()
     if committed is None or not LOCK.exists():
         return None
-    current = yaml.safe_load(LOCK.read_text()).get("stages", {})
+    current = yaml.load(LOCK.read_text(), SAFE_LOADER).get("stages", {})
     stages = differing(committed, current)
     if not stages:
         return f"dvc.lock: all {len(current)} stages' outputs are the committed bytes"
