@@ -56,10 +56,11 @@ status:
 # Prefect server, stay in one): many tests wait on servers, workers and schedules, so four keep
 # both cores busy (measured: 845 s of tests at -n 4 against 1022 s at -n 2, docs/benchmarks.md);
 # a repository built once per run is shared between the workers (tests/conftest.py: built_once).
+# Files go out longest first (tests/conftest.py: FILE_SECONDS), not most tests first.
 # (--dist loadgroup would spread tests one by one, but pytest-xdist 3.8 cannot group tests
 # under pytest 9: its group suffix is lost.)
 test: setup browser
-	$(BIN)/python -m pytest -n 4 --dist loadfile
+	$(BIN)/python -m pytest -n 4 --dist loadfile --no-loadscope-reorder
 
 # Debian's chromium for the UI test (tests/test_ui.py), where apt can install it; else that test
 # is skipped and says why.
@@ -70,7 +71,7 @@ browser:
 
 # Without the tests marked slow (real Prefect servers, workers, several clones).
 test-fast: setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile -m "not slow"
+	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check flows steps tests bench

@@ -6,7 +6,7 @@ import ast
 from pathlib import Path
 
 import yaml
-from conftest import ROOT
+from conftest import FILE_SECONDS, ROOT
 
 from flows.runtime.stages import STAGE_INPUTS, STAGES, stage_flow, stage_paths
 from flows.storage import code
@@ -63,6 +63,12 @@ def test_readme_names_the_two_commands_and_ci_runs_the_tests():
     assert "make test" in (ROOT / ".ci/run").read_text()
     makefile = (ROOT / "Makefile").read_text()
     assert "\nrun:" in makefile and "\ntest:" in makefile
+
+
+def test_the_files_that_go_out_first_are_test_files_here():
+    """FILE_SECONDS orders the run; a renamed or removed file would silently go last."""
+    assert set(FILE_SECONDS) <= {path.name for path in (ROOT / "tests").glob("test_*.py")}
+    assert "--no-loadscope-reorder" in (ROOT / "Makefile").read_text()  # else xdist reorders them
 
 
 def test_a_stages_code_deps_in_dvc_yaml_are_exactly_the_code_it_runs():

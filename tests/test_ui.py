@@ -52,8 +52,7 @@ def test_a_figure_shows_as_an_image_in_the_runs_artifacts(tmp_path: Path):
     try:
         code = ATTACH.replace("PNG", repr(str(tmp_path / "figure.png")))
         subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True)
-        found = httpx.post(f"{env['PREFECT_API_URL']}/artifacts/filter",
-                           json={"artifacts": {"key": {"any_": ["model-card-probe-figure"]}}}).json()  # fmt: skip
+        found = _artifacts(env["PREFECT_API_URL"], "model-card-probe-figure")
         (artifact,) = found
         page = f"http://127.0.0.1:{port}/artifacts/artifact/{artifact['id']}"
         dom = browser("--dump-dom", page).stdout
@@ -70,7 +69,7 @@ def test_a_figure_shows_as_an_image_in_the_runs_artifacts(tmp_path: Path):
 def _artifacts(api: str, key: str) -> list[dict]:
     """The artifacts of ``key``, newest first."""
     body = {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC"}
-    return httpx.post(f"{api}/artifacts/filter", json=body).json()
+    return httpx.post(f"{api}/artifacts/filter", json=body, timeout=60).json()
 
 
 @pytest.mark.slow
@@ -96,7 +95,7 @@ def test_a_failed_run_is_an_event_and_a_runs_figures_show_on_the_pipeline_run(bl
         assert failed.returncode != 0 and "clean@blobs failed" in failed.stderr, failed.stderr[-2000:]
         query = {"filter": {"event": {"name": ["cairn.pipeline.failed"]}}, "limit": 10}
         for _ in range(60):  # the server's event persister writes events a moment after they arrive
-            events = httpx.post(f"{api}/events/filter", json=query).json()["events"]
+            events = httpx.post(f"{api}/events/filter", json=query, timeout=60).json()["events"]
             if events:
                 break
             time.sleep(0.5)
@@ -108,7 +107,7 @@ def test_a_failed_run_is_an_event_and_a_runs_figures_show_on_the_pipeline_run(bl
         subprocess.run([sys.executable, "-c", DEPLOYED_PIPELINE], cwd=blobs_repo, env=env, check=True,
                        capture_output=True)  # fmt: skip
         pictures = _artifacts(api, "pictures-blobs")[0]  # the failed run showed its figures too
-        run = httpx.get(f"{api}/flow_runs/{pictures['flow_run_id']}").json()
+        run = httpx.get(f"{api}/flow_runs/{pictures['flow_run_id']}", timeout=60).json()
         assert run["name"].startswith("pipeline: blobs") and run["parent_task_run_id"] is None  # the run itself
         dom = browser("--dump-dom", f"http://127.0.0.1:{port}/artifacts/artifact/{pictures['id']}").stdout
         assert dom.count('src="data:image/png;base64,iVBORw0KGgo') == 3, dom[-2000:]  # pair plot, figure, loss
