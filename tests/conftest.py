@@ -322,12 +322,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # go first, so the run does not end with one worker in a long file while the others idle. A file
 # not listed is short and goes after these.
 FILE_SECONDS = {
-    "test_prefect_pipeline.py": 362, "test_deployments.py": 283, "test_faults.py": 260,
-    "test_dvc_repro.py": 253, "test_remote.py": 206, "test_remote_pools.py": 179, "test_fanout.py": 154,
+    "test_faults.py": 260, "test_dvc_repro.py": 253, "test_deployments.py": 220, "test_remote.py": 206,
+    "test_prefect_pipeline.py": 200, "test_remote_pools.py": 179, "test_fanout.py": 154,
     "test_datum_integrity.py": 147, "test_datums.py": 138, "test_service_serve.py": 127,
-    "test_score.py": 126, "test_user_data.py": 91, "test_cli_errors.py": 74, "test_lockfile.py": 65,
-    "test_ui.py": 57, "test_drift.py": 37, "test_failed_stage_outputs.py": 29, "test_security.py": 27,
-    "test_service_arrival.py": 27, "test_parse_column.py": 27, "test_user_files.py": 19,
+    "test_score.py": 126, "test_pipeline_reruns.py": 120, "test_user_data.py": 91, "test_cli_errors.py": 74,
+    "test_lockfile.py": 65, "test_ui.py": 57, "test_drift.py": 37, "test_failed_stage_outputs.py": 29,
+    "test_security.py": 27, "test_service_arrival.py": 27, "test_parse_column.py": 27, "test_user_files.py": 19,
 }  # fmt: skip
 
 

@@ -57,27 +57,6 @@ def test_container_files_ask_for_gpus_and_run_cairns_command_line():
     assert 'ENTRYPOINT ["python", "-m", "flows"]' in dockerfile and (ROOT / "flows/__main__.py").exists()
 
 
-@pytest.mark.slow
-def test_a_deployment_runs_on_a_process_worker(prefect_server, tmp_path):
-    server = prefect_server
-    repo = make_repo(tmp_path / "repo")
-    run([sys.executable, "-m", "flows", "deployments"], repo, env=server)
-    prefect = str(Path(sys.executable).parent / "prefect")
-    run([prefect, "work-pool", "create", "cairn", "--type", "process"], repo, env=server)
-    run([prefect, "--no-prompt", "deploy", "--name", "iris"], repo, env=server)
-    run([prefect, "deployment", "run", "pipeline/iris"], repo, env=server)
-    # One polling round: the worker takes the scheduled run, executes it, and exits.
-    run([prefect, "worker", "start", "--pool", "cairn", "--run-once"], repo, env=server)
-    runs = api(server).post("flow_runs/filter", json={"limit": 50, "offset": 0, "sort": "START_TIME_ASC"}).json()
-    states = {r["name"]: r["state"]["type"] for r in runs}
-    assert states["ingest@iris"] == states["publish@iris"] == states["promote@iris"] == "COMPLETED"
-    pipeline_runs = [r for r in runs if r["parent_task_run_id"] is None]
-    assert [r["state"]["type"] for r in pipeline_runs] == ["COMPLETED"]
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
-    assert {f"{s}@iris" for s in ("ingest", "clean", "split", "train", "evaluate", "publish")} <= set(lock)
-    assert (repo / "registry/iris/index.json").exists()
-
-
 def test_a_second_run_on_a_locked_checkout_is_refused_with_a_clear_message(built_repo):
     from dvc.repo import Repo, lock_repo
 
@@ -141,7 +120,8 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
     """The whole scheduled path on a real server, secured as `make serve` secures it: the
     server creates the watcher's runs from its interval schedule, a worker completes one, two
     runs of one checkout wait for each other (pool concurrency 1) instead of failing, and the
-    server logs no error meanwhile."""
+    server logs no error meanwhile. A deployment's run on a process worker reproduces the
+    workload: each stage a completed subflow, the checkout's dvc.lock and registry written."""
     from flows.service.server import server_env
 
     home = tmp_path_factory.mktemp("schedule")
@@ -185,6 +165,13 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
         assert {r["state"]["type"] for r in done} == {"COMPLETED"}, [(r["name"], r["state"]) for r in done]
         spans = sorted((r["start_time"], r["end_time"]) for r in done)
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # one at a time, none refused
+        runs = flow_runs(env)
+        assert not [r["name"] for r in runs if r["state"]["type"] in ("FAILED", "CRASHED")]
+        completed = {r["name"] for r in runs if r["state"]["type"] == "COMPLETED"}
+        assert {f"{stage}@iris" for stage in ("ingest", "train", "publish", "promote")} <= completed
+        lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+        assert {f"{s}@iris" for s in ("ingest", "clean", "split", "train", "evaluate", "publish")} <= set(lock)
+        assert (repo / "registry/iris/index.json").exists()
         errors = server_errors((home / "server.log").read_text())
         assert not errors, "\n".join(errors)[-3000:]
     finally:
