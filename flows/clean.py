@@ -26,7 +26,7 @@ from flows import config, fanout
 from flows.storage import datums
 from flows.storage.files import commit, replace_dir, staged, write_atomic, write_json
 from flows.storage.raw import sha256 as raw_sha256
-from flows.storage.tables import ParquetAppender, parquet_bytes
+from flows.storage.tables import ParquetAppender, parquet_bytes, read_parquet
 from flows.tracking import attach, log, report, stage_flow
 from steps import clean as steps
 from steps import dedupe
@@ -52,7 +52,7 @@ def check_batch(payload: tuple[dict, list[tuple[str, bytes]]]) -> list[dict[str,
     schema, parts = payload
     out = []
     for _, data in parts:
-        checked = steps.check(pq.read_table(pa.BufferReader(data)), schema)
+        checked = steps.check(read_parquet(pa.BufferReader(data)), schema)
         out.append({"parsed.parquet": parquet_bytes(checked.parsed), "checks.parquet": parquet_bytes(checked.checks)})
     return out
 
@@ -101,7 +101,7 @@ def digests(folders: list[Path]) -> tuple[Callable[[str], Iterator[pa.ChunkedArr
 
     def column(name: str) -> Iterator[pa.ChunkedArray]:
         for folder in folders:
-            yield pq.read_table(folder / "checks.parquet", columns=[name]).column(name)
+            yield read_parquet(folder / "checks.parquet", columns=[name]).column(name)
 
     return column, rows
 
@@ -149,8 +149,8 @@ def rare_classes(folders: list[Path], schema: dict, min_rows: int) -> dict:
         return {}
     counts: dict = {}
     for folder in folders:
-        parsed = pq.read_table(folder / "parsed.parquet", columns=[label])
-        checks = pq.read_table(folder / "checks.parquet", columns=["before_kind", "after_kind"])
+        parsed = read_parquet(folder / "parsed.parquet", columns=[label])
+        checks = read_parquet(folder / "checks.parquet", columns=["before_kind", "after_kind"])
         for value, n in steps.class_counts(steps.Checked(parsed, checks), label).items():
             counts[value] = counts.get(value, 0) + n
     return steps.rare_classes(counts, min_rows)
@@ -170,9 +170,9 @@ def settled(
     datum = datums.key("clean-settle", file.stem, marked, {})
     if (stored := datums.stored("clean-settle", datum)) is not None:
         return stored
-    checked = steps.Checked(pq.read_table(checked_in / "parsed.parquet"), pq.read_table(checked_in / "checks.parquet"))
+    checked = steps.Checked(read_parquet(checked_in / "parsed.parquet"), read_parquet(checked_in / "checks.parquet"))
     rare_rows = steps.rare_rows(checked, label, rare, min_rows)
-    kept, bad, counts = steps.settle(lambda: pq.read_table(file), checked, rows, rare_rows)
+    kept, bad, counts = steps.settle(lambda: read_parquet(file), checked, rows, rare_rows)
     if schema is not None and not kept.schema.equals(schema):
         raise BadInput(f"clean: partition {file.name} has other columns or types than the ones before it: "
                          f"{kept.schema} vs {schema}")  # fmt: skip
@@ -210,7 +210,7 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
         bad_out = ParquetAppender(bad_tmp)
         for file, folder, key in zip(files, folders, keys, strict=True):
             n = pq.read_metadata(folder / "checks.parquet").num_rows
-            keys_of = lambda f=folder: pq.read_table(f / "parsed.parquet", columns=["key"]).column("key")  # noqa: E731
+            keys_of = lambda f=folder: read_parquet(f / "parsed.parquet", columns=["key"]).column("key")  # noqa: E731
             marks = dedupe.marks(dups, offset, n, quarantine_repeats, key_of, keys_of)
             offset += n
             part = settled(file, folder, key, marks, kept_schema, rare, params.clean.min_class_rows, schema["label"])
@@ -221,10 +221,10 @@ def clean(workload: str, ingested: Path, out: Path) -> dict:
             tally.add(summary["kept"], summary["counts"])
             profile.add(summary["profile"])
             if "quarantine.parquet" in part:
-                bad_out.write(pq.read_table(part["quarantine.parquet"]), f"clean: partition {file.name}")
+                bad_out.write(read_parquet(part["quarantine.parquet"]), f"clean: partition {file.name}")
                 first_bad = first_bad or summary["first_bad"]
             if sum(t.num_rows for t in sample) < PAIRPLOT_ROWS:
-                sample.append(pq.read_table(kept).slice(0, PAIRPLOT_ROWS))
+                sample.append(read_parquet(kept).slice(0, PAIRPLOT_ROWS))
         bad_out.close(steps.quarantine_schema(pq.read_schema(files[0])))
         result = tally.report()
         read = ingested / "read.json"  # how ingest read each file (blank lines it skipped)

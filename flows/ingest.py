@@ -18,7 +18,7 @@ from flows.storage import datums
 from flows.storage.files import replace_dir, write_atomic, write_json
 from flows.storage.raw import NOT_DATA, TEXT, file_name, kind, opened, read_bytes
 from flows.storage.raw import sha256 as raw_sha256
-from flows.storage.tables import ParquetAppender, parquet_bytes
+from flows.storage.tables import ParquetAppender, parquet_bytes, read_parquet
 from flows.tracking import log, report, stage_flow
 from steps import ingest as steps
 from steps import sources
@@ -237,10 +237,10 @@ def ingest(workload: str, raw: Path, out: Path) -> dict:
                 labels[stem] = pq.read_schema(tmp / f"{stem}.parquet").field(schema["label"]).type
         check_slice(params.evaluate.slice, tmp, list(read), raw)
         for stem in text_labels_needed(labels, schema["label"]):
-            table = pq.read_table(tmp / f"{stem}.parquet")
+            table = read_parquet(tmp / f"{stem}.parquet")
             # Replaced, never written in place: the file may be a hard link into the datum store.
             write_atomic(tmp / f"{stem}.parquet", parquet_bytes(as_text_label(table, schema["label"])))
-            profiles[stem] = steps.profile(pq.read_table(tmp / f"{stem}.parquet"))
+            profiles[stem] = steps.profile(read_parquet(tmp / f"{stem}.parquet"))
         write_json(tmp / "profile.json", profiles)
         write_json(tmp / "read.json", {"partitions": read, "skipped": [p.as_posix() for p in skipped]})
     unused = {stem: info["columns_unused"] for stem, info in read.items() if info.get("columns_unused")}

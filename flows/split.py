@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
-
 from flows import config
 from flows.storage import datums
 from flows.storage.files import replace_dir, write_json
 from flows.storage.raw import sha256 as raw_sha256
-from flows.storage.tables import parquet_bytes, require
+from flows.storage.tables import parquet_bytes, read_parquet, require
 from flows.tracking import report, stage_flow
 from steps import split as steps
 from steps.errors import BadInput
@@ -30,7 +28,7 @@ def dealt(file: Path, sha256: str, label: str, params: dict) -> dict[str, Path]:
     datum = datums.key("split", file.stem, sha256, {"label": label, "split": params})
     if (stored := datums.stored("split", datum)) is not None:
         return stored
-    tables, counts = steps.deal(pq.read_table(file), label, params)
+    tables, counts = steps.deal(read_parquet(file), label, params)
     files = {f"{name}.parquet": parquet_bytes(table) for name, table in tables.items()}
     datums.store("split", datum, files | {"counts.json": json.dumps(counts, sort_keys=True)})
     return datums.stored("split", datum)  # type: ignore[return-value]

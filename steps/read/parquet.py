@@ -17,7 +17,7 @@ def from_parquet(data: bytes, partition: str, schema: dict[str, Any], info: dict
     """Read one Parquet partition; raises IngestError for a missing column or a bad file.
     ``info``, when given, receives the columns the schema does not use (when there are any)."""
     try:
-        table = pq.read_table(io.BytesIO(data))
+        table = pq.ParquetFile(io.BytesIO(data)).read()  # not pq.read_table: flows/storage/tables.py read_parquet
     except pa.ArrowInvalid as err:
         raise IngestError(f"ingest: {partition} is not a readable Parquet file: {err}") from None
     require_columns(table.column_names, schema, partition)
