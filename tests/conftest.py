@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 # OpenMP threads that wait for work sleep instead of spinning, in every process of the test run
-# (project_env passes it on): four pytest workers on two cores run torch next to each other, and
+# (project_env passes it on): three pytest workers on two cores run torch next to each other, and
 # spinning threads take the CPU the others need. Three 400-epoch iris trains at once on 2 cores:
 # 46.4 s and 91 s of CPU spinning, 11.5 s and 22 s sleeping; one alone 6.8 s against 7.6 s. The
 # same bytes either way (the wait policy changes no arithmetic): docs/benchmarks.md.
@@ -316,18 +316,18 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[BUILD_AHEAD] = list(dict.fromkeys(AHEAD[name] for name in AHEAD if name in needed))
 
 
-# Seconds each file's tests took in a full `make test` (4 workers on 2 cores, the wall time of its
+# Seconds each file's tests took in a full `make test` (3 workers on 2 cores, the wall time of its
 # tests summed, docs/benchmarks.md). xdist gives a worker a whole file at a time, in collection
 # order (`--no-loadscope-reorder`; its default orders files by their number of tests): the longest
 # go first, so the run does not end with one worker in a long file while the others idle. A file
 # not listed is short and goes after these.
 FILE_SECONDS = {
-    "test_faults.py": 260, "test_dvc_repro.py": 253, "test_deployments.py": 220, "test_remote.py": 206,
-    "test_prefect_pipeline.py": 200, "test_remote_pools.py": 179, "test_fanout.py": 154,
-    "test_datum_integrity.py": 147, "test_datums.py": 138, "test_service_serve.py": 127,
-    "test_score.py": 126, "test_pipeline_reruns.py": 120, "test_user_data.py": 91, "test_cli_errors.py": 74,
-    "test_lockfile.py": 65, "test_ui.py": 57, "test_drift.py": 37, "test_failed_stage_outputs.py": 29,
-    "test_security.py": 27, "test_service_arrival.py": 27, "test_parse_column.py": 27, "test_user_files.py": 19,
+    "test_deployments.py": 213, "test_remote.py": 177, "test_remote_pools.py": 174, "test_dvc_repro.py": 161,
+    "test_faults.py": 130, "test_datum_integrity.py": 92, "test_prefect_pipeline.py": 85,
+    "test_service_serve.py": 81, "test_fanout.py": 76, "test_score.py": 71, "test_pipeline_reruns.py": 65,
+    "test_user_data.py": 55, "test_datums.py": 47, "test_ui.py": 47, "test_cli_errors.py": 35,
+    "test_lockfile.py": 33, "test_service_arrival.py": 24, "test_drift.py": 20, "test_security.py": 19,
+    "test_parse_column.py": 11, "test_failed_stage_outputs.py": 11, "test_user_files.py": 8,
 }  # fmt: skip
 
 
