@@ -286,10 +286,25 @@ def reference_entries(repo: Path, request: pytest.FixtureRequest) -> tuple[dict,
 
 
 def _full_build(repo: Path) -> None:
-    # The pipeline in one process, as `make run` does (its lock is dvc repro's: test_dvc_repro.py's
-    # first test), not 43 stage processes: the largest cost of the test run otherwise.
+    # The pipeline in one process, as `make run` does, not 43 stage processes (the largest cost
+    # of the test run otherwise), tracked by a real Prefect server, secured as `make serve`
+    # secures it: every stage a subflow, with its artifacts. The server's database and what the
+    # run printed stay beside the repository (built_run), for the tests of what Prefect
+    # recorded; the lock is that of an untracked `dvc repro` (tests/test_dvc_repro.py's first
+    # test), so one build serves both.
+    from flows.service.server import server_env
+
     make_repo(repo)
-    run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2"], repo)
+    home = repo.parent / f"{repo.name}-prefect"
+    shutil.rmtree(home, ignore_errors=True)  # half made by a worker that died
+    home.mkdir()
+    env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))
+    server = start_server(home, env)
+    try:
+        result = run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2"], repo, env=env)
+    finally:
+        stop(server)
+    (home / "pipeline.log").write_text(result.stdout + result.stderr)
 
 
 def _blobs_repro(repo: Path) -> None:
@@ -307,7 +322,7 @@ def _migrated_db(folder: Path) -> None:
 
 AHEAD = {"prefect_server": ("prefect-db", _migrated_db), "blobs_repo": ("blobs", _blobs_repro),
          "blobs_by_dvc_repro": ("blobs", _blobs_repro),
-         "built_repo": ("built", _full_build)}  # fmt: skip
+         "built_repo": ("built", _full_build), "built_run": ("built", _full_build)}  # fmt: skip
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -323,7 +338,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # not listed is short and goes after these.
 FILE_SECONDS = {
     "test_deployments.py": 213, "test_remote.py": 177, "test_remote_pools.py": 174, "test_dvc_repro.py": 161,
-    "test_faults.py": 130, "test_datum_integrity.py": 92, "test_prefect_pipeline.py": 85,
+    "test_faults.py": 130, "test_datum_integrity.py": 92, "test_prefect_pipeline.py": 60,
     "test_service_serve.py": 81, "test_fanout.py": 76, "test_score.py": 71, "test_pipeline_reruns.py": 65,
     "test_user_data.py": 55, "test_datums.py": 47, "test_ui.py": 47, "test_cli_errors.py": 35,
     "test_lockfile.py": 33, "test_service_arrival.py": 24, "test_drift.py": 20, "test_security.py": 19,
@@ -365,10 +380,17 @@ def build_ahead(request: pytest.FixtureRequest, tmp_path_factory) -> None:
 
 @pytest.fixture(scope="session")
 def built_repo(tmp_path_factory) -> Path:
-    """A tiny repo after a full run of every stage (the pipeline, untracked), built once per test
+    """A tiny repo after a full run of every stage (the pipeline, tracked), built once per test
     run and copied once per pytest worker. Tests read it; a test that changes it takes
     ``built_copy``."""
     return copy_repo(built_once(tmp_path_factory, "built", _full_build), tmp_path_factory.mktemp("built") / "repo")
+
+
+@pytest.fixture(scope="session")
+def built_run(tmp_path_factory) -> Path:
+    """What tracked built_repo's pipeline run, read only: the Prefect server's home (its
+    prefect.db) and pipeline.log, what the run printed."""
+    return built_once(tmp_path_factory, "built", _full_build).parent / "built-prefect"
 
 
 @pytest.fixture

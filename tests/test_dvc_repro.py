@@ -27,11 +27,11 @@ def lock_sections(repo: Path) -> dict[str, str]:
 
 
 def test_the_pipeline_leaves_the_lock_of_dvc_repro(built_repo: Path, blobs_by_dvc_repro: Path):
-    """Byte for byte: `dvc repro` ran each stage of blobs as its own process, one after the other;
-    the pipeline (built_repo) ran the stages of all six workloads in one process, two at a time, in
-    whatever order they finished, and wrote their lock entries together. A stage's entry hashes
-    only its own deps, params keys and outs, so blobs' entries (torch training and score among
-    them) are the same text in both."""
+    """Byte for byte: `dvc repro` ran each stage of blobs as its own process, one after the other,
+    untracked; the pipeline (built_repo) ran the stages of all six workloads in one process, two
+    at a time, in whatever order they finished, each a subflow tracked by a Prefect server, and
+    wrote their lock entries together. A stage's entry hashes only its own deps, params keys and
+    outs, so blobs' entries (torch training and score among them) are the same text in both."""
     reference = lock_sections(blobs_by_dvc_repro)
     assert sorted(reference) == sorted(f"{s}@blobs" for s in (*STAGES, "score"))
     ours = lock_sections(built_repo)

@@ -1,16 +1,19 @@
-"""End to end: the pipeline flow under a real (temporary) Prefect API, on tiny data."""
+"""End to end: the pipeline flow under a real Prefect API, on tiny data: what the server recorded
+of the shared build's tracked run (tests/conftest.py: built_run), and failures in tracked runs
+under a temporary API."""
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import blobs_csv, built_once, make_repo, only_workloads, run
+from conftest import api, blobs_csv, free_port, make_repo, only_workloads, project_env, start_server, stop
 
 from flows.runtime.pipeline import pipeline
 
@@ -24,81 +27,61 @@ def harness():
 
 
 @pytest.fixture(scope="module")
-def pipeline_repo(tmp_path_factory, harness) -> tuple[Path, dict]:
-    """The tiny repo after one pipeline run, and what the run said of each stage: built once per
-    test run (should pytest set this module's fixtures up again, the run is not repeated)."""
+def recorded(built_run: Path, tmp_path_factory):
+    """A secured server on a copy of the database that tracked built_repo's pipeline run (two
+    stages at once, all six workloads), and what that run said of each stage: (env, outcome)."""
+    from flows.service.server import server_env
 
-    def build(repo: Path) -> None:
-        make_repo(repo)
-        with pytest.MonkeyPatch.context() as mp:
-            mp.chdir(repo)
-            outcome = pipeline(None, 2)  # two stages at once: the lock must still be dvc repro's
-        (repo.parent / "pipeline-outcome.json").write_text(json.dumps(outcome))
+    home = tmp_path_factory.mktemp("recorded")
+    for db in built_run.glob("prefect.db*"):  # with SQLite's write-ahead log, if one is left
+        shutil.copy(db, home / db.name)
+    env = project_env(PREFECT_HOME=str(home), **server_env(free_port(), "cairn:test-secret"))
+    server = start_server(home, env)
+    summary = re.search(r"pipeline: (\{.*\})$", (built_run / "pipeline.log").read_text(), re.MULTILINE)
+    yield env, json.loads(summary.group(1))["stages"]
+    stop(server)
 
-    repo = built_once(tmp_path_factory, "pipeline", build)
-    return repo, json.loads((repo.parent / "pipeline-outcome.json").read_text())
 
-
-def test_every_stage_ran_as_its_own_tracked_run(pipeline_repo, harness):
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentTaskRunId
-
-    _, outcome = pipeline_repo
+def test_every_stage_ran_as_its_own_tracked_run(recorded, built_repo: Path):
+    env, outcome = recorded
     stages = {k: v for k, v in outcome.items() if not k.startswith("promote@")}
     assert set(stages.values()) == {"ran"} and len(stages) == 37  # 6 stages per workload, score@blobs
     assert {v for k, v in outcome.items() if k.startswith("promote@")} == {"promoted"}  # first models
-    with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(limit=200)
-        by_name = {r.name: r for r in runs}
-        for stage in outcome:
-            assert by_name[stage].state.is_completed(), stage
-            assert by_name[stage].parent_task_run_id is not None  # a subflow of the pipeline run
-        subflows = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=False)),
-            limit=200,
-        )
-        # Each stage and each workload's champion gate ran as exactly one completed subflow. (Under
-        # load a client may retry a flow run's creation; such a duplicate never starts: it is
-        # left pending or scheduled, and ran nothing.)
-        completed = Counter(r.name for r in subflows if r.state.is_completed())
-        assert completed == Counter(list(outcome)) and len(outcome) == 37 + 6
-        extra = [(r.name, r.state.type.value) for r in subflows if not r.state.is_completed()]
-        assert all(state in ("PENDING", "SCHEDULED") for _, state in extra), extra
-        # (with fastapi >= 0.151 the server refuses this client's null limit and offset: 422)
-        keys = {a.key for a in client.read_artifacts(limit=200)}
+    client = api(env)
+    runs = client.post("flow_runs/filter", json={"limit": 200, "offset": 0}).json()
+    by_name = {r["name"]: r for r in runs}
+    for stage in outcome:
+        assert by_name[stage]["state"]["type"] == "COMPLETED", stage
+        assert by_name[stage]["parent_task_run_id"] is not None  # a subflow of the pipeline run
+    # Each stage and each workload's champion gate ran as exactly one completed subflow. (Under
+    # load a client may retry a flow run's creation; such a duplicate never starts: it is left
+    # pending or scheduled, and ran nothing.)
+    subflows = [r for r in runs if r["parent_task_run_id"] is not None]
+    completed = Counter(r["name"] for r in subflows if r["state"]["type"] == "COMPLETED")
+    assert completed == Counter(list(outcome)) and len(outcome) == 37 + 6
+    extra = [(r["name"], r["state"]["type"]) for r in subflows if r["state"]["type"] != "COMPLETED"]
+    assert all(state in ("PENDING", "SCHEDULED") for _, state in extra), extra
+    artifacts = {a["key"]: a for a in client.post("artifacts/filter", json={"limit": 200, "offset": 0}).json()}
+    keys = set(artifacts)
     # One key per workload: the UI's history of 'metrics-iris' follows iris alone.
     for workload in ("iris", "blobs", "sales", "loans", "forest", "digits"):
         kinds = ("ingest", "clean", "split", "train", "metrics", "publish", "promote")
         assert {f"{kind}-{workload}" for kind in kinds} <= keys, workload
     assert "pipeline" in keys and "metrics" not in keys
-    assert by_name["pipeline: all workloads"].parent_task_run_id is None  # named after what it runs
+    assert by_name["pipeline: all workloads"]["parent_task_run_id"] is None  # named after what it runs
     assert {"model-card-iris", "model-card-iris-figure", "model-card-digits-loss", "clean-iris-pairplot"} <= keys
     assert {f"registry-{w}" for w in ("iris", "blobs", "sales", "loans", "forest", "digits")} <= keys
-    with get_client(sync_client=True) as client:
-        artifacts = {a.key: a for a in client.read_artifacts(limit=200)}
     # Figures are in the artifact itself, as PNG data: URLs the UI shows as images on any machine.
     figure = artifacts["model-card-iris-figure"]
-    assert figure.type == "image" and figure.data.startswith("data:image/png;base64,iVBORw0KGgo")
-    outputs = json.loads(artifacts["pipeline-outputs"].data)
-    lock = yaml.safe_load((pipeline_repo[0] / "dvc.lock").read_text())["stages"]
+    assert figure["type"] == "image" and figure["data"].startswith("data:image/png;base64,iVBORw0KGgo")
+    outputs = json.loads(artifacts["pipeline-outputs"]["data"])
+    lock = yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]
     row = next(r for r in outputs if r["stage"] == "train@iris" and r["output"].endswith("model.safetensors"))
     assert row["md5"] == next(o["md5"] for o in lock["train@iris"]["outs"] if o["path"] == row["output"])
     history = artifacts["registry-iris"]
-    assert history.type == "table"
-    (row,) = json.loads(history.data)
+    assert history["type"] == "table"
+    (row,) = json.loads(history["data"])
     assert row["version"] == "v1" and row["status"] == "champion" and set(row) >= {"git revision", "data (ingest md5)"}
-
-
-def test_a_tracked_pipeline_leaves_the_lock_of_an_untracked_one(pipeline_repo, request):
-    """Byte for byte: this run was tracked by Prefect (every stage a subflow), built_repo's was
-    not; both ran two stages at once (--jobs 2), in whatever order they finished. (That lock is
-    `dvc repro`'s: tests/test_dvc_repro.py.)"""
-    repo, _ = pipeline_repo
-    # Asked for here, not as an argument: pytest groups the tests that share a session fixture,
-    # which would split this module's tests and build pipeline_repo twice.
-    built_repo = request.getfixturevalue("built_repo")
-    assert (repo / "dvc.lock").read_text() == (built_repo / "dvc.lock").read_text()
-    assert run(["dvc", "status", "--json"], repo).stdout.strip() == "{}"
 
 
 def test_a_failing_stage_says_what_failed_in_one_line_first(tmp_path, harness):
