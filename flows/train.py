@@ -20,21 +20,13 @@ from steps.models.torchnet import pick_device
 CHECKPOINTS = Path(".cairn") / "checkpoints"
 
 
-def deterministic_kernels() -> None:
-    """`torch.use_deterministic_algorithms(True)` less its second half: torch 2.13 also sets
-    torch.compile's (Inductor's) flag, and importing Inductor's config loads torch._dynamo and
-    torch._inductor, 1.35 s of a 2.9 s tiny train process (`python -X importtime`). cairn never
-    compiles a model, so it sets the flag the kernels read and nothing else (torch is pinned)."""
-    torch._C._set_deterministic_algorithms(True, warn_only=False)
-
-
 @stage_flow("train")
 def train(workload: str, split: Path, out: Path) -> dict:
     """Write ``out``/model.safetensors, model.json and history.csv; checkpoint every epoch."""
     params = config.workload(workload)
     # Same inputs, same bytes: deterministic kernels (CUDA needs the workspace setting too).
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    deterministic_kernels()
+    torch.use_deterministic_algorithms(True)
     device = pick_device(params.train.device)
     # The kernels decide the bytes: the instruction set (flows/__init__.py) and the thread count
     # that splits reductions. Both go into model.json; on CUDA the GPU model is the boundary.

@@ -149,17 +149,6 @@ def test_every_cairn_process_trains_with_the_avx2_kernels():
     assert out.strip() == "AVX2"  # on any x86-64 CPU with AVX2, AVX-512 or not
 
 
-def test_train_asks_for_deterministic_kernels_without_loading_the_compiler():
-    import subprocess
-    import sys
-
-    probe = ("import sys, torch; from flows.train import deterministic_kernels; deterministic_kernels(); "
-             "print(torch.are_deterministic_algorithms_enabled(), "
-             "torch.is_deterministic_algorithms_warn_only_enabled(), 'torch._inductor' in sys.modules)")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["True", "False", "False"]  # strict, not warn-only; Inductor never imported
-
-
 def test_a_workload_that_leaves_out_optional_settings_trains_with_params_defaults(sets, tmp_path):
     """The train stage hands its step the sections with config's defaults filled in: no KeyError for
     a workload without patience or weight_decay, and the normalisation params' model documents."""
