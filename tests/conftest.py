@@ -337,7 +337,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # go first, so the run does not end with one worker in a long file while the others idle. A file
 # not listed is short and goes after these.
 FILE_SECONDS = {
-    "test_deployments.py": 213, "test_remote.py": 177, "test_remote_pools.py": 174, "test_dvc_repro.py": 161,
+    "test_deployments.py": 213, "test_remote.py": 200, "test_dvc_repro.py": 161,
     "test_faults.py": 130, "test_datum_integrity.py": 92, "test_prefect_pipeline.py": 60,
     "test_service_serve.py": 81, "test_fanout.py": 76, "test_score.py": 71, "test_pipeline_reruns.py": 65,
     "test_user_data.py": 55, "test_datums.py": 47, "test_ui.py": 47, "test_cli_errors.py": 35,
