@@ -20,16 +20,19 @@ def drift(repo: Path) -> str:
 
 def test_drift_names_the_stages_another_machine_changed_and_the_metric_committed_and_here(built_copy: Path):
     repo = built_copy
-    run(["git", "add", "dvc.lock"], repo)
-    run(GIT + ["commit", "-qm", "the lock of this machine"], repo)
+    # What the pipeline recorded (data/metrics.json) is committed with the lock, as in cairn's repository.
+    recorded = json.loads((repo / "data/metrics.json").read_text())
+    assert set(recorded) == {"iris", "blobs", "sales", "loans", "forest", "digits"}
+    run(["git", "add", "dvc.lock", "data/metrics.json"], repo)
+    run(GIT + ["commit", "-qm", "the lock of this machine and its metrics"], repo)
     stages = len(yaml.safe_load((repo / "dvc.lock").read_text())["stages"])
     assert drift(repo) == f"dvc.lock: all {stages} stages' outputs are the committed bytes"
 
-    # As another CPU would leave it: other weights, so other metrics (the committed ones stay in
-    # DVC's cache, where the first run put them).
+    # As another CPU would leave it: other weights, so other metrics.
     metrics_file = repo / "data/blobs/evaluate/metrics.json"
     metrics = json.loads(metrics_file.read_text())
     committed_accuracy = metrics["accuracy"]
+    assert recorded["blobs"]["metrics"] == metrics
     metrics_file.write_text(json.dumps(metrics | {"accuracy": 0.5}))
     whole = yaml.safe_load((repo / "dvc.lock").read_text())
     for out in whole["stages"]["train@blobs"]["outs"]:
@@ -38,16 +41,46 @@ def test_drift_names_the_stages_another_machine_changed_and_the_metric_committed
         if out["path"] == "data/blobs/evaluate/metrics.json":
             out["md5"] = hashlib.md5(metrics_file.read_bytes()).hexdigest()
     (repo / "dvc.lock").write_text(yaml.safe_dump(whole, sort_keys=False))
-    assert drift(repo) == (
+    said = (
         f"dvc.lock: 2 of {stages} stages' outputs differ from the committed ones (train@blobs, evaluate@blobs): "
         "this machine computed other bytes (README, 'Same bytes on another machine'); "
         f"blobs accuracy committed {committed_accuracy:.6g}, here 0.5"
     )
+    assert drift(repo) == said
 
-    # A fresh clone without a remote has the committed hashes only.
+    # A fresh clone without a DVC remote has no cache: the committed metrics come from git.
     cache = repo / ".dvc/cache"
     cache.rename(repo / "elsewhere")
-    assert drift(repo).endswith("; committed metrics of blobs are not in the DVC cache (`dvc pull` brings them)")
+    assert drift(repo) == said
+
+    # A lock committed without its record (`dvc repro` alone): DVC's cache, where it has them.
+    run(["git", "rm", "-q", "--cached", "data/metrics.json"], repo)
+    run(GIT + ["commit", "-qm", "no record"], repo)
+    assert drift(repo).endswith(
+        "; committed metrics of blobs are neither in data/metrics.json at HEAD nor in the DVC cache "
+        "(`dvc pull` brings them)"
+    )
+    (repo / "elsewhere").rename(cache)
+    assert drift(repo) == said
+
+
+def test_the_record_holds_only_metrics_of_the_bytes_the_lock_names(built_copy: Path, monkeypatch):
+    """data/metrics.json holds a workload's metrics only where dvc.lock's hash is of the file they
+    came from: a metrics.json changed behind DVC's back does not replace its entry, one not
+    checked out keeps it, and a workload whose lock entry names other bytes loses it."""
+    from flows.runtime import drift as module
+
+    repo = built_copy
+    monkeypatch.chdir(repo)
+    before = json.loads((repo / "data/metrics.json").read_text())
+    (repo / "data/blobs/evaluate/metrics.json").write_text('{"accuracy": 0.1}')
+    (repo / "data/iris/evaluate/metrics.json").unlink()
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    for out in lock["stages"]["evaluate@sales"]["outs"]:
+        out["md5"] = hashlib.md5(out["md5"].encode()).hexdigest()
+    (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
+    module.record()
+    assert json.loads((repo / "data/metrics.json").read_text()) == {k: v for k, v in before.items() if k != "sales"}
 
 
 def test_a_clone_with_a_remote_that_holds_the_outputs_restores_them_and_trains_nothing(built_copy, tmp_path):

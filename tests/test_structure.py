@@ -162,3 +162,21 @@ def test_the_layers_hold_and_the_check_fails_when_a_stage_flow_imports_another(t
     broken = subprocess.run([lint, "--no-cache"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert broken.returncode != 0
     assert "flows.publish -> flows.evaluate" in broken.stdout
+
+
+def test_the_committed_metrics_record_is_of_the_committed_lock():
+    """data/metrics.json (what `python -m flows drift` tells a fresh clone the committed models
+    scored) holds, for every evaluate stage of dvc.lock, the metrics of the bytes the lock names:
+    a lock regenerated without its record fails here."""
+    import json
+
+    lock = yaml.safe_load((ROOT / "dvc.lock").read_text())["stages"]
+    hashes = {
+        name.split("@")[1]: out["md5"]
+        for name, entry in lock.items()
+        if name.startswith("evaluate@")
+        for out in entry["outs"]
+        if out["path"].endswith("/metrics.json")
+    }
+    record = json.loads((ROOT / "data/metrics.json").read_text())
+    assert {workload: entry["md5"] for workload, entry in record.items()} == hashes

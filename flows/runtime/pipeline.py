@@ -20,7 +20,7 @@ from typing import Any
 from prefect import flow
 
 from flows import config
-from flows.runtime import lockfile
+from flows.runtime import drift, lockfile
 from flows.runtime.dvc_repo import Dvc
 from flows.runtime.stages import STAGES, UsageError, run_stage
 from flows.runtime.workers import await_worker, bring_back, check_ready, hand_over
@@ -74,6 +74,7 @@ def _run(dvc: Dvc, workloads: list[str] | None, jobs: int) -> dict[str, str]:
         if name in pools:
             check_ready(dvc, name, pools[name])
     outcome = Waves(dvc, plan, pools, jobs, run_stage).run()
+    drift.record()  # the metrics dvc.lock now stands for, committed with it (flows/runtime/drift.py)
     counts = {
         k: list(outcome.values()).count(k) for k in ("ran", "worker", "restored", "skipped", "promoted", "rejected")
     }
