@@ -165,3 +165,58 @@ def test_a_workload_that_leaves_out_optional_settings_trains_with_params_default
     assert fitted.spec["model"]["normalize"] == "feature"
     x = models.features(sets["train"], BLOBS_SCHEMA, fitted.spec["encoding"])
     assert np.allclose(fitted.arrays["mean"], x.mean(0), rtol=1e-4)  # fitted per feature, as 'feature' says
+
+
+# A tiny train step as the train stage runs it (flows/train.py), in a process of its own: the
+# kernels are chosen when torch loads, so each emulated CPU needs a fresh process.
+PROBE = """
+import hashlib, json, sys
+import flows  # noqa: F401 - pins the CPU kernels before torch loads, as in every cairn process
+import pyarrow.parquet as pq
+import torch
+from steps import models, train
+folder, model, settings, schema, threads = sys.argv[1], *map(json.loads, sys.argv[2:])
+torch.use_deterministic_algorithms(True)
+sets = {name: pq.read_table(f"{folder}/{name}.parquet") for name in ("train", "val")}
+for count in threads:  # one line per thread count: the kernels, the weights' md5
+    torch.set_num_threads(count)
+    fitted = train.train(sets["train"], sets["val"], schema, model, settings | {"threads": count})
+    print(torch.backends.cpu.get_cpu_capability(), hashlib.md5(models.to_bytes(fitted)).hexdigest())
+"""
+
+
+@needs_avx2
+def test_under_the_pins_the_kernels_other_cpus_would_pick_train_the_same_bytes(sets, tmp_path):
+    """#29, emulated on one machine: the instruction sets MKL would pick on other x86-64 CPUs
+    (its instruction caps) and one thread instead of two train the same bytes under cairn's pins
+    (flows/__init__.py); ATen's unvectorised kernels, what a CPU without AVX2 runs, give other
+    bytes, so the pin is what makes them equal. (MKL's own choice on an Intel Xeon with AMX is
+    beyond emulation here: docs/machines.md.)"""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import pyarrow.parquet as pq
+
+    for name in ("train", "val"):
+        pq.write_table(sets[name], tmp_path / f"{name}.parquet")
+    (tmp_path / "probe.py").write_text(PROBE)
+    pins = ("MKL_", "ATEN_CPU_CAPABILITY", "DNNL_", "ONEDNN_", "CAIRN_CPU_ISA")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(pins)}
+
+    def trained(*threads: int, **setting: str) -> list[str]:
+        args = [json.dumps(x) for x in (MODEL, PARAMS, BLOBS_SCHEMA, list(threads or [2]))]
+        return subprocess.run([sys.executable, str(tmp_path / "probe.py"), str(tmp_path), *args], env=base | setting,
+                              capture_output=True, text=True, check=True).stdout.split("\n")[:-1]  # fmt: skip
+
+    pinned, one_thread = trained(2, 1)
+    assert pinned.startswith("AVX2 ")
+    emulated = {
+        "one thread": one_thread,
+        "MKL_ENABLE_INSTRUCTIONS=AVX2": trained(MKL_ENABLE_INSTRUCTIONS="AVX2")[0],
+        "MKL_ENABLE_INSTRUCTIONS=AVX512": trained(MKL_ENABLE_INSTRUCTIONS="AVX512")[0],
+    }
+    assert emulated == dict.fromkeys(emulated, pinned)
+    (unvectorised,) = trained(CAIRN_CPU_ISA="default")
+    assert unvectorised.startswith("DEFAULT ") and unvectorised.split()[1] != pinned.split()[1]
