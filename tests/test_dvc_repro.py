@@ -122,27 +122,37 @@ def test_published_model_card_and_lineage_trace_back_to_raw(built_repo: Path):
         assert kernels["cpu_isa"] == "AVX2"
 
 
-def test_publish_of_the_same_inputs_is_the_same_bytes_whatever_dvc_lock_and_git_hold(built_copy: Path):
-    """Issue #29: publish is a function of its declared deps. What dvc.lock says of anything else
-    (upstream code hashes, train's loss history, evaluate's figures, which differ in bytes on
-    another CPU) and the git history do not reach its outputs: publish run again after they
-    changed writes the same bytes. (Before, lineage.json copied every upstream entry.)"""
+def test_evaluate_publish_and_score_of_the_same_inputs_are_the_same_bytes_whatever_dvc_lock_and_git_hold(
+    built_copy: Path,
+):
+    """Issue #29: evaluate, publish and score are functions of their declared deps. What dvc.lock
+    says of anything else (upstream code hashes, train's loss history, evaluate's figures, which
+    differ in bytes on another CPU) and the git history do not reach their outputs: each run
+    again after they changed writes the same bytes. (Before, lineage.json copied every upstream
+    entry.)"""
     import hashlib
 
     repo = built_copy
-    published = {w: {p.name: p.read_bytes() for p in (repo / f"data/{w}/publish").iterdir()} for w in ("iris", "sales")}
+    stages = ("evaluate@iris", "publish@iris", "publish@sales", "score@blobs")
+
+    def written(name: str) -> dict[Path, bytes]:  # the stage's output folder, data/<workload>/<stage>
+        stage, workload = name.split("@")
+        return {
+            p.relative_to(repo): p.read_bytes() for p in (repo / "data" / workload / stage).rglob("*") if p.is_file()
+        }
+
+    outputs = {name: written(name) for name in stages}
     whole = yaml.safe_load((repo / "dvc.lock").read_text())
     lock = whole["stages"]
-    declared = {w: {d["path"] for d in lock[f"publish@{w}"]["deps"]} for w in published}
+    declared = {d["path"] for name in stages for d in lock[name]["deps"]}
 
-    def read_by_publish(path: str, workload: str) -> bool:  # a declared dep, or within one
-        return any(path == d or path.startswith(d + "/") for d in declared.get(workload, ()))
+    def read_by_them(path: str) -> bool:  # a declared dep of one of them, or within one
+        return any(path == d or path.startswith(d + "/") for d in declared)
 
     changed = 0
-    for name, entry in lock.items():
-        workload = name.partition("@")[2]
+    for entry in lock.values():
         for record in entry.get("deps", []) + entry.get("outs", []):
-            if record.get("md5") and not read_by_publish(record["path"], workload):
+            if record.get("md5") and not read_by_them(record["path"]):
                 # another hash, as another CPU or another code edit would leave
                 record["md5"] = hashlib.md5(record["md5"].encode()).hexdigest() + record["md5"][32:]
                 changed += 1
@@ -150,11 +160,11 @@ def test_publish_of_the_same_inputs_is_the_same_bytes_whatever_dvc_lock_and_git_
     (repo / "dvc.lock").write_text(yaml.safe_dump(whole, sort_keys=False))
     run(["git", "add", "dvc.lock"], repo)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "another revision"], repo)
-    for workload, files in published.items():
-        run([sys.executable, "-m", "flows", f"publish@{workload}"], repo)  # the stage's command, as DVC runs it
-        again = {p.name: p.read_bytes() for p in (repo / f"data/{workload}/publish").iterdir()}
-        assert again.keys() == files.keys(), workload
-        assert [name for name in files if again[name] != files[name]] == [], workload
+    for name, files in outputs.items():
+        run([sys.executable, "-m", "flows", name], repo)  # the stage's command, as DVC runs it
+        again = written(name)
+        assert again.keys() == files.keys(), name
+        assert [path for path in files if again[path] != files[path]] == [], name
 
 
 def test_published_files_say_how_to_use_them_without_cairn(built_repo: Path):
