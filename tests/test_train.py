@@ -220,3 +220,45 @@ def test_under_the_pins_the_kernels_other_cpus_would_pick_train_the_same_bytes(s
     assert emulated == dict.fromkeys(emulated, pinned)
     (unvectorised,) = trained(CAIRN_CPU_ISA="default")
     assert unvectorised.startswith("DEFAULT ") and unvectorised.split()[1] != pinned.split()[1]
+
+
+# The linear model's closed-form fit and an SGD gradient (steps/models/linear.py) in a process of
+# its own: numpy's OpenBLAS picks its kernels when numpy loads.
+OPENBLAS_PROBE = """
+import hashlib
+import flows  # noqa: F401 - pins OpenBLAS's kernels before numpy loads, as in every cairn process
+import numpy as np
+import threadpoolctl
+from steps.models import linear
+rng = np.random.default_rng(7)
+z, t = rng.normal(size=(5000, 6)), rng.normal(size=5000)
+w, b = linear._closed(z, t)
+gradient = z.T @ (z @ w + b - t)
+cores = {i["architecture"] for i in threadpoolctl.threadpool_info() if i["internal_api"] == "openblas"}
+print(",".join(sorted(cores)), hashlib.md5(w.tobytes() + gradient.tobytes()).hexdigest())
+"""
+
+
+@needs_avx2
+def test_numpy_runs_the_avx2_openblas_kernels_in_every_cairn_process_and_other_kernels_fit_other_bytes(tmp_path):
+    """numpy's and scipy's OpenBLAS pick kernels by CPU model (AVX-512 ones on the AVX-512 EPYC,
+    Haswell on an AVX2-only one: train@sales differed between them, docs/machines.md). Under
+    cairn's pin every OpenBLAS runs the Haswell (AVX2) kernels, whatever the thread count; the
+    kernels of an older CPU fit the linear model to other bytes, so the pin is what makes them
+    equal."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "probe.py").write_text(OPENBLAS_PROBE)
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OPENBLAS_", "CAIRN_CPU_ISA"))}
+
+    def fitted(**setting: str) -> list[str]:
+        return subprocess.run([sys.executable, str(tmp_path / "probe.py")], env=base | setting, capture_output=True,
+                              text=True, check=True).stdout.split()  # fmt: skip
+
+    pinned = fitted()
+    assert pinned[0] == "Haswell"  # numpy's and scipy's both
+    assert fitted(OPENBLAS_NUM_THREADS="1") == fitted(OPENBLAS_NUM_THREADS="4") == pinned
+    older = fitted(OPENBLAS_CORETYPE="Sandybridge")
+    assert older[0] == "Sandybridge" and older[1] != pinned[1]
