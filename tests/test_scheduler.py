@@ -344,6 +344,27 @@ def test_exclusive_stages_never_overlap(monkeypatch):
     assert runner.most_at_once() >= 2  # the others still run beside them
 
 
+def test_each_local_stage_runs_on_a_fresh_thread_that_ends_with_it():
+    """No pooled stage threads: a thread that ran torch keeps an OpenMP team while it lives, and
+    two such teams made libgomp sleep at its barriers, a torch fit 2.2x slower
+    (flows/runtime/pipeline.py: _on_thread; bench/openmp_teams.py)."""
+    threads: dict[str, threading.Thread] = {}
+    inner = Runner()
+
+    def runner(argv: list[str]) -> dict:
+        threads[argv[0]] = threading.current_thread()
+        return inner(argv)
+
+    waves(FakeDvc(CHAIN, stale=set(CHAIN)), runner, jobs=2)
+    assert set(threads) == set(CHAIN)
+    assert len(set(map(id, threads.values()))) == len(CHAIN)  # one thread per stage
+    deadline = time.monotonic() + 5
+    while any(t.is_alive() for t in threads.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)  # a thread ends just after it hands back its stage's result
+    assert not any(t.is_alive() for t in threads.values())
+    assert threading.main_thread() not in threads.values()
+
+
 def test_a_stage_that_is_not_a_flows_command_is_refused():
     class Other(FakeDvc):
         def command(self, name):

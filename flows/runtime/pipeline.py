@@ -133,14 +133,10 @@ class Waves:
 
         before = self.dvc.lock_order()
         running: dict[cf.Future, str] = {}
-        # A thread per local slot. A stage on a work pool waits for its worker on a daemon thread
-        # of its own: waiting never holds up local work, even with jobs=1, and after a failure
-        # neither this run nor the process waits for it (up to deploy.worker_timeout_seconds).
-        pool = cf.ThreadPoolExecutor(self.jobs, thread_name_prefix="stage")
         try:
             while True:
                 if not self.failed:
-                    self._start_ready(pool, running)
+                    self._start_ready(running)
                 if self.failed and all(name in self.pools for name in running.values()):
                     self._leave(running)
                     break
@@ -150,8 +146,6 @@ class Waves:
                 for future in done:
                     self._finish(running.pop(future), future)
         finally:
-            # Normally nothing is left; after an interrupt nothing queued starts.
-            pool.shutdown(wait=False, cancel_futures=True)
             self.dvc.write_lock()
             self.dvc.order_lock(before, self.plan)
         if self.errors:
@@ -160,7 +154,7 @@ class Waves:
             raise StageFailed(self.failed[0])
         return {name: self.verdicts.get(name, self.outcome[name]) for name in self.plan if name in self.outcome}
 
-    def _start_ready(self, pool, running: dict) -> None:
+    def _start_ready(self, running: dict) -> None:
         """Decide, restore or start every stage that can go now, in plan order. Anything a stage
         raises on the way (DVC's status, a restore, a hand-over) is that stage's failure."""
         local = [name for name in running.values() if name not in self.pools]
@@ -181,10 +175,8 @@ class Waves:
                 continue
             # The copied context makes the stage's flow a subflow of this pipeline run.
             call = functools.partial(contextvars.copy_context().run, job)
-            if remote:
-                running[_on_daemon(call, name)] = name
-            else:
-                running[pool.submit(call)] = name
+            running[_on_thread(call, name, daemon=remote)] = name
+            if not remote:
                 local.append(name)
 
     def _prepare(self, name: str) -> Callable[[], Any] | None:
@@ -270,8 +262,17 @@ DONE = ("skipped", "restored", "ran", "worker")
 READS_LOCK = ("publish",)
 
 
-def _on_daemon(job: Callable[[], Any], name: str):
-    """``job()`` on a daemon thread, as a future: a process that ends does not wait for it."""
+def _on_thread(job: Callable[[], Any], name: str, daemon: bool):
+    """``job()`` on a thread of its own, as a future.
+
+    A stage on a work pool waits for its worker on a daemon thread: waiting never holds up local
+    work, even with jobs=1, and after a failure neither this run nor the process waits for it (up
+    to deploy.worker_timeout_seconds). A local stage gets a fresh thread that ends with it, never
+    a pooled one: each thread that runs torch keeps an OpenMP team of its own while it lives, and
+    once a process has more OpenMP threads than cores libgomp stops spinning at its barriers and
+    sleeps, which made a torch fit 2.2 times slower with the teams of two pooled stage threads
+    alive (docs/benchmarks.md, "OpenMP teams"). A thread's team ends with the thread.
+    """
     import concurrent.futures as cf
     import threading
 
@@ -285,7 +286,7 @@ def _on_daemon(job: Callable[[], Any], name: str):
         except BaseException as err:  # noqa: BLE001 - handed to the coordinator, which decides
             future.set_exception(err)
 
-    threading.Thread(target=work, name=f"stage-{name}", daemon=True).start()
+    threading.Thread(target=work, name=f"stage-{name}", daemon=daemon).start()
     return future
 
 
