@@ -277,6 +277,10 @@ class Execution(Section):
     dask_address: str | None = None  # tcp://scheduler:8786; null: a LocalCluster of `workers`
     max_tasks: int = Field(default=64, ge=1)
     batch_mb: float = Field(default=64.0, gt=0)
+    # An untracked pipeline trains a torch fit of at least this many optimizer steps (epochs ×
+    # batches) in a process of its own (flows/runtime/pipeline.py: own_process); 0: every torch
+    # fit; null: none.
+    fit_process: int | None = Field(default=3000, ge=0)
 
 
 class Deploy(Section):

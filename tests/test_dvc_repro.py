@@ -38,6 +38,22 @@ def test_the_pipeline_leaves_the_lock_of_dvc_repro(built_repo: Path, blobs_by_dv
     assert {name: ours.get(name) for name in reference} == reference
 
 
+def test_a_torch_fit_in_a_process_of_its_own_leaves_the_lock_of_dvc_repro(tmp_path: Path, blobs_by_dvc_repro: Path):
+    """With ``execution.fit_process: 0`` the untracked pipeline trains every torch fit as `python
+    -m flows train@<workload>` in a child process, as `dvc repro` does (make run trains the MNIST
+    models so: flows/runtime/pipeline.py, own_process); the rest runs in its threads. The lock is
+    dvc repro's, entry for entry."""
+    params = only_workloads("blobs")
+    params["execution"] = params.get("execution", {}) | {"fit_process": 0}
+    repo = make_repo(tmp_path / "repo", params)
+    result = run([sys.executable, "-m", "flows", "pipeline", "--jobs", "2", "blobs"], repo)
+    said = result.stdout + result.stderr
+    assert "train@blobs: in a process of its own" in said, said
+    assert said.count("in a process of its own") == 1  # no other stage
+    reference = lock_sections(blobs_by_dvc_repro)
+    assert lock_sections(repo) == reference
+
+
 def test_every_stage_ran_and_the_lock_knows_it(built_repo: Path):
     lock = yaml.safe_load((built_repo / "dvc.lock").read_text())["stages"]
     every = [f"{s}@{w}" for s in STAGES for w in WORKLOADS] + ["score@blobs"]  # the one inbox: blobs

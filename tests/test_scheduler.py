@@ -365,6 +365,32 @@ def test_each_local_stage_runs_on_a_fresh_thread_that_ends_with_it():
     assert threading.main_thread() not in threads.values()
 
 
+def test_a_stage_own_process_picks_runs_apart_and_takes_no_turn_of_the_exclusive_ones(monkeypatch):
+    """A big torch fit runs through ``run_apart`` (a child process, flows/runtime/pipeline.py:
+    run_apart), not in this process: it holds none of this process's torch state, so an
+    exclusive fit here starts beside it. Without ``run_apart`` (a tracked run) nothing is apart."""
+    dag = {"split@a": [], "train@a": ["split@a"], "train@b": ["split@a"]}
+    monkeypatch.setattr(pipeline, "own_process", lambda name: name == "train@a")
+    monkeypatch.setattr(pipeline, "exclusive", lambda name: name.startswith("train@"))
+    both = lambda: {"train@a", "train@b"} <= set(runner.started())  # noqa: E731
+    runner = Runner(until={"train@a": both, "train@b": both})
+    outcome = Waves(FakeDvc(dag, stale=set(dag)), list(dag), {}, 2, runner, run_apart=runner).run()
+    assert outcome == dict.fromkeys(dag, "ran")
+    assert runner.most_at_once(lambda name: name.startswith("train@")) == 2  # side by side
+    inside = Runner()
+    Waves(FakeDvc(dag, stale=set(dag)), list(dag), {}, 2, inside).run()
+    assert inside.most_at_once(lambda name: name.startswith("train@")) == 1  # both exclusive here
+
+
+def test_a_child_process_that_fails_is_its_stages_one_line_error(tmp_path, monkeypatch):
+    """run_apart runs `python -m flows <address>`; a refusal comes back as the child's one-line
+    error, not a traceback."""
+    monkeypatch.chdir(tmp_path)  # no params.yaml here
+    with pytest.raises(Exception) as refused:
+        pipeline.run_apart(["train@nowhere"])
+    assert "params.yaml" in str(refused.value) and "Traceback" not in str(refused.value), refused.value
+
+
 def test_a_stage_that_is_not_a_flows_command_is_refused():
     class Other(FakeDvc):
         def command(self, name):

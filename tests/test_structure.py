@@ -126,20 +126,30 @@ def test_the_command_lines_inputs_are_the_stage_flows_parameters():
         assert tuple(params[1:-1]) == STAGE_INPUTS[name] and params[0] == "workload" and params[-1] == "out", name
 
 
-def test_every_model_that_fits_with_torch_is_exclusive_in_the_pipelines_waves():
-    """torch's global RNG is seeded per fit (it builds the net and draws dropout): a model whose
-    fit runs torchnet's loop says EXCLUSIVE, and the pipeline's waves train one at a time. A model
-    that only exports through torch (linear) is not: exports take turns in torchnet.to_onnx."""
+def test_every_model_whose_fit_draws_dropout_is_exclusive_in_the_pipelines_waves():
+    """A torch fit with dropout draws its masks from torch's global generator from start to end,
+    so the pipeline's waves train one such model at a time: a model whose fit runs torchnet's
+    loop with settings that can hold dropout says so through ``exclusive`` (torchnet.exclusive).
+    Fits without dropout (the autoencoder, logistic regression, an MLP at dropout 0) run side by
+    side; a model that only exports through torch (linear) is never exclusive."""
     import importlib
     import inspect
+
+    from steps.models import torchnet
 
     for path in sorted((ROOT / "steps/models").glob("*.py")):
         if path.stem in ("__init__", "torchnet"):
             continue
         module = importlib.import_module(f"steps.models.{path.stem}")
-        source = inspect.getsource(module.fit)
-        fits_with_torch = "torchnet.fit(" in source or "mlp.fit(" in source
-        assert getattr(module, "EXCLUSIVE", False) == fits_with_torch, path.stem
+        source = inspect.getsource(module)
+        builds_dropout = "nn.Dropout(" in source
+        assert (getattr(module, "exclusive", None) is torchnet.exclusive) == builds_dropout, path.stem
+        # and one whose fit runs the loop says TORCH_LOOP: a big fit then trains in a process of
+        # its own (flows/runtime/pipeline.py: own_process)
+        fit = inspect.getsource(module.fit)
+        fits_with_torch = "torchnet.fit(" in fit or "mlp.fit(" in fit
+        assert getattr(module, "TORCH_LOOP", False) == fits_with_torch, path.stem
+    assert torchnet.exclusive({"dropout": 0.3}) and not torchnet.exclusive({"dropout": 0.0})
 
 
 def test_the_layers_hold_and_the_check_fails_when_a_stage_flow_imports_another(tmp_path):

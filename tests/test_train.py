@@ -149,6 +149,35 @@ def test_every_cairn_process_trains_with_the_avx2_kernels():
     assert out.strip() == "AVX2"  # on any x86-64 CPU with AVX2, AVX-512 or not
 
 
+def test_fits_in_threads_at_once_train_the_bytes_each_trains_alone(sets):
+    """The pipeline trains torch models side by side in threads of one process. Each seeds torch's
+    global generator to build its net in turn; a net with dropout draws from it while it trains,
+    so such a fit holds it to the end (steps/models/torchnet.py: _SEEDING): two dropout fits and
+    one without, started together, train what each trains alone."""
+    import threading
+
+    runs = {
+        "dropout, seed 1": (MODEL | {"dropout": 0.3}, {"seed": 1}),
+        "dropout, seed 2": (MODEL | {"dropout": 0.3}, {"seed": 2}),
+        "no dropout": (MODEL, {"seed": 3}),
+    }
+    alone = {name: models.to_bytes(fit(sets, model, **over)) for name, (model, over) in runs.items()}
+    start, together = threading.Barrier(len(runs)), {}
+
+    def run(name: str) -> None:
+        model, over = runs[name]
+        start.wait()
+        together[name] = models.to_bytes(fit(sets, model, **over))
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in runs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert together == alone
+    assert mlp.exclusive(MODEL | {"dropout": 0.3}) and not mlp.exclusive(MODEL | {"dropout": 0.0})
+
+
 def test_a_workload_that_leaves_out_optional_settings_trains_with_params_defaults(sets, tmp_path):
     """The train stage hands its step the sections with config's defaults filled in: no KeyError for
     a workload without patience or weight_decay, and the normalisation params' model documents."""

@@ -73,7 +73,8 @@ def _run(dvc: Dvc, workloads: list[str] | None, jobs: int) -> dict[str, str]:
     for name in plan:  # before any stage runs: fail early, lose nothing
         if name in pools:
             check_ready(dvc, name, pools[name])
-    outcome = Waves(dvc, plan, pools, jobs, run_stage).run()
+    # A tracked run keeps every local stage a subflow of its own run, in this process.
+    outcome = Waves(dvc, plan, pools, jobs, run_stage, run_apart=None if in_flow_run() else run_apart).run()
     drift.record()  # the metrics dvc.lock now stands for, committed with it (flows/runtime/drift.py)
     counts = {
         k: list(outcome.values()).count(k) for k in ("ran", "worker", "restored", "skipped", "promoted", "rejected")
@@ -86,17 +87,82 @@ def _run(dvc: Dvc, workloads: list[str] | None, jobs: int) -> dict[str, str]:
 
 
 def exclusive(name: str) -> bool:
-    """Whether ``stage`` trains a model whose fit uses torch's process-wide state (it seeds the
-    global RNG that builds the net and draws dropout): at most one such stage runs at a time in
-    this process. ``EXCLUSIVE`` in steps/models says so. (ONNX exports, whose global flag makes a
-    second export at once fail, take turns inside steps/models/torchnet.py: a publish stage is
-    never exclusive.)"""
+    """Whether ``stage`` trains a model whose fit holds torch's process-wide generator from start
+    to end (it draws dropout masks from it): at most one such stage runs at a time in this
+    process. The model module's ``exclusive(model settings)`` says so (steps/models). Other
+    fits run side by side: each seeds its net's construction in turn. (ONNX exports, whose global
+    flag makes a second export at once fail, take turns inside steps/models/torchnet.py: a
+    publish stage is never exclusive.)"""
     kind, _, workload = name.partition("@")
     if kind != "train":
         return False
     from steps import models
 
-    return getattr(models.module(config.workload(workload).model.name), "EXCLUSIVE", False)
+    settings = config.workload(workload)
+    decide = getattr(models.module(settings.model.name), "exclusive", None)
+    return bool(decide and decide(settings.settings("model")))
+
+
+def own_process(name: str) -> bool:
+    """Whether ``name`` is a torch fit big enough to train in a process of its own: a train stage
+    whose model runs torchnet's loop (``TORCH_LOOP``) for at least ``execution.fit_process``
+    optimizer steps (epochs × batches of the train split; one batch for L-BFGS). That loop is
+    thousands of small torch ops a second, and between two ops it needs the GIL, which the
+    pipeline's other stage threads and its coordinator (DVC's commits, the lock writes) hold for
+    long stretches: beside them the autoencoder's epochs took 12 s instead of 3.5 s, and the
+    pipeline from scratch 135-140 s instead of 104.5 s (docs/benchmarks.md). A child costs a
+    Python start and its imports (2-3 s), which a small fit does not win back."""
+    kind, _, workload = name.partition("@")
+    threshold = config.load().execution.fit_process
+    if kind != "train" or threshold is None:
+        return False
+    from steps import models
+
+    settings = config.workload(workload)
+    if not getattr(models.module(settings.model.name), "TORCH_LOOP", False):
+        return False
+    import pyarrow.parquet as pq
+
+    from flows.runtime.stages import stage_paths
+    from flows.storage.tables import parquet_files
+
+    rows = sum(
+        pq.ParquetFile(f).metadata.num_rows for f in parquet_files(stage_paths(kind, workload)["split"] / "train")
+    )
+    train = settings.train
+    batch = rows if train.optimizer == "lbfgs" or train.batch_size < 1 else train.batch_size
+    return train.epochs * -(-rows // max(1, batch)) >= threshold
+
+
+def run_apart(argv: list[str]) -> None:
+    """The stage's command line as dvc.yaml runs it, `python -m flows <address>`, in a child
+    process. Its log lines pass through; its one-line error (or the last line of its traceback,
+    printed above) is the stage's failure."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-m", "flows", *argv], stderr=subprocess.PIPE, text=True)
+    last = ""
+    for line in child.stderr:
+        sys.stderr.write(line)
+        last = line.strip() or last
+    if child.wait():
+        message = (
+            last.removeprefix("error: ") if last.startswith("error: ") else f"exit code {child.returncode}: {last}"
+        )
+        raise (UsageError if child.returncode == UsageError.exit_code else StageFailed)(message)
+
+
+def torch_default_threads() -> int:
+    """The intra-op threads a new process's torch starts with (read before any stage runs).
+
+    torch hands a new thread the count last set by any thread, and a train stage sets its own
+    (``train.threads``); so each local stage thread starts from this count first, and an
+    evaluate or publish runs on the threads a `dvc repro` stage process would, whichever fit
+    ran before it."""
+    import torch
+
+    return torch.get_num_threads()
 
 
 class Waves:
@@ -107,7 +173,7 @@ class Waves:
     pools) stays in this, the coordinator thread, one at a time, through ``dvc`` (the adapter,
     flows/runtime/dvc_repo.py); a stage thread only runs the stage (``run_local``, given its command
     line as `python -m flows` takes it) or waits for its worker. A stage on a work pool takes no
-    local slot; torch fits run one at a time (``exclusive``). When a stage
+    local slot; torch fits with dropout run one at a time (``exclusive``). When a stage
     fails (whatever it raised), the local ones running finish and are committed, nothing new
     starts, a stage still on a work pool is not waited for (a rerun restores it from the
     run-cache), and the run ends with the failing stage's one-line error. New dvc.lock entries
@@ -117,8 +183,12 @@ class Waves:
     """
 
     def __init__(self, dvc: Dvc, plan: list[str], pools: dict[str, str], jobs: int,
-                 run_local: Callable[[list[str]], Any]):  # fmt: skip
+                 run_local: Callable[[list[str]], Any],
+                 run_apart: Callable[[list[str]], Any] | None = None):  # fmt: skip
         self.dvc, self.plan, self.pools, self.jobs, self.run_local = dvc, plan, pools, jobs, run_local
+        # How a stage that ``own_process`` picks runs (in a child process); None: none is picked.
+        self.run_apart = run_apart
+        self.apart: dict[str, bool] = {}  # own_process of each stage asked about
         names = set(plan)
         # DVC's edges point from a stage to the stages it depends on.
         self.upstream = {name: [u for u in dvc.upstream(name) if u in names] for name in plan}
@@ -127,6 +197,7 @@ class Waves:
         self.failed: list[str] = []  # each failed stage's one-line error
         self.errors: list[Exception] = []  # and what it raised
         self.pull = dvc.fetch_run_cache()
+        self.threads: int | None = None  # torch_default_threads, once a local stage starts
 
     def run(self) -> dict[str, str]:
         import concurrent.futures as cf
@@ -165,14 +236,19 @@ class Waves:
             if not all(self.outcome.get(u) in DONE for u in self.upstream[name]):
                 continue
             remote = name in self.pools
-            if not remote and (len(local) >= self.jobs or (exclusive(name) and any(map(exclusive, local)))):
+            if not remote and len(local) >= self.jobs:
                 continue
             try:
+                if not remote and self._exclusive(name) and any(map(self._exclusive, local)):
+                    continue
                 job = self._prepare(name)
             except Exception as err:  # noqa: BLE001 - any error is this stage's failure, said once
                 return self._fail(name, err)
             if job is None:
                 continue
+            if not remote:
+                self.threads = self.threads or torch_default_threads()
+                job = functools.partial(_on_threads, self.threads, job)
             # The copied context makes the stage's flow a subflow of this pipeline run.
             call = functools.partial(contextvars.copy_context().run, job)
             running[_on_thread(call, name, daemon=remote)] = name
@@ -196,7 +272,23 @@ class Waves:
             parameters = hand_over(self.dvc, name, self.pools[name])
             timeout = config.load().deploy.worker_timeout_seconds
             return functools.partial(await_worker, self.pools[name], parameters, timeout)
+        if self._runs_apart(name):
+            log().info("%s: in a process of its own (execution.fit_process)", name)
+            return functools.partial(self.run_apart, _command(self.dvc, name))
         return functools.partial(self.run_local, _command(self.dvc, name))
+
+    def _runs_apart(self, name: str) -> bool:
+        """Whether ``name`` (its upstream stages done) runs in a process of its own."""
+        if self.run_apart is None:
+            return False
+        if name not in self.apart:
+            self.apart[name] = own_process(name)
+        return self.apart[name]
+
+    def _exclusive(self, name: str) -> bool:
+        """``exclusive``, for a stage that runs in this process: one in a process of its own holds
+        nothing here."""
+        return not self._runs_apart(name) and exclusive(name)
 
     def _restore(self, name: str) -> bool:
         if not self.dvc.restore(name, pull=self.pull):
@@ -260,6 +352,13 @@ DONE = ("skipped", "restored", "ran", "worker")
 # Stages whose command reads dvc.lock (publish records its upstream entries: flows/publish.py);
 # a stage sent to a work pool takes the lock along (workers.hand_over).
 READS_LOCK = ("publish",)
+
+
+def _on_threads(threads: int, job: Callable[[], Any]) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)  # this thread's own count: a train stage sets its own
+    return job()
 
 
 def _on_thread(job: Callable[[], Any], name: str, daemon: bool):

@@ -11,8 +11,13 @@ A model is a module in this package (its name is ``model.name`` in params.yaml) 
 - ``to_onnx(fitted) -> {file name: ONNX bytes}``;
 - optionally ``coefficients(fitted) -> dict``: plain JSON another language can compute with,
   and ``predict_coefficients(coefs, x)``: that computation in numpy, to check the JSON;
-- optionally ``EXCLUSIVE = True`` when ``fit`` uses process-wide state (torch's global RNG):
-  the pipeline's waves (flows/runtime/pipeline.py) then train one such model at a time;
+- optionally ``exclusive(model settings) -> bool``: True when ``fit`` holds process-wide state
+  from start to end (torch's global generator, for dropout: torchnet.exclusive); the pipeline's
+  waves (flows/runtime/pipeline.py) then train one such model at a time. Other torch fits run
+  side by side: each seeds its net's construction in turn (torchnet._SEEDING);
+- optionally ``TORCH_LOOP = True`` when ``fit`` runs torchnet's training loop: thousands of small
+  torch ops a second, each handing the GIL back and forth, so a big such fit runs best in a
+  process of its own (flows/runtime/pipeline.py: own_process);
 - optionally ``WARM_START = True`` when ``fit`` starts from ``data.start`` (fine-tuning);
   a model that sets ``fitted.state`` each epoch goes on from ``data.resume`` (checkpoints).
 

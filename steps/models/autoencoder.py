@@ -12,7 +12,7 @@ from steps.models import Data, Fitted, OnEpoch, torchnet
 
 WARM_START = True  # fit starts from data.start when given
 TASK = "reconstruction"
-EXCLUSIVE = True  # fit seeds torch's global RNG: one such training at a time per process
+TORCH_LOOP = True  # fit runs torchnet's training loop, small torch ops one after another
 
 
 class AutoEncoder(nn.Module):

@@ -22,7 +22,7 @@ import numpy as np
 from steps.models import Data, Fitted, OnEpoch, mlp
 
 TASK = "classification"
-EXCLUSIVE = True  # fit seeds torch's global RNG: one such training at a time per process
+TORCH_LOOP = True  # fit runs torchnet's training loop, small torch ops one after another
 WARM_START = True
 
 

@@ -11,7 +11,8 @@ from steps.models import Data, Fitted, OnEpoch, torchnet
 
 WARM_START = True  # fit starts from data.start when given
 TASK = "classification"
-EXCLUSIVE = True  # fit seeds torch's global RNG: one such training at a time per process
+TORCH_LOOP = True  # fit runs torchnet's training loop, small torch ops one after another
+exclusive = torchnet.exclusive  # with dropout, one such fit at a time per process
 
 
 def build(n_in: int, n_out: int, config: dict[str, Any]) -> nn.Module:

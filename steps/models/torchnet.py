@@ -6,6 +6,7 @@ batches are index slices of one tensor, the loss is read back once per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import io
@@ -27,6 +28,11 @@ ONNX_OPSET = 17
 # process fails ('GLOBALS.in_onnx_export must be False'). Publish stages of a pipeline run share
 # a process, so their exports take turns; everything else about a publish runs side by side.
 _EXPORTING = threading.Lock()
+# torch's default generator is process-wide too: a fit seeds it to build its net and, when the
+# net has dropout, to draw the masks while it trains. Fits in threads of one process hold it in
+# turn for as long as they use it: while the net is built, or for the whole fit with dropout.
+# Everything else a fit draws (the batch order) comes from a generator of its own.
+_SEEDING = threading.Lock()
 HEADS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "softmax": lambda t: torch.softmax(t, dim=1),
     "sigmoid": torch.sigmoid,
@@ -75,6 +81,17 @@ def _optimizer(params: dict[str, Any], weights) -> torch.optim.Optimizer:
     # (docs/benchmarks.md). Same update rule, not the same rounding: other bytes than foreach.
     fused = {"fused": True} if params["optimizer"] == "adam" else {}
     return kinds[params["optimizer"]](weights, lr=params["lr"], weight_decay=params["weight_decay"] or 0.0, **fused)
+
+
+def draws_at_random(net: nn.Module) -> bool:
+    """Whether training ``net`` draws from torch's global generator (dropout)."""
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in net.modules())
+
+
+def exclusive(model: dict[str, Any]) -> bool:
+    """A model's ``exclusive``: whether its fit holds torch's global generator from start to end
+    (dropout), so that the pipeline's waves train one such model at a time in a process."""
+    return bool(model.get("dropout"))
 
 
 LBFGS_ITERATIONS = 20  # per epoch: an epoch of L-BFGS is this many full-batch iterations
@@ -128,9 +145,13 @@ def fit(
     x_train, y_train = prepare(data.x_train, data.y_train)
     x_val, y_val = prepare(data.x_val, data.y_val)
     devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with contextlib.ExitStack() as seeded:
+        seeded.enter_context(_SEEDING)
+        seeded.enter_context(torch.random.fork_rng(devices=devices))
         torch.manual_seed(params["seed"])
         net = net_for()
+        if not draws_at_random(net):
+            seeded.close()  # built: another fit in this process may seed the generator now
         if data.start is not None:  # fine-tuning: the checked architecture makes strict loading safe
             net.load_state_dict({k.removeprefix("net."): torch.from_numpy(v) for k, v in data.start.items()})
         net = net.to(device)
