@@ -249,7 +249,7 @@ def _state(net, optimizer, schedule, order, fitted: Fitted, loop: dict, device: 
         "optimizer": optimizer.state_dict(),
         "schedule": schedule.state_dict() if schedule is not None else None,
         "order": order.get_state(),
-        "rng": torch.get_rng_state(),  # dropout draws from the (forked) global generator
+        "rng": torch.get_rng_state(),  # dropout draws from the (forked) global generator; others: unused
         "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
         "history": [dataclasses.asdict(e) for e in fitted.history],
         "best_epoch": fitted.best_epoch,
@@ -263,9 +263,10 @@ def _restore(state: dict[str, Any], net, optimizer, schedule, order, fitted: Fit
     if schedule is not None:
         schedule.load_state_dict(state["schedule"])
     order.set_state(state["order"])
-    torch.set_rng_state(state["rng"])
-    if device.type == "cuda" and state["cuda_rng"] is not None:
-        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    if draws_at_random(net):  # its fit holds the (forked) global generator: _SEEDING
+        torch.set_rng_state(state["rng"])
+        if device.type == "cuda" and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
     fitted.history = [Epoch(**e) for e in state["history"]]
     fitted.best_epoch = state["best_epoch"]
     return {k: state[k] for k in ("best_score", "best_state", "waited", "converged") if k in state}
