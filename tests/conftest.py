@@ -160,6 +160,10 @@ def project_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["PREFECT_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / "cairn-test-prefect")
+    # A test server does not register the block types of every installed Prefect collection
+    # (prefect-docker, -kubernetes, -dask) at its start: cairn uses no blocks, and importing them
+    # took 1.7 s of the server's 8 s of CPU to answer, for each of the run's dozen servers.
+    env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
     return env | extra
 
 
@@ -431,12 +435,15 @@ def seed_database(home: Path) -> None:
 
 
 def start_server(home: Path, env: dict[str, str]) -> subprocess.Popen:
-    """`prefect server start` with ``env`` (its log in ``home``/server.log), once it answers."""
+    """Prefect's server as `make serve` runs it (flows/service/prefect_server.py: `prefect server
+    start`'s app, with cairn's Host check and IMMEDIATE SQLite writes) on ``env``'s port, its log
+    in ``home``/server.log, once it answers. Without the Prefect command line's imports it
+    answers after 5-6 s of CPU, not 7 (docs/benchmarks.md)."""
     if "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in env:
         seed_database(Path(env["PREFECT_HOME"]))
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1",
-                             "--port", env["PREFECT_SERVER_API_PORT"]], env=env, stdout=log,
+    env = {"PREFECT_SERVER_API_HOST": "127.0.0.1"} | env
+    proc = subprocess.Popen([sys.executable, "-m", "flows.service.prefect_server"], env=env, stdout=log,
                             stderr=subprocess.STDOUT)  # fmt: skip
     deadline = time.time() + 120
     while time.time() < deadline:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,12 +25,15 @@ def untracked(monkeypatch):
     assert not tracking.tracked()
 
 
-def test_a_second_run_skips_every_stage(built_copy):
-    repo = built_copy
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(repo)
-        outcome = run_pipeline(None)
-    assert set(outcome.values()) == {"skipped"}  # the champion gates too: nothing new to judge
+def test_a_second_run_skips_every_stage_and_imports_no_torch(built_copy):
+    """`make run` again with nothing changed: every stage skipped, in a process that never
+    imported torch (2.4 s of CPU that deciding how a train stage would run used to cost, for
+    each no-op run of the pipeline, the watcher's and a schedule's included)."""
+    main = "import sys\nfrom flows.cli import main\nrc = main(['pipeline'])\nprint('torch' in sys.modules)\nsys.exit(rc)"
+    result = run([sys.executable, "-c", main], built_copy)
+    summary = json.loads(re.search(r"^pipeline: (\{.*\})$", result.stderr, re.M).group(1))
+    assert set(summary["stages"].values()) == {"skipped"}, summary  # the champion gates too
+    assert result.stdout.strip() == "False", result.stderr[-2000:]
 
 
 def test_a_damaged_output_is_replaced_not_a_traceback(built_copy):

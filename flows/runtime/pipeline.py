@@ -239,7 +239,10 @@ class Waves:
             if not remote and len(local) >= self.jobs:
                 continue
             try:
-                if not remote and self._exclusive(name) and any(map(self._exclusive, local)):
+                # The stages already running first: asking a train stage whether it is exclusive
+                # imports its model (torch, 2.4 s of CPU), which a pipeline where nothing else
+                # runs, or where it is up to date, does not need.
+                if not remote and any(map(self._exclusive, local)) and self._exclusive(name):
                     continue
                 job = self._prepare(name)
             except Exception as err:  # noqa: BLE001 - any error is this stage's failure, said once
