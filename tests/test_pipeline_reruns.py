@@ -29,7 +29,7 @@ def test_a_second_run_skips_every_stage_and_imports_no_torch(built_copy):
     """`make run` again with nothing changed: every stage skipped, in a process that never
     imported torch (2.4 s of CPU that deciding how a train stage would run used to cost, for
     each no-op run of the pipeline, the watcher's and a schedule's included)."""
-    main = "import sys\nfrom flows.cli import main\nrc = main(['pipeline'])\nprint('torch' in sys.modules)\nsys.exit(rc)"
+    main = "import sys\nfrom flows.cli import main\nrc = main(['pipeline'])\nprint('torch' in sys.modules)\nexit(rc)"
     result = run([sys.executable, "-c", main], built_copy)
     summary = json.loads(re.search(r"^pipeline: (\{.*\})$", result.stderr, re.M).group(1))
     assert set(summary["stages"].values()) == {"skipped"}, summary  # the champion gates too
