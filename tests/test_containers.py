@@ -25,7 +25,18 @@ from unittest import mock
 
 import pytest
 import yaml
-from conftest import ROOT, api, blobs_csv, free_port, make_repo, only_workloads, project_env, run, stop, tiny_params
+from conftest import (
+    ROOT,
+    api,
+    blobs_csv,
+    free_port,
+    make_repo,
+    only_workloads,
+    project_env,
+    run,
+    stop_worker,
+    tiny_params,
+)
 
 IMAGE = "cairn:cpu"
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -202,7 +213,7 @@ def test_train_runs_in_a_container_of_a_docker_pool_and_the_lock_equals_a_local_
             time.sleep(0.5)
         result = run([sys.executable, "-m", "flows", "pipeline", "iris"], tmp_path / "coordinator", env=env)
     finally:
-        stop(worker)
+        stop_worker(worker)
     assert "train@iris: sent to work pool 'docker'" in result.stderr
     assert "train@iris: restored from what the worker pushed" in result.stderr
 

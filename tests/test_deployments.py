@@ -24,6 +24,7 @@ from conftest import (
     run,
     start_server,
     stop,
+    stop_worker,
     tiny_params,
 )
 
@@ -153,7 +154,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
 
                 done = wait_for("the worker did not finish the runs", finished, 420, home / "worker.log")
             finally:
-                stop(worker)
+                stop_worker(worker)
         assert {r["state"]["type"] for r in done} == {"COMPLETED"}, [(r["name"], r["state"]) for r in done]
         spans = sorted((r["start_time"], r["end_time"]) for r in done)
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans)), spans  # one at a time, none refused

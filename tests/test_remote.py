@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import api, make_repo, project_env, reference_entries, run, stop, tiny_params
+from conftest import api, make_repo, project_env, reference_entries, run, stop_worker, tiny_params
 
 from flows.runtime.pipeline import pipeline
 from flows.runtime.workers import run_on_worker
@@ -98,7 +98,7 @@ def test_two_coordinators_hand_trains_to_a_gpu_pool_at_once_and_end_with_the_loc
         logs = {name: proc.communicate(timeout=600)[0] for name, proc in coordinators.items()}
     finally:
         for worker in workers:
-            stop(worker)
+            stop_worker(worker)
     worker_logs = "\n".join((tmp_path / f"worker{i}.log").read_text()[-2000:] for i in range(2))
     for name, proc in coordinators.items():
         assert proc.returncode == 0, f"{name}:\n{logs[name]}\nworkers:\n{worker_logs}"
