@@ -162,7 +162,7 @@ def project_env(**extra: str) -> dict[str, str]:
     env["PREFECT_HOME"] = str(Path(os.environ.get("TMPDIR", "/tmp")) / "cairn-test-prefect")
     # A test server does not register the block types of every installed Prefect collection
     # (prefect-docker, -kubernetes, -dask) at its start: cairn uses no blocks, and importing them
-    # took 1.7 s of the server's 8 s of CPU to answer, for each of the run's dozen servers.
+    # took 1.7 s of the 9-10 s of CPU a server took to answer, for each of the run's dozen servers.
     env["PREFECT_SERVER_REGISTER_BLOCKS_ON_START"] = "false"
     return env | extra
 
@@ -438,7 +438,8 @@ def start_server(home: Path, env: dict[str, str]) -> subprocess.Popen:
     """Prefect's server as `make serve` runs it (flows/service/prefect_server.py: `prefect server
     start`'s app, with cairn's Host check and IMMEDIATE SQLite writes) on ``env``'s port, its log
     in ``home``/server.log, once it answers. Without the Prefect command line's imports it
-    answers after 5-6 s of CPU, not 7 (docs/benchmarks.md)."""
+    answers after 5-6 s of CPU, where `prefect server start` took 7 (both without block
+    registration, docs/benchmarks.md)."""
     if "PREFECT_SERVER_DATABASE_CONNECTION_URL" not in env:
         seed_database(Path(env["PREFECT_HOME"]))
     log = open(home / "server.log", "w")

@@ -23,20 +23,10 @@ import uuid
 from pathlib import Path
 from unittest import mock
 
+import conftest
 import pytest
 import yaml
-from conftest import (
-    ROOT,
-    api,
-    blobs_csv,
-    free_port,
-    make_repo,
-    only_workloads,
-    project_env,
-    run,
-    stop_worker,
-    tiny_params,
-)
+from conftest import ROOT, api, blobs_csv, free_port, make_repo, only_workloads, project_env, run, tiny_params
 
 IMAGE = "cairn:cpu"
 GIT = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
@@ -213,7 +203,7 @@ def test_train_runs_in_a_container_of_a_docker_pool_and_the_lock_equals_a_local_
             time.sleep(0.5)
         result = run([sys.executable, "-m", "flows", "pipeline", "iris"], tmp_path / "coordinator", env=env)
     finally:
-        stop_worker(worker)
+        conftest.stop_worker(worker)
     assert "train@iris: sent to work pool 'docker'" in result.stderr
     assert "train@iris: restored from what the worker pushed" in result.stderr
 
