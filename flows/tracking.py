@@ -81,16 +81,21 @@ def log() -> logging.Logger | logging.LoggerAdapter:
 
 
 def tracked() -> bool:
-    """True when a Prefect API is configured: flows then run as tracked Prefect runs. Where no
-    Prefect setting can come from (no PREFECT_* variable, no profile or config file) the answer
-    is no without importing Prefect, which costs a `dvc repro` stage process about a second."""
+    """True when a Prefect API is configured: flows then run as tracked Prefect runs.
+
+    Only PREFECT_API_URL or a settings file can set the API's URL: a profile (profiles.toml
+    under PREFECT_HOME or PREFECT_PROFILES_PATH; PREFECT_PROFILE picks one, in Prefect's test
+    mode among its built-in ones), a `.env`, a `prefect.toml` or pyproject's [tool.prefect].
+    Where none of them is there the answer is no without importing Prefect, which costs a `dvc
+    repro` stage process 1.1-1.3 s of CPU, as much as a tiny ingest's own work: other PREFECT_*
+    variables (PREFECT_HOME, PREFECT_LOGGING_LEVEL, ...) no longer cost it."""
     if os.environ.get("PREFECT_API_URL"):
         return True
     home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
     sources = [Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")), Path(".env"),
                Path("prefect.toml")]  # fmt: skip
     pyproject = Path("pyproject.toml")
-    configured = (any(k.startswith("PREFECT_") for k in os.environ) or any(p.exists() for p in sources)
+    configured = ("PREFECT_PROFILE" in os.environ or any(p.exists() for p in sources)
                   or (pyproject.exists() and "[tool.prefect" in pyproject.read_text()))  # fmt: skip
     if not configured:
         return False

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import api, blobs_csv, free_port, make_repo, only_workloads, project_env, start_server, stop
+from conftest import api, blobs_csv, free_port, make_repo, only_workloads, project_env, run, start_server, stop
 
 from flows.runtime.pipeline import pipeline
 
@@ -151,3 +152,19 @@ def test_an_unexpected_error_in_a_tracked_stage_logs_its_traceback_once(tmp_path
     errors = [e for e in logs if e.level >= 40]
     tracebacks = [e for e in errors if "in _denied" in e.message]  # the stage's own frame
     assert len(tracebacks) == 1 and tracebacks[0].flow_run_id == ids[0], [e.message[:300] for e in errors]
+
+
+def test_a_stage_is_tracked_only_where_a_prefect_setting_names_an_api_and_asks_prefect_only_then(tmp_path):
+    """A `dvc repro` stage process asks first whether it is tracked. Where no setting can name an
+    API, with other PREFECT_* variables set (a user's PREFECT_HOME, this suite's), it says no
+    without importing Prefect: 1.1-1.3 s of CPU per stage process, as much as a tiny ingest's own
+    work. A profile that names an API makes it tracked."""
+    probe = "import sys\nfrom flows.tracking import tracked\nprint(tracked(), 'prefect' in sys.modules)"
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    env = project_env(PREFECT_HOME=str(home), PREFECT_LOGGING_LEVEL="DEBUG")
+    assert run([sys.executable, "-c", probe], tmp_path, env=env).stdout.split() == ["False", "False"]
+    (home / "profiles.toml").write_text(
+        'active = "remote"\n[profiles.remote]\nPREFECT_API_URL = "http://127.0.0.1:9/api"\n'
+    )
+    assert run([sys.executable, "-c", probe], tmp_path, env=env).stdout.split() == ["True", "True"]
