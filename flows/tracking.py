@@ -88,9 +88,13 @@ def tracked() -> bool:
     mode among its built-in ones), a `.env`, a `prefect.toml` or pyproject's [tool.prefect].
     Where none of them is there the answer is no without importing Prefect, which costs a `dvc
     repro` stage process 1.1-1.3 s of CPU, as much as a tiny ingest's own work: other PREFECT_*
-    variables (PREFECT_HOME, PREFECT_LOGGING_LEVEL, ...) no longer cost it."""
+    variables (PREFECT_HOME, PREFECT_LOGGING_LEVEL, ...) do not make it pay that. A process that
+    has loaded Prefect's settings asks them: they may have been changed in the process
+    (``temporary_settings``, Prefect's test harness)."""
     if os.environ.get("PREFECT_API_URL"):
         return True
+    if "prefect.settings" in sys.modules:
+        return bool(sys.modules["prefect.settings"].get_current_settings().api.url)
     home = Path(os.environ.get("PREFECT_HOME", "~/.prefect")).expanduser()
     sources = [Path(os.environ.get("PREFECT_PROFILES_PATH", home / "profiles.toml")), Path(".env"),
                Path("prefect.toml")]  # fmt: skip
