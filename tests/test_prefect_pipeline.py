@@ -20,10 +20,15 @@ from flows.runtime.pipeline import pipeline
 
 
 @pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
+def harness(prefect_server):
+    """In-process runs tracked by a real server of the module's own (conftest: its database
+    migrated once per test run, secured as `make serve` secures it), through Prefect's settings:
+    prefect_test_harness's temporary server migrated an empty database first (30 s here)."""
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
 
-    with prefect_test_harness(server_startup_timeout=120):
+    urls = {PREFECT_API_URL: prefect_server["PREFECT_API_URL"],
+            PREFECT_API_AUTH_STRING: prefect_server["PREFECT_API_AUTH_STRING"]}  # fmt: skip
+    with temporary_settings(updates=urls):
         yield
 
 
