@@ -341,12 +341,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 # go first, so the run does not end with one worker in a long file while the others idle. A file
 # not listed is short and goes after these.
 FILE_SECONDS = {
-    "test_deployments.py": 213, "test_remote.py": 200, "test_dvc_repro.py": 161,
-    "test_faults.py": 130, "test_datum_integrity.py": 92, "test_prefect_pipeline.py": 60,
-    "test_service_serve.py": 81, "test_fanout.py": 76, "test_score.py": 71, "test_pipeline_reruns.py": 65,
-    "test_user_data.py": 55, "test_datums.py": 47, "test_ui.py": 47, "test_cli_errors.py": 35,
-    "test_lockfile.py": 33, "test_service_arrival.py": 24, "test_drift.py": 20, "test_security.py": 19,
-    "test_parse_column.py": 11, "test_failed_stage_outputs.py": 11, "test_user_files.py": 8,
+    "test_deployments.py": 308, "test_dvc_repro.py": 307, "test_remote.py": 168, "test_faults.py": 157,
+    "test_pipeline_reruns.py": 101, "test_datum_integrity.py": 99, "test_fanout.py": 94,
+    "test_service_serve.py": 92, "test_datums.py": 71, "test_score.py": 60, "test_ui.py": 56,
+    "test_user_data.py": 52, "test_prefect_pipeline.py": 46, "test_train.py": 41, "test_lockfile.py": 39,
+    "test_drift.py": 38, "test_service_arrival.py": 37, "test_security.py": 26, "test_cli_errors.py": 19,
+    "test_failed_stage_outputs.py": 17, "test_parse_column.py": 12, "test_user_files.py": 5,
 }  # fmt: skip
 
 
@@ -506,6 +506,19 @@ def api(env: dict[str, str]) -> httpx.Client:
     if token.status_code == 200:
         client.headers.update({"Prefect-Csrf-Token": token.json()["token"], "Prefect-Csrf-Client": me})
     return client
+
+
+def create_process_pool(env: dict[str, str], name: str, concurrency_limit: int | None = None) -> None:
+    """`prefect work-pool create NAME --type process` (and `set-concurrency-limit`) through the
+    API of the server ``env`` points at, as `make serve` makes its pool (flows/service/serve.py):
+    each command is a Prefect process of 1.6-3.8 s of CPU. (tests/test_remote.py runs the command
+    the README gives for a GPU machine.)"""
+    from prefect.workers.process import ProcessWorker
+
+    body = {"name": name, "type": "process", "base_job_template": ProcessWorker.get_default_base_job_template()}
+    if concurrency_limit is not None:
+        body["concurrency_limit"] = concurrency_limit
+    api(env).post("work_pools/", json=body).raise_for_status()
 
 
 @pytest.fixture

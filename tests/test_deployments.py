@@ -17,6 +17,7 @@ from conftest import (
     ROOT,
     api,
     blobs_csv,
+    create_process_pool,
     free_port,
     make_repo,
     only_workloads,
@@ -129,8 +130,7 @@ def test_schedules_fire_a_worker_completes_the_run_and_overlapping_runs_queue(tm
         repo = make_repo(home / "repo", params)
         prefect = str(Path(sys.executable).parent / "prefect")
         run([sys.executable, "-m", "flows", "deployments"], repo, env=env)
-        run([prefect, "work-pool", "create", "cairn", "--type", "process"], repo, env=env)
-        run([prefect, "work-pool", "set-concurrency-limit", "cairn", "1"], repo, env=env)  # as serve.sh does
+        create_process_pool(env, "cairn", concurrency_limit=1)  # as `make serve` does
         run([prefect, "--no-prompt", "deploy", "--name", "watch", "--name", "iris"], repo, env=env)
         watch = api(env).get("deployments/name/watch/watch").json()["id"]
         scheduled = wait_for("the server scheduled no watcher runs",
@@ -204,7 +204,7 @@ def test_a_file_landing_in_raw_is_an_event_that_starts_its_workloads_run(tmp_pat
         repo = make_repo(home / "repo", only_workloads("blobs"))
         prefect = str(Path(sys.executable).parent / "prefect")
         run([sys.executable, "-m", "flows", "deployments"], repo, env=env)
-        run([prefect, "work-pool", "create", "cairn", "--type", "process"], repo, env=env)
+        create_process_pool(env, "cairn")
         run([prefect, "--no-prompt", "deploy", "--name", "blobs"], repo, env=env)
         deployment = api(env).get("deployments/name/pipeline/blobs").json()["id"]
         with open(home / "watch-files.log", "w") as log:

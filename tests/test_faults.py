@@ -57,7 +57,7 @@ def test_a_full_disk_is_one_line_and_the_old_output_survives(workdir: Path, tiny
 def served(tmp_path: Path):
     """A secured server, the iris deployment (a long training, so a fault lands in it) and a
     process worker: (env, repo, start_worker, restart_server)."""
-    from conftest import free_port, make_repo, only_workloads, start_server, stop
+    from conftest import create_process_pool, free_port, make_repo, only_workloads, start_server, stop
 
     from flows.service.server import server_env
 
@@ -69,7 +69,7 @@ def served(tmp_path: Path):
     repo = make_repo(tmp_path / "repo", params)
     prefect = str(Path(sys.executable).parent / "prefect")
     run([sys.executable, "-m", "flows", "deployments"], repo, env=env)
-    run([prefect, "work-pool", "create", "cairn", "--type", "process"], repo, env=env)
+    create_process_pool(env, "cairn")
     run([prefect, "--no-prompt", "deploy", "--name", "iris"], repo, env=env)
 
     def start_worker(name: str) -> subprocess.Popen:

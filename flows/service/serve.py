@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -145,18 +146,45 @@ class Service:
                     return
             self.stop.wait(0.5)
 
+    @contextlib.contextmanager
+    def client(self) -> Iterator[Any]:
+        """A Prefect client of this service's server."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
+
+        this_server = {PREFECT_API_URL: self.env["PREFECT_API_URL"],
+                       PREFECT_API_AUTH_STRING: self.env["PREFECT_API_AUTH_STRING"]}  # fmt: skip
+        # This process's own Prefect settings were read before the server existed.
+        with temporary_settings(updates=this_server), get_client(sync_client=True) as client:
+            yield client
+
     def deploy(self) -> None:
+        """The work pools through Prefect's client in this process: as `prefect work-pool`
+        commands they were three processes and 6-7 s of CPU before the UI was up. The
+        deployments of prefect.yaml through `prefect deploy --all`, as a user would."""
+        import httpx
+        from prefect.client.schemas.actions import WorkPoolCreate
+        from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+        from prefect.workers.process import ProcessWorker
+
         pool = self.params.deploy.work_pool
         deployments.write_prefect_yaml()
-        self.setup([self.prefect, "work-pool", "create", pool, "--type", "process", "--overwrite"])
-        # Every deployment of this pool works in this one checkout under DVC's lock: one run at
-        # a time, the others wait in the queue (Scheduled) instead of failing on the lock.
-        self.setup([self.prefect, "work-pool", "set-concurrency-limit", pool, "1"])
-        for remote in sorted(set(self.params.deploy.remote_stages.values())):
-            found = subprocess.run([self.prefect, "work-pool", "inspect", remote], env=self.env, capture_output=True)
-            if found.returncode:
-                self.setup([self.prefect, "work-pool", "create", remote, "--type", "process"])
-            self.say(f"work pool '{remote}': start its worker in its own clone: prefect worker start --pool {remote}")
+        template = ProcessWorker.get_default_base_job_template()
+        try:
+            with self.client() as client:
+                # Every deployment of this pool works in this one checkout under DVC's lock: one
+                # run at a time, the others wait in the queue (Scheduled) instead of failing on it.
+                client.create_work_pool(WorkPoolCreate(name=pool, type="process", base_job_template=template,
+                                                       concurrency_limit=1), overwrite=True)  # fmt: skip
+                for remote in sorted(set(self.params.deploy.remote_stages.values())):
+                    try:
+                        client.read_work_pool(remote)
+                    except ObjectNotFound:
+                        client.create_work_pool(WorkPoolCreate(name=remote, type="process", base_job_template=template))
+                    self.say(f"work pool '{remote}': start its worker in its own clone: "
+                             f"prefect worker start --pool {remote}")  # fmt: skip
+        except (httpx.HTTPError, PrefectHTTPStatusError) as err:
+            raise CairnError(f"serve: creating the work pools failed: {err}") from None
         self.setup([self.prefect, "--no-prompt", "deploy", "--all"])
 
     def run(self) -> int:
@@ -230,7 +258,6 @@ class Service:
         import httpx
 
         try:
-            from prefect.client.orchestration import get_client
             from prefect.client.schemas.filters import (
                 FlowRunFilter,
                 FlowRunFilterParentTaskRunId,
@@ -239,16 +266,12 @@ class Service:
                 WorkPoolFilter,
                 WorkPoolFilterName,
             )
-            from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL, temporary_settings
             from prefect.states import Cancelled
 
             state = FlowRunFilterState(type=FlowRunFilterStateType(any_=["RUNNING", "PENDING"]))
             pool = WorkPoolFilter(name=WorkPoolFilterName(any_=[self.params.deploy.work_pool]))
             nested = FlowRunFilter(state=state, parent_task_run_id=FlowRunFilterParentTaskRunId(is_null_=False))
-            this_server = {PREFECT_API_URL: self.env["PREFECT_API_URL"],
-                           PREFECT_API_AUTH_STRING: self.env["PREFECT_API_AUTH_STRING"]}  # fmt: skip
-            # This process's own Prefect settings were read before the server existed.
-            with temporary_settings(updates=this_server), get_client(sync_client=True) as client:
+            with self.client() as client:
                 dead = {run.id: run for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(state=state),
                                                                      work_pool_filter=pool)}  # fmt: skip
                 subflows = client.read_flow_runs(flow_run_filter=nested, limit=200)
