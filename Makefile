@@ -52,17 +52,17 @@ stop:
 status:
 	$(BIN)/python -m flows status
 
-# Test files spread over two workers on two cores (a file's module-scoped fixtures, such as its
-# Prefect server, stay in one). Two, not three: the suite is CPU-bound and a third worker's
-# processes cost about 11 % more CPU in contention (1 349 s at -n 3 against 1 200 s at -n 2, in
-# fresh clones, docs/benchmarks.md); the waits a third worker filled (the shared build, servers,
-# workers) are filled now by the tests that need no shared build, which run first in their file
-# (tests/conftest.py). A repository built once per run is shared between the workers
-# (tests/conftest.py: built_once). Files go out longest first (FILE_SECONDS), not most tests first.
+# Test files spread over three workers on two cores (a file's module-scoped fixtures, such as its
+# Prefect server, stay in one): many tests wait on servers, workers and schedules, so more workers
+# than cores keep both busy; three rather than four, since the suite is CPU-bound and a fourth only
+# adds contention (measured in fresh clones: 611.6 s of tests and 1 147 s of CPU at -n 3 against
+# 625.9-651.3 s and 1 180-1 252 s at -n 4, docs/benchmarks.md); a repository built once per run is
+# shared between the workers (tests/conftest.py: built_once). Files go out longest first
+# (tests/conftest.py: FILE_SECONDS), not most tests first.
 # (--dist loadgroup would spread tests one by one, but pytest-xdist 3.8 cannot group tests
 # under pytest 9: its group suffix is lost.)
 test: setup browser
-	$(BIN)/python -m pytest -n 2 --dist loadfile --no-loadscope-reorder
+	$(BIN)/python -m pytest -n 3 --dist loadfile --no-loadscope-reorder
 
 # Debian's chromium for the UI test (tests/test_ui.py), where apt can install it; else that test
 # is skipped and says why.

@@ -335,29 +335,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     session.config.stash[BUILD_AHEAD] = list(dict.fromkeys(AHEAD[name] for name in AHEAD if name in needed))
 
 
-# Seconds each file's tests took in a full `make test` (2 workers on 2 cores, the wall time of its
+# Seconds each file's tests took in a full `make test` (3 workers on 2 cores, the wall time of its
 # tests summed, docs/benchmarks.md). xdist gives a worker a whole file at a time, in collection
 # order (`--no-loadscope-reorder`; its default orders files by their number of tests): the longest
-# go first, so the run does not end with one worker in a long file while the other idles. A file
+# go first, so the run does not end with one worker in a long file while the others idle. A file
 # not listed is short and goes after these.
 FILE_SECONDS = {
-    "test_dvc_repro.py": 195, "test_deployments.py": 192, "test_remote.py": 154, "test_faults.py": 136,
-    "test_pipeline_reruns.py": 68, "test_service_serve.py": 65, "test_fanout.py": 61,
-    "test_datum_integrity.py": 52, "test_datums.py": 49, "test_ui.py": 36, "test_score.py": 31,
-    "test_prefect_pipeline.py": 31, "test_train.py": 30, "test_user_data.py": 29, "test_service_arrival.py": 24,
-    "test_lockfile.py": 21, "test_security.py": 20, "test_drift.py": 19, "test_cli_errors.py": 12,
-    "test_parse_column.py": 11, "test_failed_stage_outputs.py": 11, "test_user_files.py": 5,
+    "test_deployments.py": 308, "test_dvc_repro.py": 307, "test_remote.py": 168, "test_faults.py": 157,
+    "test_pipeline_reruns.py": 101, "test_datum_integrity.py": 99, "test_fanout.py": 94,
+    "test_service_serve.py": 92, "test_datums.py": 71, "test_score.py": 60, "test_ui.py": 56,
+    "test_user_data.py": 52, "test_prefect_pipeline.py": 46, "test_train.py": 41, "test_lockfile.py": 39,
+    "test_drift.py": 38, "test_service_arrival.py": 37, "test_security.py": 26, "test_cli_errors.py": 19,
+    "test_failed_stage_outputs.py": 17, "test_parse_column.py": 12, "test_user_files.py": 5,
 }  # fmt: skip
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest files first (FILE_SECONDS); in a file, the tests that need a repository built
-    ahead (AHEAD: the shared build takes a minute or two) after the others, so that the first
-    files' workers test while it is built instead of waiting for it. Otherwise each file's tests
-    keep their order."""
-    order = {path: i for i, path in enumerate(dict.fromkeys(item.path for item in items))}
-    items.sort(key=lambda item: (-FILE_SECONDS.get(item.path.name, 0), order[item.path],
-                                 not AHEAD.keys().isdisjoint(item.fixturenames)))  # fmt: skip
+    """The longest files first (FILE_SECONDS), each file's tests in their own order."""
+    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))  # a stable sort
 
 
 BUILD_AHEAD = pytest.StashKey[list]()
