@@ -7,10 +7,8 @@ import json
 import shutil
 from pathlib import Path
 
-import yaml
-
 from flows import config
-from flows.storage.files import replace_dir
+from flows.storage.files import load_yaml, replace_dir
 from flows.storage.model import load_model
 from flows.storage.tables import read_table, require
 from flows.tracking import attach, log, report, run_record, stage_flow
@@ -61,7 +59,7 @@ def publish(workload: str, raw: Path, ingested: Path, clean: Path, split: Path, 
         steps.check_parity(what, result, tolerance["min_label_agreement"], tolerance["max_diff"],
                            spec.get("warnings", []))  # fmt: skip
 
-    lock = yaml.safe_load(require(LOCK_FILE, "DVC lock file").read_text())
+    lock = load_yaml(require(LOCK_FILE, "DVC lock file").read_text())
     read = [raw, ingested, clean, split, *(train / name for name in MODEL_FILES), *(evaluate / n for n in EVALUATED)]
     lineage = steps.lineage(lock, workload, params, [path.as_posix() for path in read])
     lineage_json = json.dumps(lineage | {"checks": checks}, indent=2, sort_keys=True, default=str) + "\n"

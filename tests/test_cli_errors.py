@@ -108,6 +108,19 @@ def test_wrong_params_are_one_line_naming_key_value_and_what_is_allowed(workdir:
     assert not out.exists()
 
 
+def test_params_that_are_not_yaml_are_one_line_saying_where(workdir: Path):
+    text = yaml.safe_dump(tiny_params())
+    (workdir / "params.yaml").write_text(text + "workloads:\n  iris: [\n")  # a list never closed
+    raw = workdir / "good.csv"
+    raw.write_text(blobs_csv(10, 0))
+    result, out = ingest(workdir, raw)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    line = len(text.splitlines()) + 3
+    assert error_line(result).startswith("error: params.yaml is not valid YAML: ")  # then libyaml's words
+    assert f"(params.yaml, line {line}, column 1)" in error_line(result)
+    assert not out.exists()
+
+
 def test_every_command_has_help_and_a_usage_error_is_one_line_with_exit_2(capsys):
     from flows.cli import main, parser
 

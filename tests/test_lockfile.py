@@ -3,6 +3,7 @@ one gets its last good copy back, under plain `dvc` commands too."""
 
 from __future__ import annotations
 
+import json
 import sys
 import sysconfig
 import textwrap
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make_repo, only_workloads, run
+from conftest import ROOT, make_repo, only_workloads, run
 
 from flows.runtime import lockfile
 from steps import BadInput
@@ -31,6 +32,54 @@ def test_a_broken_lock_gets_its_last_good_copy_back(tmp_path):
     lock.write_text("")
     with pytest.raises(BadInput, match=r"dvc.lock is unusable \(it is empty\) and there is no good copy"):
         lockfile.recover(lock, good)
+
+
+def test_dvc_rewrites_the_lock_from_its_fast_parse_to_the_same_bytes():
+    """lockfile.fast_lock_updates: DVC's update of dvc.lock parses it with its safe loader, whose
+    result DVC dumps to the very bytes it read (the project's lock: every kind of entry, params
+    of every type); other YAML files keep the round trip, and with it their comments."""
+    from dvc.utils.serialize import _yaml
+
+    lockfile.fast_lock_updates()
+    text = (ROOT / "dvc.lock").read_text()
+    parsed = _yaml.parse_yaml_for_update(text, "dvc.lock")
+    assert type(parsed) is dict  # the safe loader's, not a round-trip CommentedMap
+    assert _yaml.dumps_yaml(parsed) == text
+    kept = _yaml.parse_yaml_for_update("stages:  # a note\n  a: {cmd: x}\n", "dvc.yaml")
+    assert "# a note" in _yaml.dumps_yaml(kept)
+
+
+# What shared_yaml_parses does for DVC's params reads: how often DVC's parser runs for three
+# reads of params.yaml, the second after the first's result was changed, the third after an edit.
+SHARED_PARSES = textwrap.dedent("""
+    import json, sys
+    from dvc.fs import LocalFileSystem
+    from dvc.utils.serialize import _yaml, load_path
+    from flows.runtime import lockfile
+
+    calls = []
+    real = _yaml.parse_yaml  # counted below; the call of the test itself is not
+    _yaml.parse_yaml = lambda text, path, typ="safe": calls.append(path) or real(text, path, typ)
+    lockfile.shared_yaml_parses()
+    fs, params = LocalFileSystem(), sys.argv[1]
+    original = real(open(params).read(), params)
+    first = load_path(params, fs)
+    first["changed"] = True
+    second = load_path(params, fs)
+    with open(params, "a") as f:
+        f.write("more: 1\\n")
+    third = load_path(params, fs)
+    print(json.dumps({"parses": len(calls), "change seen": "changed" in second,
+                      "second as parsed": second == original,
+                      "edit seen": third.get("more")}))
+""")
+
+
+def test_dvc_parses_a_params_text_once_and_hands_out_copies(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(only_workloads("blobs")))
+    out = json.loads(run([sys.executable, "-c", SHARED_PARSES, str(params)], tmp_path).stdout)
+    assert out == {"parses": 2, "change seen": False, "second as parsed": True, "edit seen": 1}
 
 
 def test_the_dvc_hook_installs_into_site_packages_and_names_a_module_that_exists(tmp_path, monkeypatch):

@@ -22,10 +22,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flows import config
-from flows.runtime.lockfile import LOCK, SAFE_LOADER, problem
+from flows.runtime.lockfile import LOCK, problem
+from flows.storage.files import load_yaml
 
 CACHE = Path(".dvc") / "cache" / "files" / "md5"  # DVC 3's cache layout: md5[:2]/md5[2:]
 RECORD = Path("data") / "metrics.json"  # {workload: {"md5": of its metrics.json, "metrics": {...}}}
@@ -40,7 +39,7 @@ def _committed(path: Path) -> str | None:
 def committed_lock() -> dict[str, Any] | None:
     """HEAD's dvc.lock stages, or None outside git or where HEAD has no dvc.lock."""
     text = _committed(LOCK)
-    return yaml.load(text, SAFE_LOADER).get("stages", {}) if text else None
+    return load_yaml(text).get("stages", {}) if text else None
 
 
 def outs(entry: dict[str, Any]) -> dict[str, str | None]:
@@ -80,7 +79,7 @@ def record() -> None:
     text = LOCK.read_text() if LOCK.exists() else ""
     if problem(text):
         return  # nothing to record; the next pipeline run recovers the lock (flows/runtime/lockfile.py)
-    stages = yaml.load(text, SAFE_LOADER)["stages"]
+    stages = load_yaml(text)["stages"]
     before, entries = _mapping(_read(RECORD)) or {}, {}
     for name, entry in stages.items():
         kind, _, workload = name.partition("@")
@@ -130,7 +129,7 @@ def summary() -> str | None:
     committed = committed_lock()
     if committed is None or not LOCK.exists():
         return None
-    current = yaml.load(LOCK.read_text(), SAFE_LOADER).get("stages", {})
+    current = load_yaml(LOCK.read_text()).get("stages", {})
     stages = differing(committed, current)
     if not stages:
         return f"dvc.lock: all {len(current)} stages' outputs are the committed bytes"

@@ -47,7 +47,7 @@ class Dvc:
         from dvc.repo import Repo, lock_repo
 
         lockfile.recover()
-        lockfile.atomic_dvc_writes()
+        lockfile.adapt_dvc()
         try:
             with Repo(".") as repo, lock_repo(repo):
                 lockfile.snapshot()

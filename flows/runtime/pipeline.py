@@ -24,6 +24,7 @@ from flows.runtime import drift, lockfile
 from flows.runtime.dvc_repo import Dvc
 from flows.runtime.stages import STAGES, UsageError, run_stage
 from flows.runtime.workers import await_worker, bring_back, check_ready, hand_over
+from flows.storage.files import load_yaml
 from flows.tracking import git_revision, in_flow_run, log, report, tracked
 from steps.errors import CairnError, StageFailed
 
@@ -419,13 +420,12 @@ def produced_artifact(outcome: dict[str, str]) -> None:
     """In a tracked run, a table artifact 'pipeline-outputs': every output of the stages this run
     covered with its DVC hash from dvc.lock, what the run did for it, and the git revision, so a
     run in the UI names exactly the data and models it left."""
-    import yaml
     from prefect.artifacts import create_table_artifact
     from prefect.context import FlowRunContext
 
     if FlowRunContext.get() is None:
         return
-    stages = (yaml.safe_load(lockfile.LOCK.read_text()) or {}).get("stages", {})
+    stages = (load_yaml(lockfile.LOCK.read_text()) or {}).get("stages", {})
     revision = git_revision()
     rows = [
         {"stage": name, "done": done, "output": out["path"], "md5": out.get("md5"), "git revision": revision[:12]}
