@@ -162,8 +162,8 @@ def shared_yaml_parses(keep: int = 4) -> None:
     """From now on, this process's DVC parses a YAML text it parsed before from a copy of that
     parse: params.yaml, parsed again for every stage DVC checks and four or five times for each
     stage it commits (10 ms each for the project's; a copy takes 0.24 ms). Keyed by the text, so
-    an edited file is parsed anew; a copy, as DVC's callers may change what they get (a dvc.lock
-    update does). The last ``keep`` texts are kept."""
+    an edited file is parsed anew; a copy, as DVC's callers may change what they get. The
+    ``keep`` texts used last are kept."""
     import copy
     import threading
 
@@ -176,13 +176,17 @@ def shared_yaml_parses(keep: int = 4) -> None:
     guard = threading.Lock()  # the pipeline asks DVC from several threads
 
     def parse_yaml(text: str, path: str, typ: str = "safe") -> Any:
-        if typ != "safe":  # a round trip: its result carries the text's comments and layout
+        # Not a round trip (its result carries the text's comments and layout), nor dvc.lock,
+        # whose text changes with every rewrite: keeping it would only cost copies.
+        if typ != "safe" or os.path.basename(os.fspath(path)) == LOCK.name:
             return parse(text, path, typ)
         key = (text, os.fspath(path))
         with guard:
-            if key not in parsed:
+            if key in parsed:
+                parsed[key] = parsed.pop(key)  # the most recently used last
+            else:
                 if len(parsed) >= keep:
-                    parsed.pop(next(iter(parsed)))
+                    parsed.pop(next(iter(parsed)))  # the least recently used
                 parsed[key] = parse(text, path, typ)
             return copy.deepcopy(parsed[key])
 
