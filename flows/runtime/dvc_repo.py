@@ -8,9 +8,10 @@ methods (tests/test_scheduler.py) and run in milliseconds. DVC's command line (`
 `dvc push` on a worker) is not this module's: those are subprocesses.
 
 Two uses of DVC's internals stay in flows/runtime/lockfile.py, because they are about the
-dvc.lock file rather than the repository: ``atomic_dvc_writes`` patches DVC's serializer
-(``dvc.utils.serialize._common._dump_data``) so every DVC write is atomic, and ``order_stages``
-rewrites the lock's entry order through DVC's own YAML round trip (``modify_yaml``).
+dvc.lock file rather than the repository: ``adapt_dvc`` patches DVC's serializer so every DVC
+write is atomic (``dvc.utils.serialize._common._dump_data``) and its YAML is parsed less
+(``_yaml.parse_yaml_for_update`` for dvc.lock, ``_yaml.parse_yaml``), and ``order_stages``
+rewrites the lock's entry order through DVC's own ``modify_yaml``.
 """
 
 from __future__ import annotations
